@@ -1,0 +1,199 @@
+// Package api holds the JSON types and paths of the local socket API. It is
+// shared by the server and the client and imports nothing of the project.
+package api
+
+import "time"
+
+// SchemaVersion is carried by every body. It changes only when a field
+// changes meaning; new fields may appear without a bump.
+const SchemaVersion = 1
+
+// Paths of the API.
+const (
+	PathStatus      = "/v1/status"
+	PathDeployments = "/v1/deployments"
+	PathRollback    = "/v1/rollback"
+	PathCheckpoints = "/v1/checkpoints"
+	PathHealth      = "/v1/health"
+	PathEvents      = "/v1/events"
+	PathMetrics     = "/v1/metrics"
+)
+
+// HeaderServerVersion is set on every response.
+const HeaderServerVersion = "Server-Version"
+
+// Error codes of ErrorBody.Code.
+const (
+	CodeDenied         = "denied"          // peer may not do this
+	CodeBrowserRequest = "browser_request" // Origin or Referer present
+	CodeStarting       = "starting"        // readiness gate closed
+	CodeNotFound       = "not_found"
+	CodeBadRequest     = "bad_request"
+	CodeConflict       = "conflict"
+	CodeInternal       = "internal"
+	CodeUnavailable    = "unavailable"
+)
+
+// ErrorBody is the body of every non-2xx answer.
+type ErrorBody struct {
+	SchemaVersion int    `json:"schema_version"`
+	Error         string `json:"error"`
+	Code          string `json:"code"`
+}
+
+// Agent states shown in Status.State.
+const (
+	StateStarting      = "starting"
+	StateIdle          = "idle"
+	StateBusy          = "busy"
+	StateNeedsOperator = "needs_operator"
+	StateStopping      = "stopping"
+)
+
+// Status is GET /v1/status.
+type Status struct {
+	SchemaVersion int    `json:"schema_version"`
+	Agent         Agent  `json:"agent"`
+	Application   string `json:"application"`
+	// State is one of the State* constants.
+	State string `json:"state"`
+	// Summary is the same human sentence as sd_notify STATUS.
+	Summary  string       `json:"summary"`
+	Identity Identity     `json:"identity"`
+	Current  *RevisionRef `json:"current"`
+	LastGood *RevisionRef `json:"last_good"`
+	// Operation is the in-flight deployment, rollback or restore, if any.
+	Operation   *Operation         `json:"operation"`
+	Checkpoints CheckpointSummary  `json:"checkpoints"`
+	Warnings    []string           `json:"warnings,omitempty"`
+	Config      ConfigSummary      `json:"config"`
+	Sources     map[string]Source  `json:"sources,omitempty"`
+	Health      *HealthSummary     `json:"health,omitempty"`
+	Watch       *WatchWindow       `json:"watch,omitempty"`
+	Operator    *OperatorAttention `json:"needs_operator,omitempty"`
+}
+
+// Agent describes the daemon itself.
+type Agent struct {
+	Version   string    `json:"version"`
+	Commit    string    `json:"commit"`
+	GoVersion string    `json:"go_version"`
+	PID       int       `json:"pid"`
+	StartedAt time.Time `json:"started_at"`
+	BootID    string    `json:"boot_id,omitempty"`
+}
+
+// Identity is who the agent is: the instance and its volumes.
+type Identity struct {
+	InstanceID       string `json:"instance_id"`
+	Region           string `json:"region"`
+	AvailabilityZone string `json:"availability_zone"`
+	AccountID        string `json:"account_id"`
+	InstanceType     string `json:"instance_type"`
+	// Source is "imds" on EC2 or "config" on on-prem hosts.
+	Source         string   `json:"source"`
+	RootDeviceName string   `json:"root_device_name"`
+	Volumes        []Volume `json:"volumes"`
+}
+
+// Volume is one EBS volume attached to the instance.
+type Volume struct {
+	VolumeID   string `json:"volume_id"`
+	DeviceName string `json:"device_name"`
+	Root       bool   `json:"root"`
+	SizeGiB    int32  `json:"size_gib"`
+	VolumeType string `json:"volume_type"`
+	Iops       int32  `json:"iops,omitempty"`
+	Throughput int32  `json:"throughput,omitempty"`
+	Encrypted  bool   `json:"encrypted"`
+	// LinuxDevice is the block device the volume appears as on this host,
+	// empty when it could not be found (LinuxDeviceError says why).
+	LinuxDevice      string `json:"linux_device,omitempty"`
+	LinuxDeviceError string `json:"linux_device_error,omitempty"`
+}
+
+// RevisionRef names an installed revision.
+type RevisionRef struct {
+	DeploymentID string    `json:"deployment_id"`
+	Revision     string    `json:"revision"`
+	Digest       string    `json:"digest,omitempty"`
+	InstalledAt  time.Time `json:"installed_at"`
+}
+
+// Operation is the work in flight.
+type Operation struct {
+	Kind         string    `json:"kind"` // deploy, rollback, restore, guard, checkpoint
+	DeploymentID string    `json:"deployment_id,omitempty"`
+	Status       string    `json:"status"`
+	Step         string    `json:"step"`
+	StartedAt    time.Time `json:"started_at"`
+}
+
+// CheckpointSummary is the checkpoint part of the status.
+type CheckpointSummary struct {
+	Total   int         `json:"total"`
+	Pending int         `json:"pending"`
+	Newest  *Checkpoint `json:"newest,omitempty"`
+}
+
+// ConfigSummary says which config is in effect.
+type ConfigSummary struct {
+	Path     string    `json:"path"`
+	LoadedAt time.Time `json:"loaded_at"`
+	// ReloadError is set when the last SIGHUP reload failed and the
+	// previous config is still in effect.
+	ReloadError string `json:"reload_error,omitempty"`
+}
+
+// Source is the state of one deployment source (inbox, channel).
+type Source struct {
+	Enabled   bool      `json:"enabled"`
+	Detail    string    `json:"detail,omitempty"`
+	LastError string    `json:"last_error,omitempty"`
+	LastSeen  time.Time `json:"last_seen,omitzero"`
+}
+
+// HealthSummary is the last assessment.
+type HealthSummary struct {
+	Healthy    bool          `json:"healthy"`
+	AssessedAt time.Time     `json:"assessed_at"`
+	Reason     string        `json:"reason,omitempty"`
+	Checks     []CheckResult `json:"checks"`
+}
+
+// CheckResult is one check's last result.
+type CheckResult struct {
+	Name     string        `json:"name"`
+	Kind     string        `json:"kind"`
+	Healthy  bool          `json:"healthy"`
+	Output   string        `json:"output,omitempty"`
+	Duration time.Duration `json:"duration_ns"`
+	At       time.Time     `json:"at"`
+}
+
+// WatchWindow is the post-deployment watch.
+type WatchWindow struct {
+	DeploymentID string    `json:"deployment_id"`
+	Until        time.Time `json:"until"`
+}
+
+// OperatorAttention is set when the agent stopped and needs a human.
+type OperatorAttention struct {
+	DeploymentID string    `json:"deployment_id,omitempty"`
+	What         string    `json:"what"`
+	Next         string    `json:"next"`
+	Since        time.Time `json:"since"`
+}
+
+// Checkpoint is one rollback point.
+type Checkpoint struct {
+	ID        string    `json:"id"`
+	Kind      string    `json:"kind"`
+	State     string    `json:"state"`
+	Progress  string    `json:"progress,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
+	Reason    string    `json:"reason,omitempty"`
+	Label     string    `json:"label,omitempty"`
+	Revision  string    `json:"revision,omitempty"`
+	Pinned    bool      `json:"pinned,omitempty"`
+}

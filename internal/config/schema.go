@@ -1,0 +1,155 @@
+// Package config holds the schema of agent.yaml, its defaults, and a strict
+// loader that reports every problem at once with its line.
+package config
+
+import "time"
+
+// The doc tags feed the generated config reference in the README.
+
+// Config is the whole of agent.yaml.
+type Config struct {
+	Application string `yaml:"application" doc:"Application name; tags every AWS resource and names AMIs."`
+	StateDir    string `yaml:"state_dir" doc:"Journal, releases, downloads and hook logs live here."`
+	Socket      string `yaml:"socket" doc:"Unix socket of the local API (agentctl)."`
+	SocketGroup string `yaml:"socket_group" doc:"Group (name or numeric gid) whose members may read the API; root may do everything."`
+	InstanceID  string `yaml:"instance_id" doc:"Empty: read from IMDSv2. Set it (with region) on on-prem hosts."`
+	Region      string `yaml:"region" doc:"Empty: read from IMDSv2."`
+	LogLevel    string `yaml:"log_level" doc:"debug, info, warn or error."`
+
+	Sources    Sources    `yaml:"sources"`
+	Checkpoint Checkpoint `yaml:"checkpoint"`
+	Retention  Retention  `yaml:"retention"`
+	Health     Health     `yaml:"health"`
+	Rollback   Rollback   `yaml:"rollback"`
+	Boot       Boot       `yaml:"boot"`
+	Trust      Trust      `yaml:"trust"`
+	Devices    Devices    `yaml:"devices"`
+}
+
+// Sources says where deployments come from.
+type Sources struct {
+	Inbox        string        `yaml:"inbox" doc:"Folder watched for bundles; empty disables it."`
+	Channel      string        `yaml:"channel" doc:"S3 release channel: s3://bucket/prefix/<app>/channels/<name>.json; empty disables it."`
+	PollInterval time.Duration `yaml:"poll_interval" doc:"How often the channel is polled (with jitter)."`
+}
+
+// Checkpoint is the rollback-point policy.
+type Checkpoint struct {
+	BeforeDeploy []string       `yaml:"before_deploy" doc:"Kinds taken before each deployment: ebs, ami; [] for none."`
+	Volumes      VolumeSelector `yaml:"volumes" doc:"all, data, or a list of volume ids."`
+	Freeze       []string       `yaml:"freeze" doc:"Data mount points frozen (fsfreeze) around the snapshot call only."`
+	Required     bool           `yaml:"required" doc:"No rollback point, no deploy."`
+}
+
+// Retention bounds what is kept.
+type Retention struct {
+	KeepCheckpoints int           `yaml:"keep_checkpoints" doc:"Newest checkpoints kept (the last good and pinned ones are always kept)."`
+	MaxAge          time.Duration `yaml:"max_age" doc:"Checkpoints older than this are pruned."`
+	KeepReleases    int           `yaml:"keep_releases" doc:"Unpacked revisions kept on disk (current and last good always kept)."`
+}
+
+// Health is the health assessment.
+type Health struct {
+	Checks          []Check       `yaml:"checks" doc:"Health checks; each has a name and exactly one of http, tcp, command, systemd, cloudwatch_alarm."`
+	Interval        time.Duration `yaml:"interval" doc:"Time between check rounds."`
+	Grace           time.Duration `yaml:"grace" doc:"Wait before the first round."`
+	SuccessesNeeded int           `yaml:"successes_needed" doc:"Passing rounds in a row for healthy."`
+	FailuresAllowed int           `yaml:"failures_allowed" doc:"Failing rounds in a row for unhealthy."`
+	AssessTimeout   time.Duration `yaml:"assess_timeout" doc:"An assessment not healthy by then is unhealthy."`
+	WatchWindow     time.Duration `yaml:"watch_window" doc:"Keep checking this long after a deployment succeeds."`
+}
+
+// Check is one health check.
+type Check struct {
+	Name            string           `yaml:"name"`
+	HTTP            *HTTPCheck       `yaml:"http"`
+	TCP             *TCPCheck        `yaml:"tcp"`
+	Command         *CommandCheck    `yaml:"command"`
+	Systemd         *SystemdCheck    `yaml:"systemd"`
+	CloudWatchAlarm *CloudWatchCheck `yaml:"cloudwatch_alarm"`
+}
+
+// HTTPCheck passes when the URL answers with the expected status.
+type HTTPCheck struct {
+	URL          string        `yaml:"url"`
+	ExpectStatus StatusRange   `yaml:"expect_status" doc:"A status (200) or a range (200-299)."`
+	BodyContains string        `yaml:"body_contains"`
+	Timeout      time.Duration `yaml:"timeout"`
+}
+
+// TCPCheck passes when the address accepts a connection.
+type TCPCheck struct {
+	Address string        `yaml:"address"`
+	Timeout time.Duration `yaml:"timeout"`
+}
+
+// CommandCheck passes when the command exits 0.
+type CommandCheck struct {
+	Argv    []string      `yaml:"argv"`
+	Timeout time.Duration `yaml:"timeout"`
+}
+
+// SystemdCheck passes when the unit is active.
+type SystemdCheck struct {
+	Unit string `yaml:"unit"`
+}
+
+// CloudWatchCheck fails when any alarm is in ALARM.
+type CloudWatchCheck struct {
+	AlarmNames       []string `yaml:"alarm_names"`
+	InsufficientData string   `yaml:"insufficient_data" doc:"healthy (default) or unhealthy."`
+}
+
+// Rollback says what the agent may do by itself.
+type Rollback struct {
+	Automatic bool     `yaml:"automatic" doc:"Roll back by itself when health fails."`
+	Ladder    []string `yaml:"ladder" doc:"Rungs the agent may climb by itself: revision, volumes, root."`
+}
+
+// Boot is what happens on every start with a new boot id.
+type Boot struct {
+	Assess bool `yaml:"assess" doc:"Assess the current revision after every boot."`
+}
+
+// Trust is the signature policy for bundles.
+type Trust struct {
+	PublicKeys       []string `yaml:"public_keys" doc:"minisign public keys (base64 lines or files)."`
+	RequireSignature bool     `yaml:"require_signature" doc:"Refuse bundles without a valid signature."`
+}
+
+// Devices tells how volumes map to block devices.
+type Devices struct {
+	ByIDDir string `yaml:"by_id_dir" doc:"Where the nvme-Amazon_Elastic_Block_Store_vol... links live."`
+}
+
+// Default returns the configuration used for every key the file leaves out.
+func Default() *Config {
+	return &Config{
+		Application: "",
+		StateDir:    "/var/lib/rollback-agent",
+		Socket:      "/run/rollback-agent/agent.sock",
+		SocketGroup: "rollback-agent",
+		LogLevel:    "info",
+		Sources: Sources{
+			Inbox:        "/var/lib/rollback-agent/inbox",
+			PollInterval: 30 * time.Second,
+		},
+		Checkpoint: Checkpoint{
+			BeforeDeploy: []string{"ebs"},
+			Volumes:      VolumeSelector{Mode: VolumesAll},
+			Required:     true,
+		},
+		Retention: Retention{KeepCheckpoints: 5, MaxAge: 720 * time.Hour, KeepReleases: 5},
+		Health: Health{
+			Interval:        2 * time.Second,
+			Grace:           5 * time.Second,
+			SuccessesNeeded: 2,
+			FailuresAllowed: 3,
+			AssessTimeout:   60 * time.Second,
+			WatchWindow:     5 * time.Minute,
+		},
+		Rollback: Rollback{Automatic: true, Ladder: []string{"revision", "volumes"}},
+		Boot:     Boot{Assess: true},
+		Devices:  Devices{ByIDDir: "/dev/disk/by-id"},
+	}
+}

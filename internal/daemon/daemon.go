@@ -1,0 +1,275 @@
+// Package daemon wires the agent together: config, logger, journal,
+// identity, the socket API, sd_notify and the watchdog, and signals. The
+// start and stop order is fixed here, containerd style: nothing answers
+// before the journal is locked, nothing is READY before the identity is
+// known, and on stop the API closes before the journal.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	sdd "github.com/coreos/go-systemd/v22/daemon"
+	"go.uber.org/zap"
+
+	"github.com/rollback-agent/rollback-agent/internal/api"
+	"github.com/rollback-agent/rollback-agent/internal/awsconf"
+	"github.com/rollback-agent/rollback-agent/internal/config"
+	"github.com/rollback-agent/rollback-agent/internal/identity"
+	"github.com/rollback-agent/rollback-agent/internal/journal"
+	"github.com/rollback-agent/rollback-agent/internal/server"
+	"github.com/rollback-agent/rollback-agent/internal/version"
+)
+
+// ExitConfig is EX_CONFIG from sysexits.h; the unit lists it in
+// RestartPreventExitStatus so a bad config does not restart-loop.
+const ExitConfig = 78
+
+// Bounds of start and stop.
+const (
+	identityWait    = 10 * time.Second
+	shutdownTimeout = 10 * time.Second
+	journalLockWait = time.Second
+)
+
+// ExitError carries the process exit status.
+type ExitError struct {
+	Code int
+	Err  error
+}
+
+func (e *ExitError) Error() string { return e.Err.Error() }
+func (e *ExitError) Unwrap() error { return e.Err }
+
+// Run is the whole daemon: cmd/agent's main calls it.
+func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("rollback-agent", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfgPath := fs.String("config", config.DefaultPath, "path of agent.yaml")
+	showVersion := fs.Bool("version", false, "print the version and exit")
+	checkOnly := fs.Bool("check-config", false, "validate the config, print every problem, and exit")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return &ExitError{Code: 2, Err: err}
+	}
+	if *showVersion {
+		fmt.Fprintf(stdout, "rollback-agent %s\n", version.Get())
+		return nil
+	}
+	cfg, warnings, err := config.Load(*cfgPath)
+	for _, w := range warnings {
+		fmt.Fprintln(stderr, w)
+	}
+	if err != nil {
+		return &ExitError{Code: ExitConfig, Err: err}
+	}
+	if *checkOnly {
+		fmt.Fprintf(stdout, "%s: OK\n", *cfgPath)
+		return nil
+	}
+	log, level := newLogger(stderr, cfg.LogLevel)
+	defer log.Sync() //nolint:errcheck // stderr sync errors are not actionable
+	d := &Daemon{cfgPath: *cfgPath, log: log, level: level, notify: notifier{log: log}, loop: newLoop(), started: time.Now()}
+	d.cfg.Store(cfg)
+	d.cfgLoadedAt = time.Now()
+	return d.run(ctx)
+}
+
+// Daemon is the running agent.
+type Daemon struct {
+	cfgPath string
+	cfg     atomic.Pointer[config.Config]
+	log     *zap.Logger
+	level   zap.AtomicLevel
+	notify  notifier
+	loop    *loop
+	journal *journal.Journal
+	srv     *server.Server
+	started time.Time
+
+	mu          sync.Mutex
+	state       string
+	phase       string
+	ident       api.Identity
+	bootID      string
+	cfgLoadedAt time.Time
+	reloadErr   string
+}
+
+func (d *Daemon) run(parent context.Context) (err error) {
+	cfg := d.cfg.Load()
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+
+	ctx, cancel := context.WithCancel(parent)
+	defer cancel()
+	// A stop signal during start-up (say, while IMDS is retried) cancels it.
+	startDone := make(chan struct{})
+	go func() {
+		select {
+		case s := <-sigs:
+			d.log.Info("signal during start-up; stopping", zap.Stringer("signal", s))
+			cancel()
+		case <-startDone:
+		}
+	}()
+
+	d.setPhase(api.StateStarting, "opening the journal")
+	j, err := journal.Open(cfg.StateDir, journalLockWait)
+	if err != nil {
+		close(startDone)
+		return err
+	}
+	d.journal = j
+	defer func() {
+		if cerr := j.Close(); cerr != nil && err == nil {
+			err = cerr
+		}
+	}()
+
+	loopCtx, stopLoop := context.WithCancel(context.Background())
+	go d.loop.run(loopCtx)
+	defer stopLoop()
+
+	if err := d.startServer(cfg); err != nil {
+		close(startDone)
+		return err
+	}
+	defer d.stopServer()
+
+	if err := d.discover(ctx, cfg); err != nil {
+		close(startDone)
+		if ctx.Err() != nil && parent.Err() == nil {
+			d.beginStop("signal during start-up")
+			return nil
+		}
+		d.notify.stopping("Stopping: " + err.Error())
+		return err
+	}
+	close(startDone)
+	if ctx.Err() != nil {
+		return nil
+	}
+	d.setPhase(api.StateIdle, "")
+	d.srv.SetReady(true, "")
+	summary := d.summary()
+	d.notify.ready(summary)
+	d.log.Info("ready", zap.String("status", summary), zap.String("instance", d.ident.InstanceID),
+		zap.String("version", version.Get().Version))
+
+	if interval, werr := sdd.SdWatchdogEnabled(false); werr == nil && interval > 0 {
+		w := &watchdog{interval: interval, probe: d.loop.probe, notify: d.notify, log: d.log}
+		go w.run(ctx)
+	}
+	for {
+		select {
+		case <-parent.Done():
+			d.beginStop("context ended")
+			return nil
+		case s := <-sigs:
+			if s == syscall.SIGHUP {
+				d.reload()
+				continue
+			}
+			d.beginStop(s.String())
+			return nil
+		}
+	}
+}
+
+func (d *Daemon) beginStop(why string) {
+	d.setPhase(api.StateStopping, "stopping")
+	d.log.Info("stopping", zap.String("why", why))
+	d.notify.stopping("Stopping (" + why + ").")
+}
+
+func (d *Daemon) startServer(cfg *config.Config) error {
+	grp, err := server.LookupGroup(cfg.SocketGroup)
+	if err != nil {
+		return fmt.Errorf("server: %w", err)
+	}
+	d.srv = server.New(server.Options{SocketPath: cfg.Socket, Group: grp, Version: version.Get().Version, Log: d.log}, d)
+	if err := d.srv.Listen(); err != nil {
+		return err
+	}
+	go func() {
+		if err := d.srv.Serve(); err != nil {
+			d.log.Error("socket API stopped", zap.Error(err))
+		}
+	}()
+	return nil
+}
+
+func (d *Daemon) stopServer() {
+	ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	defer cancel()
+	if err := d.srv.Shutdown(ctx); err != nil {
+		d.log.Warn("socket API shutdown", zap.Error(err))
+	}
+}
+
+// discover learns the instance identity and its volumes.
+func (d *Daemon) discover(ctx context.Context, cfg *config.Config) error {
+	if cfg.InstanceID == "" {
+		d.setPhase(api.StateStarting, "reading the instance identity from IMDSv2 at "+identity.IMDSEndpoint())
+	} else {
+		d.setPhase(api.StateStarting, "using instance "+cfg.InstanceID+" from the config")
+	}
+	d.notify.status(d.summary())
+	doc, err := identity.Discover(ctx, cfg.InstanceID, cfg.Region, identityWait)
+	if err != nil {
+		return err
+	}
+	awsCfg, err := awsconf.Load(ctx, doc.Region)
+	if err != nil {
+		return err
+	}
+	d.setPhase(api.StateStarting, "describing instance "+doc.InstanceID+" and its volumes")
+	d.notify.status(d.summary())
+	id, err := identity.Describe(ctx, ec2.NewFromConfig(awsCfg), doc, cfg.Devices.ByIDDir)
+	if err != nil {
+		return err
+	}
+	boot := readBootID()
+	if prev, jerr := d.journal.GetMeta("boot_id"); jerr == nil && prev != boot {
+		if err := d.journal.SetMeta("boot_id", boot); err != nil {
+			return err
+		}
+	}
+	d.mu.Lock()
+	d.ident = id
+	d.bootID = boot
+	d.mu.Unlock()
+	return nil
+}
+
+func readBootID() string {
+	b, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
+}
+
+func (d *Daemon) setPhase(state, phase string) {
+	d.mu.Lock()
+	d.state, d.phase = state, phase
+	d.mu.Unlock()
+	if d.srv != nil && state == api.StateStarting {
+		d.srv.SetReady(false, phase)
+	}
+}

@@ -1,0 +1,117 @@
+// Package journal is the agent's bbolt store: deployments and their steps,
+// the checkpoint cache and the pointers (current, last good). The database
+// file is locked exclusively, so one state directory has one daemon.
+package journal
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// FileName is the journal's name inside the state directory.
+const FileName = "journal.db"
+
+const pidFile = "agent.pid"
+
+var bucketMeta = []byte("meta")
+
+// ErrLocked means another process holds the journal.
+var ErrLocked = errors.New("journal is locked by another rollback-agent")
+
+// Journal is an open, exclusively locked journal.
+type Journal struct {
+	db      *bolt.DB
+	path    string
+	pidPath string
+}
+
+// Open opens (creating if needed) the journal in stateDir and takes its
+// lock. lockWait bounds how long to wait for another holder to go away.
+func Open(stateDir string, lockWait time.Duration) (*Journal, error) {
+	if err := os.MkdirAll(stateDir, 0o750); err != nil {
+		return nil, fmt.Errorf("journal: create state dir %s: %w", stateDir, err)
+	}
+	path := filepath.Join(stateDir, FileName)
+	pidPath := filepath.Join(stateDir, pidFile)
+	if lockWait <= 0 {
+		lockWait = 50 * time.Millisecond
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: lockWait})
+	if err != nil {
+		if errors.Is(err, bolt.ErrTimeout) {
+			holder := "another process"
+			if b, rerr := os.ReadFile(pidPath); rerr == nil {
+				if pid, perr := strconv.Atoi(strings.TrimSpace(string(b))); perr == nil {
+					holder = fmt.Sprintf("rollback-agent pid %d", pid)
+				}
+			}
+			return nil, fmt.Errorf("journal: %s is held by %s; only one agent may use state dir %s: %w", path, holder, stateDir, ErrLocked)
+		}
+		return nil, fmt.Errorf("journal: open %s: %w", path, err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, b := range allBuckets() {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("journal: init buckets in %s: %w", path, err)
+	}
+	// The pid file only improves the "held by" message; the lock is the flock.
+	if err := os.WriteFile(pidPath, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("journal: write %s: %w", pidPath, err)
+	}
+	return &Journal{db: db, path: path, pidPath: pidPath}, nil
+}
+
+// Path is the journal file.
+func (j *Journal) Path() string { return j.path }
+
+// Close releases the lock.
+func (j *Journal) Close() error {
+	os.Remove(j.pidPath)
+	if err := j.db.Close(); err != nil {
+		return fmt.Errorf("journal: close %s: %w", j.path, err)
+	}
+	return nil
+}
+
+// GetMeta returns a value of the meta bucket ("" when absent).
+func (j *Journal) GetMeta(key string) (string, error) {
+	var out string
+	err := j.db.View(func(tx *bolt.Tx) error {
+		out = string(tx.Bucket(bucketMeta).Get([]byte(key)))
+		return nil
+	})
+	if err != nil {
+		return "", fmt.Errorf("journal: read meta %s: %w", key, err)
+	}
+	return out, nil
+}
+
+// SetMeta stores a value in the meta bucket.
+func (j *Journal) SetMeta(key, value string) error {
+	err := j.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketMeta).Put([]byte(key), []byte(value))
+	})
+	if err != nil {
+		return fmt.Errorf("journal: write meta %s: %w", key, err)
+	}
+	return nil
+}
+
+func allBuckets() [][]byte {
+	return [][]byte{bucketMeta}
+}

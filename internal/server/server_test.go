@@ -1,0 +1,155 @@
+package server
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/rollback-agent/rollback-agent/internal/api"
+)
+
+type fakeBackend struct{}
+
+func (fakeBackend) Status(context.Context) api.Status {
+	return api.Status{SchemaVersion: api.SchemaVersion, State: api.StateIdle, Summary: "fake"}
+}
+
+const gid = 4243
+
+func startServer(t *testing.T) (*Server, string) {
+	t.Helper()
+	dir := t.TempDir()
+	os.Chmod(filepath.Dir(dir), 0o755)
+	os.Chmod(dir, 0o755)
+	sock := filepath.Join(dir, "run", "agent.sock")
+	s := New(Options{SocketPath: sock, Group: Group{Name: "testers", GID: gid}, Version: "v-test"}, fakeBackend{})
+	if err := s.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	go s.Serve()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		s.Shutdown(ctx)
+	})
+	return s, sock
+}
+
+// curl is an independent client; cred runs it as another user.
+func curl(t *testing.T, cred *syscall.Credential, sock string, args ...string) (int, string) {
+	t.Helper()
+	cmd := exec.Command("curl", append([]string{"-s", "-o", "-", "-w", "\n%{http_code}", "--unix-socket", sock}, args...)...)
+	cmd.Dir = "/"
+	if cred != nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+	}
+	out, _ := cmd.Output()
+	s := strings.TrimRight(string(out), "\n")
+	i := strings.LastIndex(s, "\n")
+	code := 0
+	if i >= 0 {
+		code = atoi(s[i+1:])
+	}
+	return code, s[:max(i, 0)]
+}
+
+func atoi(s string) int {
+	n := 0
+	for _, c := range s {
+		n = n*10 + int(c-'0')
+	}
+	return n
+}
+
+func TestReadinessGateThenStatus(t *testing.T) {
+	s, sock := startServer(t)
+	code, body := curl(t, nil, sock, "http://agent/v1/status")
+	if code != http.StatusServiceUnavailable || !strings.Contains(body, `"code": "starting"`) || !strings.Contains(body, "starting") {
+		t.Errorf("before ready: %d %s", code, body)
+	}
+	s.SetReady(true, "")
+	code, body = curl(t, nil, sock, "http://agent/v1/status")
+	if code != 200 || !strings.Contains(body, `"summary": "fake"`) {
+		t.Errorf("after ready: %d %s", code, body)
+	}
+}
+
+func TestPeerCredentialAuthorization(t *testing.T) {
+	s, sock := startServer(t)
+	s.SetReady(true, "")
+	// Open the file modes wide so that only SO_PEERCRED stands between a
+	// stranger and the API: the check must hold on its own.
+	os.Chmod(filepath.Dir(sock), 0o755)
+	os.Chmod(sock, 0o666)
+
+	stranger := &syscall.Credential{Uid: 65534, Gid: 65534, Groups: []uint32{}}
+	primary := &syscall.Credential{Uid: 65534, Gid: gid, Groups: []uint32{}}
+	supplementary := &syscall.Credential{Uid: 65534, Gid: 65534, Groups: []uint32{100, gid}}
+
+	if code, body := curl(t, stranger, sock, "http://agent/v1/status"); code != 403 || !strings.Contains(body, "neither root nor a member of group testers") {
+		t.Errorf("stranger GET: %d %s", code, body)
+	}
+	for name, cred := range map[string]*syscall.Credential{"primary": primary, "supplementary": supplementary} {
+		if code, body := curl(t, cred, sock, "http://agent/v1/status"); code != 200 {
+			t.Errorf("%s member GET: %d %s", name, code, body)
+		}
+		if code, body := curl(t, cred, sock, "-X", "POST", "http://agent/v1/deployments"); code != 403 || !strings.Contains(body, "may only read") {
+			t.Errorf("%s member POST: %d %s", name, code, body)
+		}
+	}
+	if code, _ := curl(t, nil, sock, "-X", "POST", "http://agent/v1/deployments"); code != 404 {
+		t.Errorf("root POST to an unknown path should reach the router: %d", code)
+	}
+}
+
+func TestListenRefusesNonSocketAndLiveSocket(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "agent.sock")
+	os.WriteFile(path, []byte("x"), 0o600)
+	s := New(Options{SocketPath: path, Group: Group{Name: "root", GID: 0}}, fakeBackend{})
+	if err := s.Listen(); err == nil || !strings.Contains(err.Error(), "not a socket") {
+		t.Errorf("regular file: %v", err)
+	}
+	os.Remove(path)
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	if err := s.Listen(); err == nil || !strings.Contains(err.Error(), "another agent is answering") {
+		t.Errorf("live socket: %v", err)
+	}
+}
+
+func TestSharedSocketDirIsLeftAlone(t *testing.T) {
+	dir := t.TempDir()
+	os.Chmod(dir, 0o777|os.ModeSticky)
+	s := New(Options{SocketPath: filepath.Join(dir, "a.sock"), Group: Group{Name: "g", GID: gid}}, fakeBackend{})
+	if err := s.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Shutdown(context.Background())
+	fi, _ := os.Stat(dir)
+	if fi.Mode()&os.ModeSticky == 0 || fi.Mode().Perm() != 0o777 {
+		t.Errorf("shared dir mode changed to %v", fi.Mode())
+	}
+}
+
+func TestLookupGroup(t *testing.T) {
+	if g, err := LookupGroup("root"); err != nil || g.GID != 0 {
+		t.Errorf("root: %+v %v", g, err)
+	}
+	if g, err := LookupGroup("4242"); err != nil || g.GID != 4242 {
+		t.Errorf("numeric: %+v %v", g, err)
+	}
+	if _, err := LookupGroup("no-such-group-xyz"); err == nil || !strings.Contains(err.Error(), "sysusers") {
+		t.Errorf("missing group: %v", err)
+	}
+}

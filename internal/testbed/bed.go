@@ -1,0 +1,155 @@
+package testbed
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+)
+
+// Region and credentials of the test bed.
+const (
+	Region    = "us-east-1"
+	AccessKey = "testing"
+	SecretKey = "testing"
+)
+
+// Bed is moto plus the AWS proxy in front of it. Instances (each with its
+// own IMDS mock) are created on it with NewInstance.
+type Bed struct {
+	Moto *Moto
+	// AWS is the proxy the agent talks to (AWS_ENDPOINT_URL).
+	AWS *Proxy
+	// EC2 talks to moto directly, for setting up scenarios and checking
+	// results without touching the proxy's counters.
+	EC2 *ec2.Client
+
+	mu        sync.Mutex
+	instances []*Instance
+}
+
+// Start starts moto and the proxy.
+func Start(ctx context.Context) (*Bed, error) {
+	m, err := StartMoto(ctx)
+	if err != nil {
+		return nil, err
+	}
+	px, err := StartProxy("aws", m.URL)
+	if err != nil {
+		m.Stop()
+		return nil, err
+	}
+	b := &Bed{Moto: m, AWS: px}
+	b.EC2 = ec2.New(ec2.Options{
+		Region:       Region,
+		BaseEndpoint: aws.String(m.URL),
+		Credentials:  credentials.NewStaticCredentialsProvider(AccessKey, SecretKey, ""),
+	})
+	return b, nil
+}
+
+// AWSConfig returns an SDK config that talks to moto directly.
+func (b *Bed) AWSConfig() aws.Config {
+	return aws.Config{
+		Region:       Region,
+		BaseEndpoint: aws.String(b.Moto.URL),
+		Credentials:  credentials.NewStaticCredentialsProvider(AccessKey, SecretKey, ""),
+	}
+}
+
+// Close stops every instance's IMDS mock, the proxy and moto.
+func (b *Bed) Close() {
+	b.mu.Lock()
+	insts := b.instances
+	b.instances = nil
+	b.mu.Unlock()
+	for _, i := range insts {
+		i.Close()
+	}
+	b.AWS.Stop()
+	b.Moto.Stop()
+}
+
+// BaseEnv is the environment every process talking to the bed gets: fake
+// credentials, no shared config files of the machine, and AWS endpoints
+// pointing at the proxy.
+func (b *Bed) BaseEnv() []string {
+	env := []string{}
+	for _, kv := range os.Environ() {
+		switch key, _, _ := strings.Cut(kv, "="); {
+		case strings.HasPrefix(key, "AWS_"), key == "NOTIFY_SOCKET", strings.HasPrefix(key, "WATCHDOG_"):
+			continue
+		}
+		env = append(env, kv)
+	}
+	return append(env,
+		"AWS_ACCESS_KEY_ID="+AccessKey,
+		"AWS_SECRET_ACCESS_KEY="+SecretKey,
+		"AWS_CONFIG_FILE=/dev/null",
+		"AWS_SHARED_CREDENTIALS_FILE=/dev/null",
+		"AWS_ENDPOINT_URL="+b.AWS.URL,
+	)
+}
+
+// CLIEnv is BaseEnv plus a region, for awscli and other tools that do
+// not read IMDS. endpoint chooses moto directly ("") or the proxy.
+func (b *Bed) CLIEnv() []string {
+	env := b.BaseEnv()
+	for i, kv := range env {
+		if strings.HasPrefix(kv, "AWS_ENDPOINT_URL=") {
+			env[i] = "AWS_ENDPOINT_URL=" + b.Moto.URL
+		}
+	}
+	return append(env, "AWS_DEFAULT_REGION="+Region, "AWS_REGION="+Region, "AWS_PAGER=")
+}
+
+// Lazy starts a bed the first time a test asks for one and shares it with
+// the rest of the test binary; TestMain calls Close.
+type Lazy struct {
+	once sync.Once
+	bed  *Bed
+	err  error
+
+	buildOnce sync.Once
+	bins      Binaries
+	buildErr  error
+}
+
+// Get returns the shared bed, failing the test (never skipping it) when a
+// peer cannot start.
+func (l *Lazy) Get(t testing.TB) *Bed {
+	t.Helper()
+	l.once.Do(func() { l.bed, l.err = Start(context.Background()) })
+	if l.err != nil {
+		t.Fatalf("test bed: %v", l.err)
+	}
+	return l.bed
+}
+
+// Close stops the bed if it was started and removes built binaries.
+func (l *Lazy) Close() {
+	if l.bed != nil {
+		l.bed.Close()
+	}
+	if l.bins.Dir != "" {
+		os.RemoveAll(l.bins.Dir)
+	}
+}
+
+// Binaries builds rollback-agent and agentctl once per test binary.
+func (l *Lazy) Binaries(t testing.TB) Binaries {
+	t.Helper()
+	l.buildOnce.Do(func() { l.bins, l.buildErr = Build(context.Background()) })
+	if l.buildErr != nil {
+		t.Fatalf("build binaries: %v", l.buildErr)
+	}
+	return l.bins
+}
+
+func wrap(what string, err error) error { return fmt.Errorf("testbed: %s: %w", what, err) }

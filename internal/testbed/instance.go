@@ -1,0 +1,145 @@
+package testbed
+
+import (
+	"context"
+	"fmt"
+	"sort"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+)
+
+// Device names of the scenario's volumes.
+const (
+	RootDevice = "/dev/xvda"
+	DataDevice = "/dev/sdf"
+)
+
+// Instance is an EC2 instance in moto with a root and a data volume, and
+// an IMDS mock (IMDSv2 only) that claims to be it, behind its own proxy so
+// tests can turn IMDS "off" (403) or make it slow.
+type Instance struct {
+	Doc          InstanceDoc
+	VPCID        string
+	SubnetID     string
+	RootVolumeID string
+	DataVolumeID string
+	IMDS         *IMDS
+	IMDSProxy    *Proxy
+	bed          *Bed
+}
+
+// InstanceOptions shape NewInstance.
+type InstanceOptions struct {
+	AvailabilityZone string // default us-east-1a
+	InstanceType     string // default t3.micro
+	RootGiB, DataGiB int32  // default 8 and 2
+	Tags             map[string]string
+}
+
+// NewInstance creates a VPC, a subnet and an instance with a root volume
+// and one data volume in moto, and starts an IMDS mock for it.
+func (b *Bed) NewInstance(ctx context.Context, o InstanceOptions) (*Instance, error) {
+	if o.AvailabilityZone == "" {
+		o.AvailabilityZone = Region + "a"
+	}
+	if o.InstanceType == "" {
+		o.InstanceType = "t3.micro"
+	}
+	if o.RootGiB == 0 {
+		o.RootGiB = 8
+	}
+	if o.DataGiB == 0 {
+		o.DataGiB = 2
+	}
+	c := b.EC2
+	vpc, err := c.CreateVpc(ctx, &ec2.CreateVpcInput{CidrBlock: aws.String("10.0.0.0/16")})
+	if err != nil {
+		return nil, wrap("CreateVpc", err)
+	}
+	sub, err := c.CreateSubnet(ctx, &ec2.CreateSubnetInput{
+		VpcId: vpc.Vpc.VpcId, CidrBlock: aws.String("10.0.1.0/24"), AvailabilityZone: aws.String(o.AvailabilityZone),
+	})
+	if err != nil {
+		return nil, wrap("CreateSubnet", err)
+	}
+	imgs, err := c.DescribeImages(ctx, &ec2.DescribeImagesInput{
+		Owners:  []string{"amazon"},
+		Filters: []types.Filter{{Name: aws.String("name"), Values: []string{"amzn2-ami-hvm-*-x86_64-gp2"}}},
+	})
+	if err != nil || len(imgs.Images) == 0 {
+		return nil, wrap("DescribeImages (amzn2)", fmt.Errorf("no image: %v", err))
+	}
+	sort.Slice(imgs.Images, func(i, j int) bool {
+		return aws.ToString(imgs.Images[i].ImageId) < aws.ToString(imgs.Images[j].ImageId)
+	})
+	image := aws.ToString(imgs.Images[0].ImageId)
+	var tags []types.Tag
+	for k, v := range o.Tags {
+		tags = append(tags, types.Tag{Key: aws.String(k), Value: aws.String(v)})
+	}
+	in := &ec2.RunInstancesInput{
+		ImageId: aws.String(image), InstanceType: types.InstanceType(o.InstanceType),
+		MinCount: aws.Int32(1), MaxCount: aws.Int32(1), SubnetId: sub.Subnet.SubnetId,
+		BlockDeviceMappings: []types.BlockDeviceMapping{
+			{DeviceName: aws.String(RootDevice), Ebs: &types.EbsBlockDevice{VolumeSize: aws.Int32(o.RootGiB), VolumeType: types.VolumeTypeGp3, DeleteOnTermination: aws.Bool(true)}},
+			{DeviceName: aws.String(DataDevice), Ebs: &types.EbsBlockDevice{VolumeSize: aws.Int32(o.DataGiB), VolumeType: types.VolumeTypeGp3, DeleteOnTermination: aws.Bool(false)}},
+		},
+	}
+	if len(tags) > 0 {
+		in.TagSpecifications = []types.TagSpecification{{ResourceType: types.ResourceTypeInstance, Tags: tags}}
+	}
+	run, err := c.RunInstances(ctx, in)
+	if err != nil {
+		return nil, wrap("RunInstances", err)
+	}
+	inst := run.Instances[0]
+	owner := aws.ToString(run.OwnerId)
+	i := &Instance{
+		VPCID: aws.ToString(vpc.Vpc.VpcId), SubnetID: aws.ToString(sub.Subnet.SubnetId), bed: b,
+		Doc: InstanceDoc{
+			InstanceID: aws.ToString(inst.InstanceId), Region: Region, AvailabilityZone: o.AvailabilityZone,
+			AccountID: owner, InstanceType: o.InstanceType, ImageID: image, PrivateIP: aws.ToString(inst.PrivateIpAddress),
+		},
+	}
+	for _, m := range inst.BlockDeviceMappings {
+		switch aws.ToString(m.DeviceName) {
+		case RootDevice:
+			i.RootVolumeID = aws.ToString(m.Ebs.VolumeId)
+		case DataDevice:
+			i.DataVolumeID = aws.ToString(m.Ebs.VolumeId)
+		}
+	}
+	if i.RootVolumeID == "" || i.DataVolumeID == "" {
+		return nil, wrap("RunInstances", fmt.Errorf("moto returned mappings %+v without both volumes", inst.BlockDeviceMappings))
+	}
+	i.IMDS, err = StartIMDS(ctx, i.Doc)
+	if err != nil {
+		return nil, err
+	}
+	i.IMDSProxy, err = StartProxy("imds", i.IMDS.URL)
+	if err != nil {
+		i.IMDS.Stop()
+		return nil, err
+	}
+	b.mu.Lock()
+	b.instances = append(b.instances, i)
+	b.mu.Unlock()
+	return i, nil
+}
+
+// Env is the environment for an agent running "on" this instance.
+func (i *Instance) Env() []string {
+	return append(i.bed.BaseEnv(), "AWS_EC2_METADATA_SERVICE_ENDPOINT="+i.IMDSProxy.URL)
+}
+
+// Close stops the instance's IMDS mock and its proxy.
+func (i *Instance) Close() {
+	if i.IMDSProxy != nil {
+		i.IMDSProxy.Stop()
+	}
+	if i.IMDS != nil {
+		i.IMDS.Stop()
+	}
+}
