@@ -63,14 +63,14 @@ type Status struct {
 	Current  *RevisionRef `json:"current"`
 	LastGood *RevisionRef `json:"last_good"`
 	// Operation is the in-flight deployment, rollback or restore, if any.
-	Operation   *Operation         `json:"operation"`
-	Checkpoints CheckpointSummary  `json:"checkpoints"`
-	Warnings    []string           `json:"warnings,omitempty"`
-	Config      ConfigSummary      `json:"config"`
-	Sources     map[string]Source  `json:"sources,omitempty"`
-	Health      *HealthSummary     `json:"health,omitempty"`
-	Watch       *WatchWindow       `json:"watch,omitempty"`
-	Operator    *OperatorAttention `json:"needs_operator,omitempty"`
+	Operation   *Operation             `json:"operation"`
+	Checkpoints CheckpointSummary      `json:"checkpoints"`
+	Warnings    []string               `json:"warnings,omitempty"`
+	Config      ConfigSummary          `json:"config"`
+	Sources     map[string]SourceState `json:"sources,omitempty"`
+	Health      *HealthSummary         `json:"health,omitempty"`
+	Watch       *WatchWindow           `json:"watch,omitempty"`
+	Operator    *OperatorAttention     `json:"needs_operator,omitempty"`
 }
 
 // Agent describes the daemon itself.
@@ -145,8 +145,8 @@ type ConfigSummary struct {
 	ReloadError string `json:"reload_error,omitempty"`
 }
 
-// Source is the state of one deployment source (inbox, channel).
-type Source struct {
+// SourceState is the state of one deployment source (inbox, channel).
+type SourceState struct {
 	Enabled   bool      `json:"enabled"`
 	Detail    string    `json:"detail,omitempty"`
 	LastError string    `json:"last_error,omitempty"`
@@ -197,3 +197,161 @@ type Checkpoint struct {
 	Revision  string    `json:"revision,omitempty"`
 	Pinned    bool      `json:"pinned,omitempty"`
 }
+
+// Deployment statuses.
+const (
+	StatusQueued        = "queued"
+	StatusRunning       = "running"
+	StatusSucceeded     = "succeeded"
+	StatusFailed        = "failed"
+	StatusRollingBack   = "rolling_back"
+	StatusRolledBack    = "rolled_back"
+	StatusNeedsOperator = "needs_operator"
+)
+
+// Terminal reports whether a deployment status is final.
+func Terminal(status string) bool {
+	switch status {
+	case StatusSucceeded, StatusFailed, StatusRolledBack, StatusNeedsOperator:
+		return true
+	}
+	return false
+}
+
+// Step states.
+const (
+	StepRunning   = "running"
+	StepSucceeded = "succeeded"
+	StepFailed    = "failed"
+	StepSkipped   = "skipped"
+)
+
+// Deployment kinds.
+const (
+	KindDeploy   = "deploy"
+	KindRollback = "rollback"
+)
+
+// Deployment is one deployment (or manual rollback) and its steps.
+type Deployment struct {
+	ID       string `json:"id"`
+	Kind     string `json:"kind"`
+	Revision string `json:"revision"`
+	Digest   string `json:"digest,omitempty"`
+	Source   Source `json:"source"`
+	Status   string `json:"status"`
+	// Trigger says who asked: api, inbox, channel, recovery.
+	Trigger    string    `json:"trigger"`
+	CreatedAt  time.Time `json:"created_at"`
+	StartedAt  time.Time `json:"started_at,omitzero"`
+	EndedAt    time.Time `json:"ended_at,omitzero"`
+	Error      string    `json:"error,omitempty"`
+	Steps      []Step    `json:"steps"`
+	Rungs      []Rung    `json:"rungs,omitempty"`
+	Warnings   []string  `json:"warnings,omitempty"`
+	NoOp       bool      `json:"no_op,omitempty"`
+	Checkpoint string    `json:"checkpoint,omitempty"`
+	// Release is the deployment id whose unpacked revision this one
+	// installs (itself for a deploy; the target for a rollback).
+	Release string `json:"release,omitempty"`
+	// RollbackTo is the deployment a manual rollback asked for; after an
+	// automatic rollback, RolledBackTo names the revision reinstalled.
+	RollbackTo   string `json:"rollback_to,omitempty"`
+	RolledBackTo string `json:"rolled_back_to,omitempty"`
+	// IgnoreApplicationStopFailures lets a deployment past a broken
+	// ApplicationStop script of the previous revision (CodeDeploy's flag).
+	IgnoreApplicationStopFailures bool `json:"ignore_application_stop_failures,omitempty"`
+}
+
+// Source is where a deployment's bundle came from.
+type Source struct {
+	Type      string `json:"type"` // file, dir, s3, inbox, channel, release
+	Location  string `json:"location"`
+	Bucket    string `json:"bucket,omitempty"`
+	Key       string `json:"key,omitempty"`
+	VersionID string `json:"version_id,omitempty"`
+	ETag      string `json:"etag,omitempty"`
+	Size      int64  `json:"size,omitempty"`
+}
+
+// Step is one journaled step of a deployment.
+type Step struct {
+	Name      string    `json:"name"`
+	Status    string    `json:"status"`
+	StartedAt time.Time `json:"started_at"`
+	EndedAt   time.Time `json:"ended_at,omitzero"`
+	// Revision names whose scripts or files the step used, when that is
+	// not the deployment's own (ApplicationStop runs the previous one's).
+	Revision string `json:"revision,omitempty"`
+	Detail   string `json:"detail,omitempty"`
+	Error    string `json:"error,omitempty"`
+	// Rung is set for steps taken while climbing the rollback ladder.
+	Rung string `json:"rung,omitempty"`
+}
+
+// Rung is one climb of the rollback ladder.
+type Rung struct {
+	Name      string    `json:"name"`
+	Status    string    `json:"status"`
+	StartedAt time.Time `json:"started_at"`
+	EndedAt   time.Time `json:"ended_at,omitzero"`
+	Detail    string    `json:"detail,omitempty"`
+	Error     string    `json:"error,omitempty"`
+}
+
+// DeployRequest is POST /v1/deployments.
+type DeployRequest struct {
+	// Source is a bundle file path, a directory, or s3://bucket/key[?versionId=...]
+	// as seen by the agent.
+	Source string `json:"source"`
+	// Revision labels the deployment; default: derived from the source.
+	Revision                      string `json:"revision,omitempty"`
+	IgnoreApplicationStopFailures bool   `json:"ignore_application_stop_failures,omitempty"`
+}
+
+// RollbackRequest is POST /v1/rollback.
+type RollbackRequest struct {
+	// To is a revision label or deployment id; empty means the last good one.
+	To string `json:"to,omitempty"`
+}
+
+// DeploymentRef answers POST /v1/deployments and POST /v1/rollback.
+type DeploymentRef struct {
+	SchemaVersion int    `json:"schema_version"`
+	ID            string `json:"id"`
+	Status        string `json:"status"`
+}
+
+// DeploymentList is GET /v1/deployments.
+type DeploymentList struct {
+	SchemaVersion int          `json:"schema_version"`
+	Deployments   []Deployment `json:"deployments"`
+}
+
+// DeploymentBody is GET /v1/deployments/{id}.
+type DeploymentBody struct {
+	SchemaVersion int        `json:"schema_version"`
+	Deployment    Deployment `json:"deployment"`
+}
+
+// Event is one line of GET /v1/events (NDJSON).
+type Event struct {
+	SchemaVersion int       `json:"schema_version"`
+	Time          time.Time `json:"time"`
+	// Type: snapshot (the deployment as it is when the stream starts),
+	// step, status, log.
+	Type         string      `json:"type"`
+	DeploymentID string      `json:"deployment_id,omitempty"`
+	Status       string      `json:"status,omitempty"`
+	Step         *Step       `json:"step,omitempty"`
+	Message      string      `json:"message,omitempty"`
+	Deployment   *Deployment `json:"deployment,omitempty"`
+}
+
+// Event types.
+const (
+	EventSnapshot = "snapshot"
+	EventStep     = "step"
+	EventStatus   = "status"
+	EventMessage  = "message"
+)

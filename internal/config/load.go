@@ -63,6 +63,9 @@ func Parse(file string, data []byte) (*Config, []string, error) {
 	if _, set := dec.Positions["sources.inbox"]; !set && cfg.StateDir != Default().StateDir && filepath.IsAbs(cfg.StateDir) {
 		cfg.Sources.Inbox = filepath.Join(cfg.StateDir, "inbox")
 	}
+	if cfg.DeploymentGroup == "" {
+		cfg.DeploymentGroup = cfg.Application
+	}
 	v := validator{cfg: cfg, pos: dec.Positions, p: probs}
 	v.validate()
 	if err := probs.Err(); err != nil {
@@ -158,6 +161,23 @@ func (v *validator) validate() {
 	if r.KeepReleases < 1 {
 		v.errorf("retention.keep_releases", "must be at least 1, got %d", r.KeepReleases)
 	}
+	if r.KeepHistory < 1 {
+		v.errorf("retention.keep_history", "must be at least 1, got %d", r.KeepHistory)
+	}
+	l := c.Limits
+	if l.MaxUnpackedBytes < 1<<20 {
+		v.errorf("limits.max_unpacked_bytes", "must be at least 1MiB")
+	}
+	if l.MaxFiles < 1 {
+		v.errorf("limits.max_files", "must be at least 1, got %d", l.MaxFiles)
+	}
+	if l.MaxFileBytes < 1 || l.MaxFileBytes > l.MaxUnpackedBytes {
+		v.errorf("limits.max_file_bytes", "must be between 1 and limits.max_unpacked_bytes")
+	}
+	if l.HookOutputBytes < 4096 {
+		v.errorf("limits.hook_output_bytes", "must be at least 4KiB")
+	}
+	v.positive("limits.hook_kill_grace", l.HookKillGrace, false)
 	v.validateHealth()
 	v.validateLadder()
 	if c.Trust.RequireSignature && len(c.Trust.PublicKeys) == 0 {

@@ -15,6 +15,8 @@ type Config struct {
 	InstanceID  string `yaml:"instance_id" doc:"Empty: read from IMDSv2. Set it (with region) on on-prem hosts."`
 	Region      string `yaml:"region" doc:"Empty: read from IMDSv2."`
 	LogLevel    string `yaml:"log_level" doc:"debug, info, warn or error."`
+	// DeploymentGroup is what hooks see as DEPLOYMENT_GROUP_NAME.
+	DeploymentGroup string `yaml:"deployment_group" doc:"DEPLOYMENT_GROUP_NAME given to hooks; empty: the application name."`
 
 	Sources    Sources    `yaml:"sources"`
 	Checkpoint Checkpoint `yaml:"checkpoint"`
@@ -24,6 +26,16 @@ type Config struct {
 	Boot       Boot       `yaml:"boot"`
 	Trust      Trust      `yaml:"trust"`
 	Devices    Devices    `yaml:"devices"`
+	Limits     Limits     `yaml:"limits"`
+}
+
+// Limits bound what one deployment may take.
+type Limits struct {
+	MaxUnpackedBytes ByteSize      `yaml:"max_unpacked_bytes" doc:"A bundle may unpack to at most this much (2GiB)."`
+	MaxFiles         int           `yaml:"max_files" doc:"A bundle may hold at most this many entries."`
+	MaxFileBytes     ByteSize      `yaml:"max_file_bytes" doc:"One file of a bundle may be at most this big."`
+	HookOutputBytes  ByteSize      `yaml:"hook_output_bytes" doc:"Each lifecycle event's output file is capped at this size."`
+	HookKillGrace    time.Duration `yaml:"hook_kill_grace" doc:"After a hook's timeout: SIGTERM, then SIGKILL after this."`
 }
 
 // Sources says where deployments come from.
@@ -46,6 +58,7 @@ type Retention struct {
 	KeepCheckpoints int           `yaml:"keep_checkpoints" doc:"Newest checkpoints kept (the last good and pinned ones are always kept)."`
 	MaxAge          time.Duration `yaml:"max_age" doc:"Checkpoints older than this are pruned."`
 	KeepReleases    int           `yaml:"keep_releases" doc:"Unpacked revisions kept on disk (current and last good always kept)."`
+	KeepHistory     int           `yaml:"keep_history" doc:"Deployment records (and their hook logs) kept."`
 }
 
 // Health is the health assessment.
@@ -139,7 +152,14 @@ func Default() *Config {
 			Volumes:      VolumeSelector{Mode: VolumesAll},
 			Required:     true,
 		},
-		Retention: Retention{KeepCheckpoints: 5, MaxAge: 720 * time.Hour, KeepReleases: 5},
+		Retention: Retention{KeepCheckpoints: 5, MaxAge: 720 * time.Hour, KeepReleases: 5, KeepHistory: 200},
+		Limits: Limits{
+			MaxUnpackedBytes: 2 << 30,
+			MaxFiles:         100000,
+			MaxFileBytes:     1 << 30,
+			HookOutputBytes:  10 << 20,
+			HookKillGrace:    5 * time.Second,
+		},
 		Health: Health{
 			Interval:        2 * time.Second,
 			Grace:           5 * time.Second,

@@ -102,3 +102,45 @@ func (r *StatusRange) DecodeYAMLNode(n ast.Node, p *yamlx.Problems) {
 	}
 	*r = StatusRange{Lo: l, Hi: h}
 }
+
+// ByteSize is a size in bytes, written as a number or with a unit
+// (KiB, MiB, GiB, KB, MB, GB).
+type ByteSize int64
+
+// DecodeYAMLNode implements yamlx.NodeDecoder.
+func (b *ByteSize) DecodeYAMLNode(n ast.Node, p *yamlx.Problems) {
+	if yamlx.IsNull(n) {
+		return
+	}
+	s, ok := yamlx.Scalar(n)
+	if !ok {
+		p.Errorf(n, "want a size such as 512MiB or 2GiB, got a %s", yamlx.KindOf(n))
+		return
+	}
+	v, err := ParseByteSize(s)
+	if err != nil {
+		p.Errorf(n, "%v", err)
+		return
+	}
+	*b = ByteSize(v)
+}
+
+// ParseByteSize parses "1048576", "512MiB", "2GiB", "10MB".
+func ParseByteSize(s string) (int64, error) {
+	t := strings.TrimSpace(s)
+	mult := int64(1)
+	for _, u := range []struct {
+		suffix string
+		mult   int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40}, {"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"TB", 1e12}, {"B", 1}} {
+		if strings.HasSuffix(t, u.suffix) {
+			t, mult = strings.TrimSpace(strings.TrimSuffix(t, u.suffix)), u.mult
+			break
+		}
+	}
+	v, err := strconv.ParseInt(t, 10, 64)
+	if err != nil || v < 0 || v > (1<<62)/mult {
+		return 0, fmt.Errorf("%q is not a size (use a number of bytes or a unit: 512MiB, 2GiB)", s)
+	}
+	return v * mult, nil
+}

@@ -19,6 +19,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	sdd "github.com/coreos/go-systemd/v22/daemon"
 	"go.uber.org/zap"
@@ -82,7 +83,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	log, level := newLogger(stderr, cfg.LogLevel)
 	defer log.Sync() //nolint:errcheck // stderr sync errors are not actionable
-	d := &Daemon{cfgPath: *cfgPath, log: log, level: level, notify: notifier{log: log}, loop: newLoop(), started: time.Now()}
+	d := &Daemon{cfgPath: *cfgPath, log: log, level: level, notify: notifier{log: log}, loop: newLoop(), started: time.Now(), sourceErrs: map[string]string{}}
 	d.cfg.Store(cfg)
 	d.cfgLoadedAt = time.Now()
 	return d.run(ctx)
@@ -98,6 +99,7 @@ type Daemon struct {
 	loop    *loop
 	journal *journal.Journal
 	srv     *server.Server
+	svc     *services
 	started time.Time
 
 	mu          sync.Mutex
@@ -107,6 +109,7 @@ type Daemon struct {
 	bootID      string
 	cfgLoadedAt time.Time
 	reloadErr   string
+	sourceErrs  map[string]string
 }
 
 func (d *Daemon) run(parent context.Context) (err error) {
@@ -151,7 +154,8 @@ func (d *Daemon) run(parent context.Context) (err error) {
 	}
 	defer d.stopServer()
 
-	if err := d.discover(ctx, cfg); err != nil {
+	awsCfg, err := d.discover(ctx, cfg)
+	if err != nil {
 		close(startDone)
 		if ctx.Err() != nil && parent.Err() == nil {
 			d.beginStop("signal during start-up")
@@ -163,6 +167,12 @@ func (d *Daemon) run(parent context.Context) (err error) {
 	close(startDone)
 	if ctx.Err() != nil {
 		return nil
+	}
+	svcCtx, stopServices := context.WithCancel(context.Background())
+	defer d.stopServices(stopServices)
+	if err := d.startServices(svcCtx, cfg, awsCfg); err != nil {
+		d.notify.stopping("Stopping: " + err.Error())
+		return err
 	}
 	d.setPhase(api.StateIdle, "")
 	d.srv.SetReady(true, "")
@@ -222,8 +232,28 @@ func (d *Daemon) stopServer() {
 	}
 }
 
+// stopServices ends the engine and the sources. A hook running now is
+// stopped (SIGTERM, then SIGKILL after the grace); its deployment stays in
+// flight in the journal and is recovered at the next start.
+func (d *Daemon) stopServices(cancel context.CancelFunc) {
+	cancel()
+	if d.svc == nil {
+		return
+	}
+	done := make(chan struct{})
+	go func() {
+		d.svc.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(shutdownTimeout):
+		d.log.Warn("deployment engine did not stop in time; the journal will recover it at next start")
+	}
+}
+
 // discover learns the instance identity and its volumes.
-func (d *Daemon) discover(ctx context.Context, cfg *config.Config) error {
+func (d *Daemon) discover(ctx context.Context, cfg *config.Config) (aws.Config, error) {
 	if cfg.InstanceID == "" {
 		d.setPhase(api.StateStarting, "reading the instance identity from IMDSv2 at "+identity.IMDSEndpoint())
 	} else {
@@ -232,29 +262,29 @@ func (d *Daemon) discover(ctx context.Context, cfg *config.Config) error {
 	d.notify.status(d.summary())
 	doc, err := identity.Discover(ctx, cfg.InstanceID, cfg.Region, identityWait)
 	if err != nil {
-		return err
+		return aws.Config{}, err
 	}
 	awsCfg, err := awsconf.Load(ctx, doc.Region)
 	if err != nil {
-		return err
+		return aws.Config{}, err
 	}
 	d.setPhase(api.StateStarting, "describing instance "+doc.InstanceID+" and its volumes")
 	d.notify.status(d.summary())
 	id, err := identity.Describe(ctx, ec2.NewFromConfig(awsCfg), doc, cfg.Devices.ByIDDir)
 	if err != nil {
-		return err
+		return aws.Config{}, err
 	}
 	boot := readBootID()
 	if prev, jerr := d.journal.GetMeta("boot_id"); jerr == nil && prev != boot {
 		if err := d.journal.SetMeta("boot_id", boot); err != nil {
-			return err
+			return aws.Config{}, err
 		}
 	}
 	d.mu.Lock()
 	d.ident = id
 	d.bootID = boot
 	d.mu.Unlock()
-	return nil
+	return awsCfg, nil
 }
 
 func readBootID() string {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/rollback-agent/rollback-agent/internal/api"
 	"github.com/rollback-agent/rollback-agent/internal/config"
+	"github.com/rollback-agent/rollback-agent/internal/journal"
 	"github.com/rollback-agent/rollback-agent/internal/version"
 )
 
@@ -34,6 +35,10 @@ func (d *Daemon) Status(ctx context.Context) api.Status {
 	}
 	if st.Identity.Volumes == nil {
 		st.Identity.Volumes = []api.Volume{}
+	}
+	d.deploymentStatus(&st)
+	for name, e := range d.sourceErrs {
+		st.Warnings = append(st.Warnings, fmt.Sprintf("source %s: %s", name, e))
 	}
 	for _, vol := range d.ident.Volumes {
 		if vol.LinuxDeviceError != "" {
@@ -67,7 +72,29 @@ func (d *Daemon) summaryLocked() string {
 	if id.AvailabilityZone != "" {
 		where += " (" + id.AvailabilityZone + ")"
 	}
-	s := fmt.Sprintf("Idle: %s on %s, no revision installed yet; %d volume(s) known", app, where, len(id.Volumes))
+	cur, op, attention := d.deploymentFacts()
+	var s string
+	switch {
+	case op != nil:
+		verb := "Deploying"
+		if op.Kind == api.KindRollback {
+			verb = "Rolling back to"
+		}
+		if op.Status == api.StatusRollingBack {
+			verb = "Rolling back from"
+		}
+		step := "starting"
+		if n := len(op.Steps); n > 0 {
+			step = op.Steps[n-1].Name
+		}
+		s = fmt.Sprintf("%s %s revision %s (%s) on %s: %s", verb, app, op.Revision, op.ID, where, step)
+	case attention != nil:
+		s = fmt.Sprintf("NEEDS OPERATOR: deployment %s of %s ended needs_operator on %s; see agentctl show %s", attention.ID, app, where, attention.ID)
+	case cur != nil:
+		s = fmt.Sprintf("Idle: %s revision %s (%s) is current on %s", app, cur.Revision, cur.ID, where)
+	default:
+		s = fmt.Sprintf("Idle: %s on %s, no revision installed yet; %d volume(s) known", app, where, len(id.Volumes))
+	}
 	if d.reloadErr != "" {
 		s += "; config reload failed, previous config in effect"
 	}
@@ -115,4 +142,64 @@ func (d *Daemon) reload() {
 	d.cfg.Store(next)
 	d.log.Info("config reloaded", zap.String("config", d.cfgPath))
 	d.notify.ready(d.summary())
+}
+
+// deploymentFacts reads, without d.mu, the current deployment, the
+// operation in flight and a deployment that needs an operator.
+func (d *Daemon) deploymentFacts() (cur, op, attention *api.Deployment) {
+	if d.svc == nil {
+		return nil, nil, nil
+	}
+	op = d.svc.engine.Active()
+	if id, _ := d.journal.Pointer(journal.PointerCurrent); id != "" {
+		cur, _ = d.journal.Deployment(id)
+	}
+	// The newest finished deployment says whether someone must act.
+	if recent, err := d.journal.Deployments(10); err == nil {
+		for i := range recent {
+			if !api.Terminal(recent[i].Status) {
+				continue
+			}
+			if recent[i].Status == api.StatusNeedsOperator {
+				attention = &recent[i]
+			}
+			break
+		}
+	}
+	return cur, op, attention
+}
+
+func ref(dep *api.Deployment) *api.RevisionRef {
+	if dep == nil {
+		return nil
+	}
+	return &api.RevisionRef{DeploymentID: dep.ID, Revision: dep.Revision, Digest: dep.Digest, InstalledAt: dep.EndedAt}
+}
+
+// deploymentStatus fills the deployment part of the status.
+func (d *Daemon) deploymentStatus(st *api.Status) {
+	cur, op, attention := d.deploymentFacts()
+	st.Current = ref(cur)
+	if id, _ := d.journal.Pointer(journal.PointerLastGood); id != "" {
+		if lg, err := d.journal.Deployment(id); err == nil {
+			st.LastGood = ref(lg)
+		}
+	}
+	if op != nil {
+		step := ""
+		if n := len(op.Steps); n > 0 {
+			step = op.Steps[n-1].Name
+		}
+		st.Operation = &api.Operation{Kind: op.Kind, DeploymentID: op.ID, Status: op.Status, Step: step, StartedAt: op.StartedAt}
+		if st.State == api.StateIdle {
+			st.State = api.StateBusy
+		}
+	}
+	if attention != nil && op == nil {
+		st.State = api.StateNeedsOperator
+		st.Operator = &api.OperatorAttention{
+			DeploymentID: attention.ID, What: attention.Error, Since: attention.EndedAt,
+			Next: fmt.Sprintf("inspect with `agentctl show %s` and `agentctl logs %s`, fix the cause, then `agentctl rollback --to <revision>` or deploy a fixed revision", attention.ID, attention.ID),
+		}
+	}
 }

@@ -35,7 +35,7 @@ type Journal struct {
 // Open opens (creating if needed) the journal in stateDir and takes its
 // lock. lockWait bounds how long to wait for another holder to go away.
 func Open(stateDir string, lockWait time.Duration) (*Journal, error) {
-	if err := os.MkdirAll(stateDir, 0o750); err != nil {
+	if err := os.MkdirAll(stateDir, 0o755); err != nil {
 		return nil, fmt.Errorf("journal: create state dir %s: %w", stateDir, err)
 	}
 	path := filepath.Join(stateDir, FileName)
@@ -113,5 +113,5 @@ func (j *Journal) SetMeta(key, value string) error {
 }
 
 func allBuckets() [][]byte {
-	return [][]byte{bucketMeta}
+	return [][]byte{bucketMeta, bucketDeployments, bucketOrder, bucketPointers}
 }

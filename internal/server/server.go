@@ -21,11 +21,6 @@ import (
 	"github.com/rollback-agent/rollback-agent/internal/api"
 )
 
-// Backend is what the handlers ask; the daemon implements it.
-type Backend interface {
-	Status(ctx context.Context) api.Status
-}
-
 // Options configure a Server.
 type Options struct {
 	SocketPath string
@@ -74,15 +69,6 @@ func New(opts Options, backend Backend) *Server {
 func (s *Server) SetReady(ready bool, phase string) {
 	s.phase.Store(phase)
 	s.ready.Store(ready)
-}
-
-func (s *Server) routes() {
-	s.mux.HandleFunc("GET "+api.PathStatus, func(w http.ResponseWriter, r *http.Request) {
-		WriteJSON(w, http.StatusOK, s.backend.Status(r.Context()))
-	})
-	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		WriteError(w, http.StatusNotFound, api.CodeNotFound, fmt.Sprintf("no such API path: %s %s", r.Method, r.URL.Path))
-	})
 }
 
 // Handle registers an extra route, for parts of the daemon that own their

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/http"
 	"os"
@@ -15,11 +16,28 @@ import (
 	"github.com/rollback-agent/rollback-agent/internal/api"
 )
 
+// fakeBackend is a small fake: these tests are about the transport and
+// authorization, not about what the agent answers.
 type fakeBackend struct{}
 
 func (fakeBackend) Status(context.Context) api.Status {
 	return api.Status{SchemaVersion: api.SchemaVersion, State: api.StateIdle, Summary: "fake"}
 }
+func (fakeBackend) Deploy(context.Context, api.DeployRequest) (*api.Deployment, error) {
+	return nil, BadRequest(errors.New("fake: no deployments"))
+}
+func (fakeBackend) Rollback(context.Context, api.RollbackRequest) (*api.Deployment, error) {
+	return nil, Conflict(errors.New("fake: nothing to roll back to"))
+}
+func (fakeBackend) Deployments(int) ([]api.Deployment, error) { return nil, nil }
+func (fakeBackend) Deployment(id string) (*api.Deployment, error) {
+	return nil, NotFound(errors.New("fake: no deployment " + id))
+}
+func (fakeBackend) Subscribe(string) (<-chan api.Event, func()) {
+	ch := make(chan api.Event)
+	return ch, func() {}
+}
+func (fakeBackend) LogDir(string) string { return "/nonexistent" }
 
 const gid = 4243
 
@@ -104,8 +122,11 @@ func TestPeerCredentialAuthorization(t *testing.T) {
 			t.Errorf("%s member POST: %d %s", name, code, body)
 		}
 	}
-	if code, _ := curl(t, nil, sock, "-X", "POST", "http://agent/v1/deployments"); code != 404 {
-		t.Errorf("root POST to an unknown path should reach the router: %d", code)
+	if code, body := curl(t, nil, sock, "-X", "POST", "-d", `{"source":"/x"}`, "http://agent/v1/deployments"); code != 400 || !strings.Contains(body, "fake: no deployments") {
+		t.Errorf("root POST should reach the handler: %d %s", code, body)
+	}
+	if code, body := curl(t, nil, sock, "-X", "POST", "-d", `{"sauce":"/x"}`, "http://agent/v1/deployments"); code != 400 || !strings.Contains(body, "unknown field") {
+		t.Errorf("unknown request fields are refused: %d %s", code, body)
 	}
 }
 

@@ -32,6 +32,7 @@ func main() {
 }
 
 type demo struct {
+	app    testbed.WebApp
 	bin    string
 	dir    string
 	socket string
@@ -83,17 +84,13 @@ func run(ctx context.Context, bin string, keep bool) error {
 		return err
 	}
 	defer d.agent.Stop()
+	defer d.app.Stop()
 
-	step("agentctl status")
+	step("agentctl status: who the agent is (from IMDSv2 and EC2)")
 	if err := d.ctl(ctx, "status"); err != nil {
 		return err
 	}
-	step("agentctl status -o json (the API body)")
-	if err := d.ctl(ctx, "status", "-o", "json"); err != nil {
-		return err
-	}
-	step("agentctl version")
-	if err := d.ctl(ctx, "version"); err != nil {
+	if err := d.deployStory(ctx); err != nil {
 		return err
 	}
 	if keep {
@@ -133,17 +130,29 @@ devices: {by_id_dir: %s}
 	return nil
 }
 
-// ctl runs agentctl with its output on the terminal.
+// ctl runs agentctl with its output on the terminal; a non-zero exit is
+// an error.
 func (d *demo) ctl(ctx context.Context, args ...string) error {
+	code, err := d.ctlCode(ctx, args...)
+	if err == nil && code != 0 {
+		err = fmt.Errorf("agentctl %s: exit %d", strings.Join(args, " "), code)
+	}
+	return err
+}
+
+// ctlCode runs agentctl and returns its exit status.
+func (d *demo) ctlCode(ctx context.Context, args ...string) (int, error) {
 	all := append([]string{"--socket", d.socket}, args...)
 	fmt.Printf("$ agentctl %s\n", strings.Join(args, " "))
 	cmd := exec.CommandContext(ctx, filepath.Join(d.bin, "agentctl"), all...)
 	cmd.Env = d.env
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
-	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("agentctl %s: %w", strings.Join(args, " "), err)
+	err := cmd.Run()
+	if ee, ok := err.(*exec.ExitError); ok {
+		fmt.Printf("(exit status %d)\n", ee.ExitCode())
+		return ee.ExitCode(), nil
 	}
-	return nil
+	return 0, err
 }
 
 func indent(s string) string {

@@ -1,0 +1,226 @@
+package appspec
+
+import (
+	"fmt"
+	"math"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/goccy/go-yaml/ast"
+
+	"github.com/rollback-agent/rollback-agent/internal/yamlx"
+)
+
+var digitsRe = regexp.MustCompile(`^[0-9]+$`)
+
+// maxEventSeconds is what the CodeDeploy service allows the scripts of one
+// lifecycle event to take together before it fails the event.
+const maxEventSeconds = int64(DefaultTimeout / time.Second)
+
+// maxTimeoutSeconds keeps a timeout representable as a time.Duration.
+const maxTimeoutSeconds = math.MaxInt64 / int64(time.Second)
+
+func (ps *parser) hooks(e yamlx.Entry) map[string][]Script {
+	out := map[string][]Script{}
+	if yamlx.IsNull(e.Value) {
+		return out
+	}
+	entries, ok := ps.mapping(e.Value, "hooks")
+	if !ok {
+		return out
+	}
+	events := Events()
+	for _, he := range entries {
+		path := "hooks." + he.Key
+		if !isEvent(he.Key, events) {
+			// CodeDeploy runs only the events it knows of and ignores the
+			// rest, so a misspelt event silently never runs: say so.
+			ps.probs.Warnf(he.KeyNode, "hooks: unknown lifecycle event %q is never run%s (events: %s)",
+				he.Key, suggest(he.Key, events), strings.Join(events, ", "))
+			continue
+		}
+		if yamlx.IsNull(he.Value) {
+			continue
+		}
+		items, ok := yamlx.Sequence(he.Value)
+		if !ok {
+			ps.probs.ErrorAt(he.ValuePos, "%s: want a list of scripts (- location: ...), got %s", path, article(he.Value))
+			continue
+		}
+		var scripts []Script
+		var explicit int64
+		for i, it := range items {
+			s, secs := ps.script(it, fmt.Sprintf("%s[%d]", path, i))
+			scripts = append(scripts, s)
+			explicit = min(explicit+secs, maxTimeoutSeconds)
+		}
+		// Only timeouts written in the file count: the CodeDeploy docs
+		// themselves list several scripts without timeout in one event,
+		// which the 3600s default would otherwise push over the limit.
+		if explicit > maxEventSeconds {
+			ps.probs.ErrorAt(he.KeyPos, "%s: the scripts' timeouts add up to %ds; CodeDeploy fails a lifecycle event that takes more than %ds in total",
+				path, explicit, maxEventSeconds)
+		}
+		if len(scripts) > 0 {
+			out[he.Key] = scripts
+		}
+	}
+	return out
+}
+
+func isEvent(name string, events []string) bool {
+	for _, ev := range events {
+		if ev == name {
+			return true
+		}
+	}
+	return false
+}
+
+// script parses one hook script and returns it with the timeout written in
+// the file, in seconds (0 when the default applies).
+func (ps *parser) script(n ast.Node, path string) (Script, int64) {
+	s := Script{Timeout: DefaultTimeout, Line: yamlx.PosOf(n).Line}
+	entries, ok := ps.mapping(n, path)
+	if !ok {
+		return s, 0
+	}
+	var secs int64
+	hasLocation := false
+	for _, e := range entries {
+		switch e.Key {
+		case "location":
+			hasLocation = true
+			s.Location = ps.location(e, path+".location")
+		case "timeout":
+			secs = ps.timeout(e, path+".timeout")
+			if secs > 0 {
+				s.Timeout = time.Duration(secs) * time.Second
+			}
+		case "runas":
+			s.RunAs = ps.runAs(e, path+".runas")
+		case "sudo":
+			s.Sudo = ps.boolean(e, path+".sudo")
+		default:
+			ps.unknownKey(e, path, []string{"location", "timeout", "runas", "sudo"})
+		}
+	}
+	if !hasLocation {
+		ps.probs.ErrorAt(yamlx.PosOf(n), "%s.location: missing; give the script's path in the revision", path)
+	}
+	return s, secs
+}
+
+// location returns the script path relative to the revision root. CodeDeploy
+// trims it and joins it to the archive directory, so a leading "/" is the
+// archive root; unlike CodeDeploy v1, a ".." that escapes is refused, since
+// it would run a script the revision does not contain.
+func (ps *parser) location(e yamlx.Entry, path string) string {
+	raw, ok := ps.nonEmpty(e, path)
+	if !ok {
+		return ""
+	}
+	raw = strings.TrimSpace(raw)
+	rel := filepath.Clean(strings.TrimLeft(raw, "/"))
+	switch {
+	case rel == ".":
+		ps.probs.ErrorAt(e.ValuePos, "%s: %q is the revision root, not a script", path, raw)
+		return ""
+	case escapes(rel):
+		ps.probs.ErrorAt(e.ValuePos, "%s: %q leaves the revision through ..; scripts must be inside the revision", path, raw)
+		return rel
+	}
+	if ps.revision != "" {
+		ps.checkScript(e.ValuePos, path, raw, rel)
+	}
+	return rel
+}
+
+// timeout accepts a whole number of seconds, or a string of digits because
+// CodeDeploy converts the value with to_i; it returns 0 when absent or bad.
+func (ps *parser) timeout(e yamlx.Entry, path string) int64 {
+	if yamlx.IsNull(e.Value) {
+		return 0
+	}
+	var secs int64
+	switch v := e.Value.(type) {
+	case *ast.IntegerNode:
+		switch i := v.Value.(type) {
+		case int64:
+			secs = i
+		case uint64:
+			// goccy stores non-negative integers as uint64.
+			secs = maxTimeoutSeconds + 1
+			if i <= uint64(maxTimeoutSeconds) {
+				secs = int64(i)
+			}
+		}
+	case *ast.StringNode:
+		s := strings.TrimSpace(v.Value)
+		if !digitsRe.MatchString(s) {
+			ps.probs.ErrorAt(e.ValuePos, "%s: %q is not a number of seconds", path, v.Value)
+			return 0
+		}
+		i, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			i = maxTimeoutSeconds + 1
+		}
+		secs = i
+	default:
+		ps.probs.ErrorAt(e.ValuePos, "%s: %s is not a number of seconds", path, describe(e.Value))
+		return 0
+	}
+	switch {
+	case secs <= 0:
+		ps.probs.ErrorAt(e.ValuePos, "%s: %d is not a positive number of seconds", path, secs)
+		return 0
+	case secs > maxTimeoutSeconds:
+		ps.probs.ErrorAt(e.ValuePos, "%s: %s seconds is far too long (a lifecycle event may take %ds)", path, rawText(e), maxEventSeconds)
+		return 0
+	}
+	return secs
+}
+
+func rawText(e yamlx.Entry) string {
+	s, _ := yamlx.Scalar(e.Value)
+	return s
+}
+
+// runAs returns the trimmed user name, as CodeDeploy strips it before
+// building `su <user> -c <script>`.
+func (ps *parser) runAs(e yamlx.Entry, path string) string {
+	if yamlx.IsNull(e.Value) {
+		return ""
+	}
+	name, ok := ps.nonEmpty(e, path)
+	if !ok {
+		return ""
+	}
+	name = strings.TrimSpace(name)
+	ps.userExists(e.ValuePos, path, name)
+	return name
+}
+
+// boolean accepts YAML booleans, and the YAML 1.1 words yes/no/on/off that
+// CodeDeploy's v1 agent (Psych) reads as booleans too.
+func (ps *parser) boolean(e yamlx.Entry, path string) bool {
+	if yamlx.IsNull(e.Value) {
+		return false
+	}
+	if b, ok := e.Value.(*ast.BoolNode); ok {
+		return b.Value
+	}
+	if s, ok := e.Value.(*ast.StringNode); ok {
+		switch strings.ToLower(s.Value) {
+		case "yes", "on":
+			return true
+		case "no", "off":
+			return false
+		}
+	}
+	ps.probs.ErrorAt(e.ValuePos, "%s: want true or false, got %s", path, describe(e.Value))
+	return false
+}

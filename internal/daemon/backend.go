@@ -1,0 +1,150 @@
+package daemon
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"go.uber.org/zap"
+
+	"github.com/rollback-agent/rollback-agent/internal/api"
+	"github.com/rollback-agent/rollback-agent/internal/awsconf"
+	"github.com/rollback-agent/rollback-agent/internal/config"
+	"github.com/rollback-agent/rollback-agent/internal/engine"
+	"github.com/rollback-agent/rollback-agent/internal/journal"
+	"github.com/rollback-agent/rollback-agent/internal/releases"
+	"github.com/rollback-agent/rollback-agent/internal/server"
+	"github.com/rollback-agent/rollback-agent/internal/source"
+)
+
+// services are the parts that exist once the agent knows who it is.
+type services struct {
+	engine *engine.Engine
+	awsCfg aws.Config
+	wg     sync.WaitGroup
+}
+
+// startServices builds the engine and the sources and starts them.
+func (d *Daemon) startServices(ctx context.Context, cfg *config.Config, awsCfg aws.Config) error {
+	rel, err := releases.Open(cfg.StateDir)
+	if err != nil {
+		return err
+	}
+	groupID, err := d.groupID()
+	if err != nil {
+		return err
+	}
+	var s3once sync.Once
+	var s3c *s3.Client
+	fetcher := &source.Fetcher{S3: func(context.Context) (*s3.Client, error) {
+		s3once.Do(func() { s3c = awsconf.S3(awsCfg) })
+		return s3c, nil
+	}}
+	eng, err := engine.New(engine.Options{
+		Config: d.cfg.Load, Journal: d.journal, Releases: rel, StateDir: cfg.StateDir,
+		Log: d.log, Fetcher: fetcher, GroupID: groupID,
+	})
+	if err != nil {
+		return err
+	}
+	d.svc = &services{engine: eng, awsCfg: awsCfg}
+	d.svc.wg.Add(1)
+	go func() {
+		defer d.svc.wg.Done()
+		if err := eng.Run(ctx); err != nil {
+			d.log.Error("deployment engine stopped", zap.Error(err))
+		}
+	}()
+	// sd_notify STATUS follows the deployments: `systemctl status` shows
+	// what the agent is doing right now.
+	events, stop := eng.Subscribe("")
+	d.svc.wg.Add(1)
+	go func() {
+		defer d.svc.wg.Done()
+		defer stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-events:
+				d.notify.status(d.summary())
+			}
+		}
+	}()
+	if cfg.Sources.Inbox != "" {
+		in := &source.Inbox{Dir: cfg.Sources.Inbox, Engine: eng, Journal: d.journal, Log: d.log, OnError: d.sourceError("inbox")}
+		d.svc.wg.Add(1)
+		go func() {
+			defer d.svc.wg.Done()
+			if err := in.Run(ctx); err != nil {
+				d.sourceError("inbox")(err)
+			}
+		}()
+	}
+	return nil
+}
+
+func (d *Daemon) sourceError(name string) func(error) {
+	return func(err error) {
+		d.log.Warn("source problem", zap.String("source", name), zap.Error(err))
+		d.mu.Lock()
+		d.sourceErrs[name] = err.Error()
+		d.mu.Unlock()
+	}
+}
+
+// groupID is DEPLOYMENT_GROUP_ID for hooks: a UUID made once per state dir.
+func (d *Daemon) groupID() (string, error) {
+	id, err := d.journal.GetMeta("deployment_group_id")
+	if err != nil || id != "" {
+		return id, err
+	}
+	b := make([]byte, 16)
+	_, _ = rand.Read(b)
+	b[6] = (b[6] & 0x0f) | 0x40
+	b[8] = (b[8] & 0x3f) | 0x80
+	id = fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:])
+	return id, d.journal.SetMeta("deployment_group_id", id)
+}
+
+// Deploy implements server.Backend.
+func (d *Daemon) Deploy(_ context.Context, req api.DeployRequest) (*api.Deployment, error) {
+	src, err := source.Parse(req.Source)
+	if err != nil {
+		return nil, server.BadRequest(err)
+	}
+	return d.svc.engine.Submit(engine.Request{Source: src, Revision: req.Revision, Trigger: "api", IgnoreApplicationStopFailures: req.IgnoreApplicationStopFailures})
+}
+
+// Rollback implements server.Backend.
+func (d *Daemon) Rollback(_ context.Context, req api.RollbackRequest) (*api.Deployment, error) {
+	dep, err := d.svc.engine.Rollback(req.To)
+	if errors.Is(err, engine.ErrNoTarget) {
+		return nil, server.Conflict(err)
+	}
+	return dep, err
+}
+
+// Deployments implements server.Backend.
+func (d *Daemon) Deployments(limit int) ([]api.Deployment, error) {
+	return d.journal.Deployments(limit)
+}
+
+// Deployment implements server.Backend.
+func (d *Daemon) Deployment(id string) (*api.Deployment, error) {
+	dep, err := d.journal.Deployment(id)
+	if errors.Is(err, journal.ErrNotFound) {
+		return nil, server.NotFound(fmt.Errorf("no deployment %s (see agentctl history)", id))
+	}
+	return dep, err
+}
+
+// Subscribe implements server.Backend.
+func (d *Daemon) Subscribe(id string) (<-chan api.Event, func()) { return d.svc.engine.Subscribe(id) }
+
+// LogDir implements server.Backend.
+func (d *Daemon) LogDir(id string) string { return d.svc.engine.LogDir(id) }

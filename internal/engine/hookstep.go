@@ -1,0 +1,213 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/rollback-agent/rollback-agent/internal/hooks"
+	"github.com/rollback-agent/rollback-agent/internal/install"
+	"github.com/rollback-agent/rollback-agent/internal/journal"
+	"github.com/rollback-agent/rollback-agent/internal/releases"
+)
+
+// LogFile names the output file of an event within a deployment's log
+// directory; steps taken on a rollback rung get the rung as prefix.
+func LogFile(event, rung string) string {
+	if rung != "" {
+		return rung + "-" + event + ".log"
+	}
+	return event + ".log"
+}
+
+// hookStep runs the scripts rel's appspec lists for event, as one step.
+// rel nil (nothing installed yet) or no scripts: the step is skipped, as
+// CodeDeploy reports a no-op.
+func (r *run) hookStep(ctx context.Context, event string, rel *releases.Release, relID, rung string) error {
+	return r.step(event, revisionOf(rel), rung, func() (string, error) {
+		if rel == nil {
+			return "no revision installed", errSkipped
+		}
+		scripts := rel.AppSpec.Hooks[event]
+		if len(scripts) == 0 {
+			return "no scripts", errSkipped
+		}
+		logDir := r.e.LogDir(r.d.ID)
+		if err := os.MkdirAll(logDir, 0o750); err != nil {
+			return "", fmt.Errorf("create log dir: %w", err)
+		}
+		logPath := filepath.Join(logDir, LogFile(event, rung))
+		var done []string
+		for _, sc := range scripts {
+			res := hooks.Run(ctx, hooks.Spec{
+				Event:       event,
+				Dir:         r.e.o.Releases.ArchiveDir(relID),
+				Location:    sc.Location,
+				Timeout:     sc.Timeout,
+				RunAs:       sc.RunAs,
+				Env:         r.hookEnv(event, rel),
+				LogPath:     logPath,
+				MaxLogBytes: int64(r.cfg.Limits.HookOutputBytes),
+				KillGrace:   r.cfg.Limits.HookKillGrace,
+			})
+			line := fmt.Sprintf("%s (%s)", sc.Location, res.Duration.Round(1e6))
+			if len(res.Lingering) > 0 {
+				line += fmt.Sprintf(", left running: pids %v", res.Lingering)
+			}
+			if res.Truncated {
+				line += ", output truncated"
+			}
+			done = append(done, line)
+			if res.Err() != nil {
+				tail, _ := hooks.Tail(logPath, 2048)
+				return strings.Join(done, "; "), fmt.Errorf("%s of revision %s: %s (%s, error code %d)\n--- last output (%s) ---\n%s",
+					event, rel.Revision, res.Message, res.Code, int(res.Code), logPath, tail)
+			}
+		}
+		return strings.Join(done, "; "), nil
+	})
+}
+
+// hookEnv is CodeDeploy's environment for hook scripts, plus ours.
+func (r *run) hookEnv(event string, rel *releases.Release) []string {
+	env := []string{
+		"LIFECYCLE_EVENT=" + event,
+		"DEPLOYMENT_ID=" + r.d.ID,
+		"APPLICATION_NAME=" + r.cfg.Application,
+		"DEPLOYMENT_GROUP_NAME=" + r.cfg.DeploymentGroup,
+		"DEPLOYMENT_GROUP_ID=" + r.e.o.GroupID,
+		"ROLLBACK_AGENT_CHECKPOINT_ID=" + r.d.Checkpoint,
+		"ROLLBACK_AGENT_REVISION=" + rel.Revision,
+		"ROLLBACK_AGENT_DEPLOYMENT_REVISION=" + r.d.Revision,
+	}
+	if s := r.d.Source; s.Type == "s3" || s.Bucket != "" {
+		env = append(env, "BUNDLE_BUCKET="+s.Bucket, "BUNDLE_KEY="+s.Key)
+		if s.VersionID != "" {
+			env = append(env, "BUNDLE_VERSION="+s.VersionID)
+		}
+		if s.ETag != "" {
+			env = append(env, "BUNDLE_ETAG="+strings.Trim(s.ETag, `"`))
+		}
+	}
+	return env
+}
+
+// onDisk returns the manifests describing what may be on disk: the
+// installed release's, and after an interrupted Install also the
+// manifests of the intent. ids are the releases they belong to.
+func (e *Engine) onDisk() ([]*install.Manifest, []string, error) {
+	installed, err := e.o.Journal.Pointer(journal.PointerInstalled)
+	if err != nil {
+		return nil, nil, err
+	}
+	ids := []string{}
+	if installed != "" {
+		ids = append(ids, installed)
+	}
+	intent, err := e.o.Journal.InstallIntent()
+	if err != nil {
+		return nil, nil, err
+	}
+	if intent != nil {
+		ids = append(append(ids, intent.Previous...), intent.Target)
+	}
+	seen := map[string]bool{}
+	var uniq []string
+	var ms []*install.Manifest
+	for _, id := range ids {
+		if id == "" || seen[id] {
+			continue
+		}
+		seen[id] = true
+		uniq = append(uniq, id)
+		for _, p := range []string{e.o.Releases.ManifestPath(id), e.o.Releases.PartialManifestPath(id)} {
+			m, err := install.ReadManifest(p)
+			if err != nil {
+				return nil, nil, err
+			}
+			ms = append(ms, m)
+		}
+	}
+	return ms, uniq, nil
+}
+
+// install puts rel's files on disk over whatever is there now, journaling
+// the intent first and the installed pointer after.
+func (e *Engine) install(ctx context.Context, rel *releases.Release) (string, error) {
+	prev, prevIDs, err := e.onDisk()
+	if err != nil {
+		return "", err
+	}
+	if err := e.o.Journal.Update(func(t *journal.Tx) error {
+		return t.SetInstallIntent(&journal.InstallIntent{Target: rel.ID, Previous: prevIDs})
+	}); err != nil {
+		return "", err
+	}
+	digests, err := e.o.Releases.Entries(rel.ID)
+	if err != nil {
+		return "", err
+	}
+	partial := e.o.Releases.PartialManifestPath(rel.ID)
+	rep, err := install.Install(ctx, install.Options{
+		Spec: rel.AppSpec, RevisionDir: e.o.Releases.ArchiveDir(rel.ID), Digests: digests,
+		Previous: prev, ManifestPath: partial,
+	})
+	if err != nil {
+		return "", err
+	}
+	if err := os.Rename(partial, e.o.Releases.ManifestPath(rel.ID)); err != nil {
+		return "", fmt.Errorf("install: commit manifest of %s: %w", rel.ID, err)
+	}
+	if err := e.o.Journal.Update(func(t *journal.Tx) error {
+		if err := t.SetPointer(journal.PointerInstalled, rel.ID); err != nil {
+			return err
+		}
+		return t.SetInstallIntent(nil)
+	}); err != nil {
+		return "", err
+	}
+	// Everything the other manifests recorded was removed or re-recorded
+	// in rel's: their partial logs are now stale.
+	for _, id := range prevIDs {
+		if id != rel.ID {
+			os.Remove(e.o.Releases.PartialManifestPath(id))
+		}
+	}
+	detail := rep.String()
+	if len(rep.Warnings) > 0 {
+		detail += "; " + strings.Join(rep.Warnings, "; ")
+	}
+	return detail, nil
+}
+
+// uninstall removes everything on disk that an Install put there.
+func (e *Engine) uninstall(ctx context.Context) (string, error) {
+	prev, prevIDs, err := e.onDisk()
+	if err != nil {
+		return "", err
+	}
+	if err := e.o.Journal.Update(func(t *journal.Tx) error {
+		return t.SetInstallIntent(&journal.InstallIntent{Target: "", Previous: prevIDs})
+	}); err != nil {
+		return "", err
+	}
+	rep, err := install.Uninstall(ctx, prev)
+	if err != nil {
+		return "", err
+	}
+	for _, id := range prevIDs {
+		os.Remove(e.o.Releases.ManifestPath(id))
+		os.Remove(e.o.Releases.PartialManifestPath(id))
+	}
+	if err := e.o.Journal.Update(func(t *journal.Tx) error {
+		if err := t.SetPointer(journal.PointerInstalled, ""); err != nil {
+			return err
+		}
+		return t.SetInstallIntent(nil)
+	}); err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("%d paths removed", rep.Removed), nil
+}

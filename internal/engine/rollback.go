@@ -1,0 +1,150 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/rollback-agent/rollback-agent/internal/api"
+	"github.com/rollback-agent/rollback-agent/internal/config"
+	"github.com/rollback-agent/rollback-agent/internal/journal"
+)
+
+// climb runs the rollback ladder for a failed deployment: one climb, rung
+// by rung as the config allows, stopping at the first that works. Today
+// the ladder has the revision rung; the volumes and root rungs join it
+// with the checkpoint work.
+func (r *run) climb(ctx context.Context) {
+	r.setStatus(api.StatusRollingBack)
+	err := r.rung(config.RungRevision, func() (string, error) { return r.revisionRung(ctx) })
+	if ctx.Err() != nil {
+		return
+	}
+	if err != nil {
+		r.d.Error = fmt.Sprintf("%s; then the revision rung failed: %v. The host needs an operator: "+
+			"look at `agentctl show %s` and `agentctl logs %s`, fix the cause, then run `agentctl rollback --to <revision>`",
+			r.d.Error, err, r.d.ID, r.d.ID)
+		r.finish(api.StatusNeedsOperator, nil)
+		return
+	}
+	pointers := map[string]string{journal.PointerCurrent: r.d.RolledBackTo}
+	r.finish(api.StatusRolledBack, pointers)
+}
+
+// rung records one climb of the ladder around fn.
+func (r *run) rung(name string, fn func() (string, error)) error {
+	r.d.Rungs = append(r.d.Rungs, api.Rung{Name: name, Status: api.StepRunning, StartedAt: time.Now().UTC()})
+	i := len(r.d.Rungs) - 1
+	r.save()
+	detail, err := fn()
+	rg := &r.d.Rungs[i]
+	rg.EndedAt, rg.Detail = time.Now().UTC(), detail
+	if err != nil {
+		rg.Status, rg.Error = api.StepFailed, err.Error()
+	} else {
+		rg.Status = api.StepSucceeded
+	}
+	r.save()
+	return err
+}
+
+// revisionRung: ApplicationStop of the failed revision if its files got on
+// disk (failures logged, not fatal), then the last good revision
+// reinstalled from releases/ (no download) with its hooks. With no last
+// good revision, the failed revision's files are removed.
+func (r *run) revisionRung(ctx context.Context) (string, error) {
+	rungName := config.RungRevision
+	installed, _ := r.e.o.Journal.Pointer(journal.PointerInstalled)
+	intent, _ := r.e.o.Journal.InstallIntent()
+	if installed == r.d.Release || (intent != nil && intent.Target == r.d.Release) {
+		if err := r.stopPrevious(ctx, rungName, true); err != nil {
+			return "", err
+		}
+	}
+	lastGood := r.e.lastGood()
+	if lastGood == nil {
+		err := r.step(StepUninstall, r.d.Revision, rungName, func() (string, error) { return r.e.uninstall(ctx) })
+		if err != nil {
+			return "", err
+		}
+		r.d.RolledBackTo = ""
+		return "no earlier revision: the failed revision's files were removed", nil
+	}
+	rel, err := r.e.o.Releases.Load(lastGood.Release)
+	if err != nil {
+		return "", fmt.Errorf("the last good revision %s (deployment %s) is no longer on disk: %w", lastGood.Revision, lastGood.ID, err)
+	}
+	if err := r.installRelease(ctx, rel, rungName); err != nil {
+		return "", err
+	}
+	r.d.RolledBackTo = lastGood.ID
+	return fmt.Sprintf("reinstalled revision %s (deployment %s) from releases/", rel.Revision, lastGood.ID), nil
+}
+
+// rollbackTo is a manual rollback: the target revision is installed from
+// releases/ like a deployment, without download.
+func (r *run) rollbackTo(ctx context.Context) error {
+	rel, err := r.e.o.Releases.Load(r.d.Release)
+	if err != nil {
+		return fmt.Errorf("the revision to roll back to is no longer on disk: %w", err)
+	}
+	if err := r.stopPrevious(ctx, "", false); err != nil {
+		return err
+	}
+	if err := r.checkpoint(ctx); err != nil {
+		return err
+	}
+	return r.installRelease(ctx, rel, "")
+}
+
+// lastGood returns the last good deployment whose release is on disk.
+func (e *Engine) lastGood() *api.Deployment {
+	id, err := e.o.Journal.Pointer(journal.PointerLastGood)
+	if err != nil || id == "" {
+		return nil
+	}
+	d, err := e.o.Journal.Deployment(id)
+	if err != nil {
+		return nil
+	}
+	return d
+}
+
+// prune applies retention after a success: releases beyond keep_releases
+// and deployment records beyond keep_history, never the current, last
+// good or installed ones.
+func (e *Engine) prune(cfg *config.Config) {
+	protect := map[string]bool{}
+	for _, p := range []string{journal.PointerCurrent, journal.PointerLastGood} {
+		if id, _ := e.o.Journal.Pointer(p); id != "" {
+			protect[id] = true
+			if d, err := e.o.Journal.Deployment(id); err == nil {
+				protect[d.Release] = true
+			}
+		}
+	}
+	if id, _ := e.o.Journal.Pointer(journal.PointerInstalled); id != "" {
+		protect[id] = true
+	}
+	if in, _ := e.o.Journal.InstallIntent(); in != nil {
+		protect[in.Target] = true
+		for _, id := range in.Previous {
+			protect[id] = true
+		}
+	}
+	if removed, err := e.o.Releases.Prune(cfg.Retention.KeepReleases, protect); err != nil {
+		e.o.Log.Warn("pruning releases: " + err.Error())
+	} else if len(removed) > 0 {
+		e.o.Log.Info(fmt.Sprintf("pruned %d release(s): %v", len(removed), removed))
+	}
+	removed, err := e.o.Journal.PruneDeployments(cfg.Retention.KeepHistory, protect)
+	if err != nil {
+		e.o.Log.Warn("pruning history: " + err.Error())
+	}
+	for _, id := range removed {
+		if err := os.RemoveAll(e.LogDir(id)); err != nil {
+			e.o.Log.Warn("removing logs of " + id + ": " + err.Error())
+		}
+	}
+}

@@ -1,0 +1,193 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/rollback-agent/rollback-agent/internal/api"
+	"github.com/rollback-agent/rollback-agent/internal/config"
+	"github.com/rollback-agent/rollback-agent/internal/journal"
+)
+
+// run is one deployment being executed.
+type run struct {
+	e   *Engine
+	d   *api.Deployment
+	cfg *config.Config
+	log *zap.Logger
+}
+
+// Step names besides the lifecycle events.
+const (
+	StepFetch      = "Fetch"
+	StepUnpack     = "Unpack"
+	StepValidate   = "Validate"
+	StepCheckpoint = "Checkpoint"
+	StepInstall    = "Install"
+	StepUninstall  = "Uninstall"
+	StepRecover    = "Recover"
+)
+
+// save writes the record and tells subscribers. Journal failures are
+// logged: the deployment carries on, and the next save retries.
+func (r *run) save() {
+	if err := r.e.o.Journal.PutDeployment(r.d); err != nil {
+		r.log.Error("journal write failed", zap.Error(err))
+	}
+	r.e.mu.Lock()
+	c := *r.d
+	c.Steps = append([]api.Step(nil), r.d.Steps...)
+	r.e.active = &c
+	r.e.mu.Unlock()
+}
+
+// step journals the intent, runs fn, and journals the result. fn returns
+// a detail line for the record.
+func (r *run) step(name, revision, rung string, fn func() (string, error)) error {
+	r.d.Steps = append(r.d.Steps, api.Step{Name: name, Status: api.StepRunning, StartedAt: time.Now().UTC(), Revision: revision, Rung: rung})
+	i := len(r.d.Steps) - 1
+	r.save()
+	st := r.d.Steps[i]
+	r.e.bus.publish(api.Event{Type: api.EventStep, DeploymentID: r.d.ID, Step: &st})
+	detail, err := fn()
+	st = r.d.Steps[i]
+	st.EndedAt = time.Now().UTC()
+	st.Detail = detail
+	switch {
+	case errors.Is(err, errSkipped):
+		st.Status = api.StepSkipped
+		err = nil
+	case err != nil:
+		st.Status = api.StepFailed
+		st.Error = err.Error()
+	default:
+		st.Status = api.StepSucceeded
+	}
+	r.d.Steps[i] = st
+	r.save()
+	r.e.bus.publish(api.Event{Type: api.EventStep, DeploymentID: r.d.ID, Step: &st})
+	fields := []zap.Field{zap.String("deployment", r.d.ID), zap.String("step", name), zap.String("status", st.Status), zap.Duration("took", st.EndedAt.Sub(st.StartedAt))}
+	if err != nil {
+		r.log.Warn("step failed", append(fields, zap.Error(err))...)
+	} else {
+		r.log.Info("step done", fields...)
+	}
+	return err
+}
+
+// errSkipped marks a step that had nothing to do.
+var errSkipped = errors.New("skipped")
+
+func (r *run) setStatus(status string) {
+	r.d.Status = status
+	if api.Terminal(status) {
+		r.d.EndedAt = time.Now().UTC()
+	}
+	r.save()
+	r.e.bus.publish(api.Event{Type: api.EventStatus, DeploymentID: r.d.ID, Status: status, Message: r.d.Error})
+}
+
+// finish ends the deployment with a terminal status; pointers that follow
+// from it change in the same transaction.
+func (r *run) finish(status string, pointers map[string]string) {
+	r.d.Status = status
+	r.d.EndedAt = time.Now().UTC()
+	err := r.e.o.Journal.Update(func(t *journal.Tx) error {
+		if err := t.PutDeployment(r.d); err != nil {
+			return err
+		}
+		for k, v := range pointers {
+			if err := t.SetPointer(k, v); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		r.log.Error("journal write failed", zap.Error(err))
+	}
+	r.e.mu.Lock()
+	r.e.active = nil
+	r.e.mu.Unlock()
+	r.e.bus.publish(api.Event{Type: api.EventStatus, DeploymentID: r.d.ID, Status: status, Message: r.d.Error})
+	r.log.Info("deployment ended", zap.String("deployment", r.d.ID), zap.String("status", status), zap.String("error", r.d.Error))
+}
+
+// execute runs a queued deployment or rollback to its end.
+func (e *Engine) execute(ctx context.Context, d *api.Deployment) {
+	r := &run{e: e, d: d, cfg: e.o.Config(), log: e.o.Log}
+	d.StartedAt = time.Now().UTC()
+	r.setStatus(api.StatusRunning)
+	var err error
+	if d.Kind == api.KindRollback {
+		err = r.rollbackTo(ctx)
+	} else {
+		err = r.deploy(ctx)
+	}
+	if ctx.Err() != nil {
+		// The agent is stopping: the record stays in flight and the next
+		// start recovers it from the journal.
+		r.log.Warn("agent stopping mid-deployment; it will be recovered at next start", zap.String("deployment", d.ID))
+		return
+	}
+	if err != nil {
+		r.fail(ctx, err)
+		return
+	}
+	if r.d.Status == api.StatusRunning {
+		r.succeed()
+	}
+}
+
+// succeed makes the deployment current and the last good one, and prunes.
+func (r *run) succeed() {
+	r.finish(api.StatusSucceeded, map[string]string{journal.PointerCurrent: r.d.ID, journal.PointerLastGood: r.d.ID})
+	r.e.prune(r.cfg)
+}
+
+// hostChanged reports whether a step that changes the host has started:
+// before that, a failure leaves the host as it was.
+func (r *run) hostChanged() bool {
+	for _, s := range r.d.Steps {
+		switch s.Name {
+		case StepFetch, StepUnpack, StepValidate, StepRecover:
+			continue
+		}
+		if s.Status != api.StepSkipped {
+			return true
+		}
+	}
+	return false
+}
+
+// fail decides what a failure leads to: a plain failure when the host was
+// not changed or automatic rollback is off, otherwise the ladder. A
+// rollback never triggers another rollback.
+func (r *run) fail(ctx context.Context, cause error) {
+	r.d.Error = cause.Error()
+	switch {
+	case !r.hostChanged():
+		r.finish(api.StatusFailed, nil)
+	case r.d.Kind == api.KindRollback:
+		r.d.Error = fmt.Sprintf("rollback failed: %v; the host may be half-installed: fix the cause, then run `agentctl rollback --to <revision>` or deploy a fixed revision", cause)
+		r.finish(api.StatusNeedsOperator, nil)
+	case !r.cfg.Rollback.Automatic || !hasRung(r.cfg, config.RungRevision):
+		r.d.Error = fmt.Sprintf("%v; automatic rollback is off (rollback.automatic / rollback.ladder): run `agentctl rollback` to restore the last good revision", cause)
+		r.finish(api.StatusFailed, nil)
+	default:
+		r.climb(ctx)
+	}
+}
+
+func hasRung(cfg *config.Config, rung string) bool {
+	for _, r := range cfg.Rollback.Ladder {
+		if r == rung {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,191 @@
+// Package install carries out the `files` and `permissions` sections of an
+// appspec: it removes what the previous revision installed (from its
+// install manifest), copies the new revision, applies permissions and
+// honours file_exists_behavior, writing a manifest of everything it
+// created. Files whose installed copy is still exactly what the manifest
+// recorded, and whose new content is the same, are left in place, so a
+// rollback between two revisions that share most files is fast; the
+// result is exactly what a full reinstall gives.
+package install
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"syscall"
+)
+
+// Entry kinds.
+const (
+	KindFile    = "file"
+	KindDir     = "dir"
+	KindSymlink = "symlink"
+)
+
+// Entry is one path an Install created.
+type Entry struct {
+	Path   string `json:"path"`
+	Kind   string `json:"kind"`
+	SHA256 string `json:"sha256,omitempty"`
+	// Mode holds the permission bits including setuid, setgid and sticky,
+	// in os.FileMode form.
+	Mode   fs.FileMode `json:"mode"`
+	UID    int         `json:"uid"`
+	GID    int         `json:"gid"`
+	MTime  int64       `json:"mtime,omitempty"` // source mtime, ns
+	Target string      `json:"target,omitempty"`
+	// Stat is the installed file's identity right after it was written;
+	// a file whose lstat still matches was not touched since.
+	Stat *StatKey `json:"stat,omitempty"`
+	// ACL and SELinux mark entries whose extra attributes were set (such
+	// files are always rewritten, and contexts are removed on cleanup).
+	ACL     bool `json:"acl,omitempty"`
+	SELinux bool `json:"selinux,omitempty"`
+	// Pending marks the write-ahead record made before the path is
+	// created; a crash leaves it without the final record.
+	Pending bool `json:"pending,omitempty"`
+}
+
+// StatKey identifies a file's state: any write, chmod or chown changes
+// ctime, which nobody can set back.
+type StatKey struct {
+	Dev   uint64 `json:"dev"`
+	Ino   uint64 `json:"ino"`
+	Size  int64  `json:"size"`
+	MTime int64  `json:"mtime"`
+	CTime int64  `json:"ctime"`
+}
+
+func statKey(fi fs.FileInfo) *StatKey {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return nil
+	}
+	return &StatKey{
+		Dev: st.Dev, Ino: st.Ino, Size: st.Size,
+		MTime: st.Mtim.Sec*1e9 + st.Mtim.Nsec, CTime: st.Ctim.Sec*1e9 + st.Ctim.Nsec,
+	}
+}
+
+// Manifest is what one Install put on disk, in creation order.
+type Manifest struct {
+	Entries []Entry
+}
+
+// ReadManifest reads a manifest. Several records of one path keep the
+// last; a torn last line (crash mid-write) is dropped. A missing file is
+// an empty manifest.
+func ReadManifest(path string) (*Manifest, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return &Manifest{}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("install: read manifest %s: %w", path, err)
+	}
+	m := &Manifest{}
+	index := map[string]int{}
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	sc.Buffer(make([]byte, 64<<10), 16<<20)
+	for sc.Scan() {
+		line := sc.Bytes()
+		if len(line) == 0 {
+			continue
+		}
+		var e Entry
+		if err := json.Unmarshal(line, &e); err != nil {
+			// Only the last line may be torn; anything else is corruption.
+			if !sc.Scan() {
+				break
+			}
+			return nil, fmt.Errorf("install: manifest %s: corrupt record: %w", path, err)
+		}
+		if i, ok := index[e.Path]; ok {
+			m.Entries[i] = e
+			continue
+		}
+		index[e.Path] = len(m.Entries)
+		m.Entries = append(m.Entries, e)
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("install: manifest %s: %w", path, err)
+	}
+	return m, nil
+}
+
+// manifestWriter appends records with one write each, so a record is in
+// the file (page cache) before the path it names is created: after a
+// SIGKILL nothing on disk is unaccounted for.
+type manifestWriter struct {
+	path string
+	f    *os.File
+	all  []Entry
+	idx  map[string]int
+}
+
+func newManifestWriter(path string) (*manifestWriter, error) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("install: create manifest %s: %w", path, err)
+	}
+	return &manifestWriter{path: path, f: f, idx: map[string]int{}}, nil
+}
+
+func (w *manifestWriter) record(e Entry) error {
+	b, err := json.Marshal(e)
+	if err != nil {
+		return err
+	}
+	if _, err := w.f.Write(append(b, '\n')); err != nil {
+		return fmt.Errorf("install: write manifest %s: %w", w.path, err)
+	}
+	if i, ok := w.idx[e.Path]; ok {
+		w.all[i] = e
+	} else {
+		w.idx[e.Path] = len(w.all)
+		w.all = append(w.all, e)
+	}
+	return nil
+}
+
+// finish rewrites the manifest compactly (one record per path) and
+// durably, replacing the append log atomically.
+func (w *manifestWriter) finish() error {
+	if err := w.f.Close(); err != nil {
+		return fmt.Errorf("install: close manifest %s: %w", w.path, err)
+	}
+	tmp := w.path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
+	if err != nil {
+		return fmt.Errorf("install: write manifest %s: %w", tmp, err)
+	}
+	bw := bufio.NewWriterSize(f, 256<<10)
+	enc := json.NewEncoder(bw)
+	for _, e := range w.all {
+		if err := enc.Encode(e); err != nil {
+			f.Close()
+			return err
+		}
+	}
+	if err := bw.Flush(); err != nil {
+		f.Close()
+		return fmt.Errorf("install: write manifest %s: %w", tmp, err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return fmt.Errorf("install: sync manifest %s: %w", tmp, err)
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, w.path); err != nil {
+		return fmt.Errorf("install: replace manifest %s: %w", w.path, err)
+	}
+	return nil
+}
+
+func (w *manifestWriter) abort() { w.f.Close() }

@@ -1,0 +1,327 @@
+package server
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/rollback-agent/rollback-agent/internal/api"
+)
+
+// Backend is what the handlers ask; the daemon implements it.
+type Backend interface {
+	Status(ctx context.Context) api.Status
+	Deploy(ctx context.Context, req api.DeployRequest) (*api.Deployment, error)
+	Rollback(ctx context.Context, req api.RollbackRequest) (*api.Deployment, error)
+	Deployments(limit int) ([]api.Deployment, error)
+	Deployment(id string) (*api.Deployment, error)
+	Subscribe(id string) (<-chan api.Event, func())
+	// LogDir is the directory holding a deployment's hook output files.
+	LogDir(id string) string
+}
+
+// Error gives a backend error its HTTP status and code.
+type Error struct {
+	Status int
+	Code   string
+	Err    error
+}
+
+func (e *Error) Error() string { return e.Err.Error() }
+func (e *Error) Unwrap() error { return e.Err }
+
+// BadRequest marks err as the caller's mistake (400).
+func BadRequest(err error) error {
+	return &Error{Status: http.StatusBadRequest, Code: api.CodeBadRequest, Err: err}
+}
+
+// NotFound marks err as an unknown resource (404).
+func NotFound(err error) error {
+	return &Error{Status: http.StatusNotFound, Code: api.CodeNotFound, Err: err}
+}
+
+// Conflict marks err as a clash with the current state (409).
+func Conflict(err error) error {
+	return &Error{Status: http.StatusConflict, Code: api.CodeConflict, Err: err}
+}
+
+func writeErr(w http.ResponseWriter, err error) {
+	var e *Error
+	if errors.As(err, &e) {
+		WriteError(w, e.Status, e.Code, e.Error())
+		return
+	}
+	WriteError(w, http.StatusInternalServerError, api.CodeInternal, err.Error())
+}
+
+// maxBody bounds request bodies: the API takes small JSON documents.
+const maxBody = 1 << 20
+
+func decodeBody(r *http.Request, v any) error {
+	dec := json.NewDecoder(io.LimitReader(r.Body, maxBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return BadRequest(fmt.Errorf("request body: %w", err))
+	}
+	return nil
+}
+
+func (s *Server) routes() {
+	s.mux.HandleFunc("GET "+api.PathStatus, func(w http.ResponseWriter, r *http.Request) {
+		WriteJSON(w, http.StatusOK, s.backend.Status(r.Context()))
+	})
+	s.mux.HandleFunc("POST "+api.PathDeployments, s.postDeployment)
+	s.mux.HandleFunc("GET "+api.PathDeployments, s.listDeployments)
+	s.mux.HandleFunc("GET "+api.PathDeployments+"/{id}", s.getDeployment)
+	s.mux.HandleFunc("GET "+api.PathDeployments+"/{id}/log", s.getLog)
+	s.mux.HandleFunc("POST "+api.PathRollback, s.postRollback)
+	s.mux.HandleFunc("GET "+api.PathEvents, s.events)
+	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		WriteError(w, http.StatusNotFound, api.CodeNotFound, fmt.Sprintf("no such API path: %s %s", r.Method, r.URL.Path))
+	})
+}
+
+func (s *Server) postDeployment(w http.ResponseWriter, r *http.Request) {
+	var req api.DeployRequest
+	if err := decodeBody(r, &req); err != nil {
+		writeErr(w, err)
+		return
+	}
+	d, err := s.backend.Deploy(r.Context(), req)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	WriteJSON(w, http.StatusAccepted, api.DeploymentRef{SchemaVersion: api.SchemaVersion, ID: d.ID, Status: d.Status})
+}
+
+func (s *Server) postRollback(w http.ResponseWriter, r *http.Request) {
+	var req api.RollbackRequest
+	if err := decodeBody(r, &req); err != nil {
+		writeErr(w, err)
+		return
+	}
+	d, err := s.backend.Rollback(r.Context(), req)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	WriteJSON(w, http.StatusAccepted, api.DeploymentRef{SchemaVersion: api.SchemaVersion, ID: d.ID, Status: d.Status})
+}
+
+func (s *Server) listDeployments(w http.ResponseWriter, r *http.Request) {
+	limit := 50
+	if v := r.URL.Query().Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			WriteError(w, http.StatusBadRequest, api.CodeBadRequest, "limit: want a number >= 0")
+			return
+		}
+		limit = n
+	}
+	deps, err := s.backend.Deployments(limit)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	if deps == nil {
+		deps = []api.Deployment{}
+	}
+	WriteJSON(w, http.StatusOK, api.DeploymentList{SchemaVersion: api.SchemaVersion, Deployments: deps})
+}
+
+func (s *Server) getDeployment(w http.ResponseWriter, r *http.Request) {
+	d, err := s.backend.Deployment(r.PathValue("id"))
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	WriteJSON(w, http.StatusOK, api.DeploymentBody{SchemaVersion: api.SchemaVersion, Deployment: *d})
+}
+
+// getLog serves a deployment's hook output as text: one event's file, or
+// all of them in the order they were written. follow=1 keeps the stream
+// open, sending what is appended, until the deployment ends.
+func (s *Server) getLog(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	d, err := s.backend.Deployment(id)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	dir := s.backend.LogDir(d.ID)
+	files, err := logFiles(dir, r.URL.Query().Get("event"))
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	follow := r.URL.Query().Get("follow") == "1"
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.WriteHeader(http.StatusOK)
+	fl, _ := w.(http.Flusher)
+	offsets := map[string]int64{}
+	for {
+		for _, f := range files {
+			offsets[f] = copyFrom(w, filepath.Join(dir, f), offsets[f], len(files) > 1 && offsets[f] == 0, f)
+		}
+		if fl != nil {
+			fl.Flush()
+		}
+		if !follow {
+			return
+		}
+		cur, err := s.backend.Deployment(id)
+		if err != nil || api.Terminal(cur.Status) {
+			for _, f := range files {
+				offsets[f] = copyFrom(w, filepath.Join(dir, f), offsets[f], false, f)
+			}
+			return
+		}
+		select {
+		case <-r.Context().Done():
+			return
+		case <-time.After(200 * time.Millisecond):
+		}
+		if ev := r.URL.Query().Get("event"); ev == "" {
+			if more, err := logFiles(dir, ""); err == nil {
+				files = more
+			}
+		}
+	}
+}
+
+// logFiles lists the output files of a deployment, in creation order.
+func logFiles(dir, event string) ([]string, error) {
+	if event != "" {
+		name := filepath.Base(event)
+		if !strings.HasSuffix(name, ".log") {
+			name += ".log"
+		}
+		return []string{name}, nil
+	}
+	ents, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	type f struct {
+		name string
+		t    time.Time
+	}
+	var fs []f
+	for _, e := range ents {
+		if info, err := e.Info(); err == nil && strings.HasSuffix(e.Name(), ".log") {
+			fs = append(fs, f{e.Name(), info.ModTime()})
+		}
+	}
+	sort.Slice(fs, func(i, j int) bool { return fs[i].t.Before(fs[j].t) })
+	out := make([]string, len(fs))
+	for i, x := range fs {
+		out[i] = x.name
+	}
+	return out, nil
+}
+
+func copyFrom(w io.Writer, path string, off int64, header bool, name string) int64 {
+	f, err := os.Open(path)
+	if err != nil {
+		return off
+	}
+	defer f.Close()
+	if _, err := f.Seek(off, io.SeekStart); err != nil {
+		return off
+	}
+	if header {
+		fmt.Fprintf(w, "==> %s <==\n", name)
+	}
+	n, _ := io.Copy(w, f)
+	return off + n
+}
+
+// events streams NDJSON: for ?deployment=ID a snapshot of the record
+// first, then its events until it ends; without it, every event.
+func (s *Server) events(w http.ResponseWriter, r *http.Request) {
+	id := r.URL.Query().Get("deployment")
+	ch, stop := s.backend.Subscribe(id)
+	defer stop()
+	var snap *api.Deployment
+	if id != "" {
+		d, err := s.backend.Deployment(id)
+		if err != nil {
+			writeErr(w, err)
+			return
+		}
+		snap = d
+	}
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.WriteHeader(http.StatusOK)
+	bw := bufio.NewWriter(w)
+	enc := json.NewEncoder(bw)
+	fl, _ := w.(http.Flusher)
+	flush := func() bool {
+		if err := bw.Flush(); err != nil {
+			return false
+		}
+		if fl != nil {
+			fl.Flush()
+		}
+		return true
+	}
+	if snap != nil {
+		enc.Encode(api.Event{SchemaVersion: api.SchemaVersion, Time: time.Now().UTC(), Type: api.EventSnapshot, DeploymentID: snap.ID, Status: snap.Status, Deployment: snap})
+		if !flush() || api.Terminal(snap.Status) {
+			return
+		}
+	}
+	tick := time.NewTicker(2 * time.Second)
+	defer tick.Stop()
+	lastWrite := time.Now()
+	for {
+		select {
+		case <-r.Context().Done():
+			return
+		case <-tick.C:
+			// The bus drops events for slow readers: look at the record so
+			// a stream never outlives its deployment.
+			if id != "" {
+				if d, err := s.backend.Deployment(id); err == nil && api.Terminal(d.Status) {
+					enc.Encode(api.Event{SchemaVersion: api.SchemaVersion, Time: time.Now().UTC(), Type: api.EventSnapshot, DeploymentID: d.ID, Status: d.Status, Deployment: d})
+					flush()
+					return
+				}
+			}
+			// A blank line now and then keeps idle timeouts from closing a
+			// quiet stream; NDJSON readers skip it.
+			if time.Since(lastWrite) > 15*time.Second {
+				bw.WriteString("\n")
+				if !flush() {
+					return
+				}
+				lastWrite = time.Now()
+			}
+		case ev, ok := <-ch:
+			if !ok {
+				return
+			}
+			if err := enc.Encode(ev); err != nil || !flush() {
+				return
+			}
+			lastWrite = time.Now()
+			if id != "" && ev.Type == api.EventStatus && api.Terminal(ev.Status) {
+				return
+			}
+		}
+	}
+}
