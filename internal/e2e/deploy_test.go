@@ -224,7 +224,6 @@ func TestInboxDeploysAndRejects(t *testing.T) {
 	}
 }
 
-
 // logs -f streams hook output as it is written and returns when the
 // deployment ends.
 func TestLogsFollowStreamsUntilTheEnd(t *testing.T) {

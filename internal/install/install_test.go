@@ -267,7 +267,7 @@ func TestPermissions(t *testing.T) {
 	check("bin/tool", 0o644, 0)
 	check("bin/run.sh", 0o755|fs.ModeSetuid, 0)
 	check("conf/a.conf", 0o644, 65534)
-	check("conf/secret.key", 0o644, 0)     // except
+	check("conf/secret.key", 0o644, 0)        // except
 	check("conf/sub/deep.conf", 0o644, 65534) // "**" reaches any depth
 	check("conf/sub", fs.ModeDir|0o700, 65534)
 	check("single.txt", 0o600, 0)
