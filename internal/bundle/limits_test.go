@@ -157,6 +157,10 @@ func TestZipEntryCountWrapsAround(t *testing.T) {
 	}
 	zw.Close()
 	b := buf.Bytes()
+	// As written, the count lives in the zip64 end record.
+	if n, ok := zipDirectoryEntries(bytes.NewReader(b), int64(len(b)), 1<<30); !ok || n != real {
+		t.Errorf("zip64: counted %d (%v), want %d", n, ok, real)
+	}
 	// Rewrite the end record the way a hostile tool would: declare
 	// real mod 65536 entries, and point at the central directory directly.
 	end := bytes.LastIndex(b, []byte("PK\x05\x06"))

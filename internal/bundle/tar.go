@@ -48,17 +48,15 @@ func (u *unpacker) unpackTar(f io.Reader, gz bool) (string, int64, error) {
 	d := &digest{h: sha256.New()}
 	raw := bufio.NewReaderSize(io.TeeReader(f, d), copyBufSize)
 	var src io.Reader = raw
-	var members *gzipMembers
 	if gz {
 		zr, err := gzip.NewReader(raw)
 		if err != nil {
 			return "", 0, fmt.Errorf("read gzip: %w", err)
 		}
 		zr.Multistream(false)
-		members = &gzipMembers{src: raw, zr: zr}
 		// DetectFormat may only have seen part of the stream; look at the
 		// real first inflated block before handing it to archive/tar.
-		peek := bufio.NewReader(members)
+		peek := bufio.NewReader(&gzipMembers{src: raw, zr: zr})
 		blk, err := peek.Peek(tarBlock)
 		if err != nil && !errors.Is(err, io.EOF) {
 			return "", 0, fmt.Errorf("read gzip: %w", err)

@@ -58,7 +58,6 @@ type node struct {
 	name     string // the member name as the archive spelled it ("" if implied)
 	parent   *node
 	children map[string]*node // directories only
-	explicit bool             // false for a directory only implied by deeper names
 	mode     fs.FileMode      // permBits only
 	mtime    time.Time
 	size     int64
@@ -152,11 +151,12 @@ func checkTime(t time.Time) error {
 func (u *unpacker) parentOf(m member) (*node, string, error) {
 	dir, base := path.Split(m.rel)
 	cur := u.tree
-	walked := ""
-	for dir != "" {
-		var c string
-		c, dir, _ = strings.Cut(dir, "/")
-		walked = path.Join(walked, c)
+	// Walk by index into the cleaned name: no component is empty, and
+	// slicing keeps the walk linear even for names thousands of levels deep.
+	for i := 0; i < len(dir); {
+		j := i + strings.IndexByte(dir[i:], '/')
+		c, walked := dir[i:j], dir[:j]
+		i = j + 1
 		next := cur.children[c]
 		if next == nil {
 			if err := u.claim(); err != nil {
@@ -228,7 +228,7 @@ func (u *unpacker) mkdir(m member) error {
 			n = parent.add(base, &node{kind: kindDir})
 		}
 	}
-	n.name, n.explicit, n.mode, n.mtime = m.name, true, m.mode, m.mtime
+	n.name, n.mode, n.mtime = m.name, m.mode, m.mtime
 	if m.own != nil {
 		return os.Lchown(p, m.own.uid, m.own.gid)
 	}
@@ -280,7 +280,7 @@ func (u *unpacker) file(m member, claimed int64, r io.Reader) error {
 	if err := setMtime(p, m.mtime); err != nil {
 		return err
 	}
-	parent.add(base, &node{kind: kindFile, name: m.name, explicit: true, mode: m.mode, mtime: m.mtime,
+	parent.add(base, &node{kind: kindFile, name: m.name, mode: m.mode, mtime: m.mtime,
 		size: n, sum: hex.EncodeToString(h.Sum(nil))})
 	return nil
 }
@@ -346,7 +346,7 @@ func (u *unpacker) symlink(m member, target string) error {
 	if err := setMtime(p, m.mtime); err != nil {
 		return err
 	}
-	parent.add(base, &node{kind: kindSymlink, name: m.name, explicit: true, mode: fs.ModePerm,
+	parent.add(base, &node{kind: kindSymlink, name: m.name, mode: fs.ModePerm,
 		mtime: m.mtime, size: int64(len(target)), target: target})
 	return nil
 }

@@ -86,7 +86,7 @@ func printStatus(w io.Writer, st *api.Status) {
 	cp := st.Checkpoints
 	cps := fmt.Sprintf("%d (%d pending)", cp.Total, cp.Pending)
 	if cp.Newest != nil {
-		cps += fmt.Sprintf("; newest %s %s %s", cp.Newest.ID, cp.Newest.Kind, cp.Newest.State)
+		cps += fmt.Sprintf("; newest %s (%s, %s, %s)", cp.Newest.ID, strings.Join(cp.Newest.Kinds, "+"), cp.Newest.State, cp.Newest.CreatedAt.Local().Format(time.DateTime))
 	}
 	rows = append(rows,
 		[2]string{"CHECKPOINTS", cps},

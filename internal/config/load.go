@@ -213,6 +213,7 @@ func (v *validator) validateCheckpoint() {
 		}
 		seen[k] = true
 	}
+	v.positive("checkpoint.create_timeout", c.CreateTimeout, false)
 	for i, m := range c.Freeze {
 		v.absPath(fmt.Sprintf("checkpoint.freeze[%d]", i), m, false)
 		if m == "/" {

@@ -51,6 +51,9 @@ type Checkpoint struct {
 	Volumes      VolumeSelector `yaml:"volumes" doc:"all, data, or a list of volume ids."`
 	Freeze       []string       `yaml:"freeze" doc:"Data mount points frozen (fsfreeze) around the snapshot call only."`
 	Required     bool           `yaml:"required" doc:"No rollback point, no deploy."`
+	// CreateTimeout bounds the create calls with their retries (throttling,
+	// snapshot rate limits), not the snapshots' completion.
+	CreateTimeout time.Duration `yaml:"create_timeout" doc:"How long the create calls may keep retrying (throttling, rate limits) before the checkpoint fails."`
 }
 
 // Retention bounds what is kept.
@@ -148,9 +151,10 @@ func Default() *Config {
 			PollInterval: 30 * time.Second,
 		},
 		Checkpoint: Checkpoint{
-			BeforeDeploy: []string{"ebs"},
-			Volumes:      VolumeSelector{Mode: VolumesAll},
-			Required:     true,
+			BeforeDeploy:  []string{"ebs"},
+			Volumes:       VolumeSelector{Mode: VolumesAll},
+			Required:      true,
+			CreateTimeout: 3 * time.Minute,
 		},
 		Retention: Retention{KeepCheckpoints: 5, MaxAge: 720 * time.Hour, KeepReleases: 5, KeepHistory: 200},
 		Limits: Limits{

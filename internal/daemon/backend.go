@@ -8,11 +8,13 @@ import (
 	"sync"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"go.uber.org/zap"
 
 	"github.com/rollback-agent/rollback-agent/internal/api"
 	"github.com/rollback-agent/rollback-agent/internal/awsconf"
+	"github.com/rollback-agent/rollback-agent/internal/checkpoint"
 	"github.com/rollback-agent/rollback-agent/internal/config"
 	"github.com/rollback-agent/rollback-agent/internal/engine"
 	"github.com/rollback-agent/rollback-agent/internal/journal"
@@ -23,9 +25,11 @@ import (
 
 // services are the parts that exist once the agent knows who it is.
 type services struct {
-	engine *engine.Engine
-	awsCfg aws.Config
-	wg     sync.WaitGroup
+	engine      *engine.Engine
+	checkpoints *checkpoint.Manager
+	ec2         *ec2.Client
+	awsCfg      aws.Config
+	wg          sync.WaitGroup
 }
 
 // startServices builds the engine and the sources and starts them.
@@ -44,14 +48,34 @@ func (d *Daemon) startServices(ctx context.Context, cfg *config.Config, awsCfg a
 		s3once.Do(func() { s3c = awsconf.S3(awsCfg) })
 		return s3c, nil
 	}}
+	ec2c := ec2.NewFromConfig(awsCfg)
+	d.svc = &services{awsCfg: awsCfg, ec2: ec2c}
+	cps := checkpoint.New(checkpoint.Options{
+		EC2: ec2c, Identity: d.identity, Config: d.cfg.Load, Journal: d.journal, Log: d.log,
+		OnChange: func() { d.notify.status(d.summary()) }, Protected: d.protectedCheckpoints,
+	})
+	d.svc.checkpoints = cps
 	eng, err := engine.New(engine.Options{
 		Config: d.cfg.Load, Journal: d.journal, Releases: rel, StateDir: cfg.StateDir,
-		Log: d.log, Fetcher: fetcher, GroupID: groupID,
+		Log: d.log, Fetcher: fetcher, GroupID: groupID, Checkpointer: cps, Checkpoints: cps,
+		RefreshIdentity: d.refreshIdentity,
 	})
 	if err != nil {
 		return err
 	}
-	d.svc = &services{engine: eng, awsCfg: awsCfg}
+	d.svc.engine = eng
+	d.svc.wg.Add(2)
+	go func() {
+		defer d.svc.wg.Done()
+		cps.Run(ctx)
+	}()
+	go func() {
+		// The journal only caches the catalogue: rebuild it from AWS.
+		defer d.svc.wg.Done()
+		if _, err := cps.Catalogue(ctx); err != nil && ctx.Err() == nil {
+			d.sourceError("checkpoints")(err)
+		}
+	}()
 	d.svc.wg.Add(1)
 	go func() {
 		defer d.svc.wg.Done()

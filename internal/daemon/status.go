@@ -37,6 +37,9 @@ func (d *Daemon) Status(ctx context.Context) api.Status {
 		st.Identity.Volumes = []api.Volume{}
 	}
 	d.deploymentStatus(&st)
+	if d.svc != nil && d.svc.checkpoints != nil {
+		st.Checkpoints = d.svc.checkpoints.Summary()
+	}
 	for name, e := range d.sourceErrs {
 		st.Warnings = append(st.Warnings, fmt.Sprintf("source %s: %s", name, e))
 	}

@@ -19,6 +19,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/rollback-agent/rollback-agent/internal/api"
+	"github.com/rollback-agent/rollback-agent/internal/checkpoint"
 	"github.com/rollback-agent/rollback-agent/internal/config"
 	"github.com/rollback-agent/rollback-agent/internal/journal"
 	"github.com/rollback-agent/rollback-agent/internal/releases"
@@ -48,6 +49,10 @@ type Options struct {
 	Log          *zap.Logger
 	Fetcher      Fetcher
 	Checkpointer Checkpointer
+	// Checkpoints restores checkpoints; nil: restores are not available.
+	Checkpoints *checkpoint.Manager
+	// RefreshIdentity re-reads the instance's volumes after they changed.
+	RefreshIdentity func(context.Context) error
 	// GroupID is DEPLOYMENT_GROUP_ID for hooks: stable per host and app.
 	GroupID string
 }
@@ -189,6 +194,9 @@ func (e *Engine) kick() {
 // Run recovers whatever a crash interrupted, then runs queued operations
 // one at a time until ctx ends.
 func (e *Engine) Run(ctx context.Context) error {
+	if err := e.resumeRootRestore(ctx); err != nil {
+		e.o.Log.Error("finishing a root restore", zap.Error(err))
+	}
 	if err := e.recover(ctx); err != nil {
 		return err
 	}

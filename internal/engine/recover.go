@@ -38,8 +38,9 @@ func (e *Engine) recover(ctx context.Context) error {
 		case d.Status == api.StatusRunning && lifecycleDone(d):
 			// Only the bookkeeping after the last hook was lost.
 			r.succeed()
-		case d.Status == api.StatusRunning && d.Kind == api.KindRollback:
-			// A manual rollback is an install of a known revision: do it again.
+		case d.Status == api.StatusRunning && (d.Kind == api.KindRollback || d.Kind == api.KindRestore || d.Kind == api.KindRestoreRoot):
+			// A manual rollback is an install of a known revision, and every
+			// stage of a restore is safe to repeat: do it again.
 			r.d.Steps = append(r.d.Steps, api.Step{Name: StepRecover, Status: api.StepSucceeded, StartedAt: time.Now().UTC(), EndedAt: time.Now().UTC(),
 				Detail: fmt.Sprintf("agent restarted during %s: the rollback starts over", interrupted)})
 			r.d.Status = api.StatusQueued

@@ -29,6 +29,13 @@ func (r *run) climb(ctx context.Context) {
 		return
 	}
 	pointers := map[string]string{journal.PointerCurrent: r.d.RolledBackTo}
+	if r.failedStep() == StepCheckpoint {
+		// No rollback point, no deploy: nothing of the new revision was
+		// installed, the rung only started the previous one again.
+		r.d.Error += "; nothing of this revision was installed and the previous revision was started again"
+		r.finish(api.StatusFailed, pointers)
+		return
+	}
 	r.finish(api.StatusRolledBack, pointers)
 }
 
@@ -114,8 +121,11 @@ func (e *Engine) lastGood() *api.Deployment {
 // prune applies retention after a success: releases beyond keep_releases
 // and deployment records beyond keep_history, never the current, last
 // good or installed ones.
-func (e *Engine) prune(cfg *config.Config) {
+func (e *Engine) prune(cfg *config.Config, keep ...string) {
 	protect := map[string]bool{}
+	for _, id := range keep {
+		protect[id] = true
+	}
 	for _, p := range []string{journal.PointerCurrent, journal.PointerLastGood} {
 		if id, _ := e.o.Journal.Pointer(p); id != "" {
 			protect[id] = true
@@ -137,6 +147,18 @@ func (e *Engine) prune(cfg *config.Config) {
 		e.o.Log.Warn("pruning releases: " + err.Error())
 	} else if len(removed) > 0 {
 		e.o.Log.Info(fmt.Sprintf("pruned %d release(s): %v", len(removed), removed))
+	}
+	if e.o.Checkpoints != nil {
+		// Off the critical path: pruning talks to AWS.
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+			defer cancel()
+			if rep, err := e.o.Checkpoints.Prune(ctx, false); err != nil {
+				e.o.Log.Warn("pruning checkpoints: " + err.Error())
+			} else if len(rep.Errors) > 0 {
+				e.o.Log.Warn(fmt.Sprintf("pruning checkpoints: %d failed: %v", len(rep.Errors), rep.Errors))
+			}
+		}()
 	}
 	removed, err := e.o.Journal.PruneDeployments(cfg.Retention.KeepHistory, protect)
 	if err != nil {

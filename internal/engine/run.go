@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -30,6 +31,8 @@ const (
 	StepInstall    = "Install"
 	StepUninstall  = "Uninstall"
 	StepRecover    = "Recover"
+	StepPlan       = "Plan"
+	StepIntent     = "Intent"
 )
 
 // save writes the record and tells subscribers. Journal failures are
@@ -123,9 +126,14 @@ func (e *Engine) execute(ctx context.Context, d *api.Deployment) {
 	d.StartedAt = time.Now().UTC()
 	r.setStatus(api.StatusRunning)
 	var err error
-	if d.Kind == api.KindRollback {
+	switch d.Kind {
+	case api.KindRollback:
 		err = r.rollbackTo(ctx)
-	} else {
+	case api.KindRestore:
+		err = r.restoreVolumes(ctx)
+	case api.KindRestoreRoot:
+		err = r.restoreRoot(ctx)
+	default:
 		err = r.deploy(ctx)
 	}
 	if ctx.Err() != nil {
@@ -138,23 +146,33 @@ func (e *Engine) execute(ctx context.Context, d *api.Deployment) {
 		r.fail(ctx, err)
 		return
 	}
-	if r.d.Status == api.StatusRunning {
-		r.succeed()
+	if r.d.Status != api.StatusRunning {
+		return
 	}
+	if d.Kind == api.KindRestore || d.Kind == api.KindRestoreRoot {
+		// A restore changes the host, not which revision is current.
+		r.finish(api.StatusSucceeded, nil)
+		return
+	}
+	r.succeed()
 }
 
 // succeed makes the deployment current and the last good one, and prunes.
 func (r *run) succeed() {
+	// Prune first, so that once the record says succeeded the retention
+	// it implies is done; this deployment is about to be current.
+	r.e.prune(r.cfg, r.d.ID, r.d.Release)
 	r.finish(api.StatusSucceeded, map[string]string{journal.PointerCurrent: r.d.ID, journal.PointerLastGood: r.d.ID})
-	r.e.prune(r.cfg)
 }
 
 // hostChanged reports whether a step that changes the host has started:
 // before that, a failure leaves the host as it was.
 func (r *run) hostChanged() bool {
 	for _, s := range r.d.Steps {
-		switch s.Name {
-		case StepFetch, StepUnpack, StepValidate, StepRecover:
+		switch {
+		case s.Name == StepFetch, s.Name == StepUnpack, s.Name == StepValidate, s.Name == StepRecover,
+			s.Name == StepPlan, s.Name == StepIntent, strings.HasPrefix(s.Name, "CreateVolume "),
+			s.Name == StepCheckpoint && r.d.Kind == api.KindRestoreRoot:
 			continue
 		}
 		if s.Status != api.StepSkipped {
@@ -162,6 +180,16 @@ func (r *run) hostChanged() bool {
 		}
 	}
 	return false
+}
+
+// failedStep names the deployment's own step that failed (not a rung's).
+func (r *run) failedStep() string {
+	for i := len(r.d.Steps) - 1; i >= 0; i-- {
+		if s := r.d.Steps[i]; s.Rung == "" && s.Status == api.StepFailed {
+			return s.Name
+		}
+	}
+	return ""
 }
 
 // fail decides what a failure leads to: a plain failure when the host was
@@ -172,6 +200,10 @@ func (r *run) fail(ctx context.Context, cause error) {
 	switch {
 	case !r.hostChanged():
 		r.finish(api.StatusFailed, nil)
+	case r.d.Kind == api.KindRestore || r.d.Kind == api.KindRestoreRoot:
+		r.d.Error = fmt.Sprintf("restore of checkpoint %s failed after it changed the host: %v; look at `agentctl show %s`, fix the cause, then run `agentctl checkpoint restore %s` again (each stage is safe to repeat)",
+			r.d.Checkpoint, cause, r.d.ID, r.d.Checkpoint)
+		r.finish(api.StatusNeedsOperator, nil)
 	case r.d.Kind == api.KindRollback:
 		r.d.Error = fmt.Sprintf("rollback failed: %v; the host may be half-installed: fix the cause, then run `agentctl rollback --to <revision>` or deploy a fixed revision", cause)
 		r.finish(api.StatusNeedsOperator, nil)

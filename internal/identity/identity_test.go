@@ -1,4 +1,4 @@
-package identity
+package identity_test
 
 import (
 	"context"
@@ -12,6 +12,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 
+	"github.com/rollback-agent/rollback-agent/internal/identity"
 	"github.com/rollback-agent/rollback-agent/internal/testbed"
 )
 
@@ -40,16 +41,16 @@ func TestDiscoverAndDescribeAgainstIMDSMockAndMoto(t *testing.T) {
 	bed, inst := newInstance(t)
 	t.Setenv("AWS_EC2_METADATA_SERVICE_ENDPOINT", inst.IMDS.URL)
 	ctx := context.Background()
-	doc, err := Discover(ctx, "", "", time.Second)
+	doc, err := identity.Discover(ctx, "", "", time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := Doc{InstanceID: inst.Doc.InstanceID, Region: "us-east-1", AvailabilityZone: "us-east-1b",
+	want := identity.Doc{InstanceID: inst.Doc.InstanceID, Region: "us-east-1", AvailabilityZone: "us-east-1b",
 		AccountID: inst.Doc.AccountID, InstanceType: "m5.large", Source: "imds"}
 	if doc != want {
 		t.Fatalf("doc = %+v, want %+v", doc, want)
 	}
-	id, err := Describe(ctx, ec2.NewFromConfig(bed.AWSConfig()), doc, t.TempDir())
+	id, err := identity.Describe(ctx, ec2.NewFromConfig(bed.AWSConfig()), doc, t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,7 +59,7 @@ func TestDiscoverAndDescribeAgainstIMDSMockAndMoto(t *testing.T) {
 		id.Volumes[1].SizeGiB != 2 || id.Volumes[1].VolumeType != "gp3" {
 		t.Errorf("volumes: %+v", id.Volumes)
 	}
-	if id.Volumes[1].LinuxDevice != "" || !strings.Contains(id.Volumes[1].LinuxDeviceError, ByIDLinkName(inst.DataVolumeID)) {
+	if id.Volumes[1].LinuxDevice != "" || !strings.Contains(id.Volumes[1].LinuxDeviceError, identity.ByIDLinkName(inst.DataVolumeID)) {
 		t.Errorf("no device should be found in an empty by-id dir: %+v", id.Volumes[1])
 	}
 }
@@ -79,9 +80,9 @@ func TestNoSilentIMDSv1Fallback(t *testing.T) {
 	defer px.Stop()
 	px.AddFault(testbed.Fault{Service: "imds", Action: "PUT /latest/api/token", Kind: testbed.FaultForbidden})
 	t.Setenv("AWS_EC2_METADATA_SERVICE_ENDPOINT", px.URL)
-	_, err = Discover(context.Background(), "", "", time.Second)
-	if !errors.Is(err, ErrIMDSDisabled) {
-		t.Fatalf("want ErrIMDSDisabled, got %v", err)
+	_, err = identity.Discover(context.Background(), "", "", time.Second)
+	if !errors.Is(err, identity.ErrIMDSDisabled) {
+		t.Fatalf("want identity.ErrIMDSDisabled, got %v", err)
 	}
 	for op, n := range px.Counts() {
 		if strings.HasPrefix(op, "imds:GET") {
@@ -92,7 +93,7 @@ func TestNoSilentIMDSv1Fallback(t *testing.T) {
 
 func TestOnPremDiscoverSkipsIMDS(t *testing.T) {
 	t.Setenv("AWS_EC2_METADATA_SERVICE_ENDPOINT", "http://127.0.0.1:1")
-	doc, err := Discover(context.Background(), "i-0123456789abcdef0", "eu-west-1", 0)
+	doc, err := identity.Discover(context.Background(), "i-0123456789abcdef0", "eu-west-1", 0)
 	if err != nil || doc.Source != "config" || doc.Region != "eu-west-1" {
 		t.Fatalf("%+v %v", doc, err)
 	}
@@ -122,22 +123,22 @@ func TestFindDeviceWithLoopDevice(t *testing.T) {
 	if err := os.Symlink(loop, filepath.Join(byID, "nvme-Amazon_Elastic_Block_Store_vol0abc123def4567890")); err != nil {
 		t.Fatal(err)
 	}
-	dev, err := FindDevice(byID, vol, "/dev/sdf")
+	dev, err := identity.FindDevice(byID, vol, "/dev/sdf")
 	if err != nil || dev != loop {
 		t.Fatalf("FindDevice = %q, %v; want %s", dev, err, loop)
 	}
 	// A link to something that is not a block device is an error.
-	os.Symlink(img, filepath.Join(byID, ByIDLinkName("vol-0aaaaaaaaaaaaaaaa")))
-	if _, err := FindDevice(byID, "vol-0aaaaaaaaaaaaaaaa", ""); err == nil || !strings.Contains(err.Error(), "not a block device") {
+	os.Symlink(img, filepath.Join(byID, identity.ByIDLinkName("vol-0aaaaaaaaaaaaaaaa")))
+	if _, err := identity.FindDevice(byID, "vol-0aaaaaaaaaaaaaaaa", ""); err == nil || !strings.Contains(err.Error(), "not a block device") {
 		t.Errorf("regular file accepted: %v", err)
 	}
 	// Attach-time name fallback (Xen spelling too).
 	xen := filepath.Join(dir, "xvdg")
 	os.Symlink(loop, xen)
-	if dev, err := FindDevice(byID, "vol-0bbbbbbbbbbbbbbbb", filepath.Join(dir, "sdg")); err != nil || dev != loop {
+	if dev, err := identity.FindDevice(byID, "vol-0bbbbbbbbbbbbbbbb", filepath.Join(dir, "sdg")); err != nil || dev != loop {
 		t.Errorf("xvd fallback: %q %v", dev, err)
 	}
-	if _, err := FindDevice(byID, "vol-0ccccccccccccccc0", "/dev/sdz"); err == nil || !strings.Contains(err.Error(), "/dev/xvdz") {
+	if _, err := identity.FindDevice(byID, "vol-0ccccccccccccccc0", "/dev/sdz"); err == nil || !strings.Contains(err.Error(), "/dev/xvdz") {
 		t.Errorf("missing device error should list what was tried: %v", err)
 	}
 }

@@ -113,5 +113,5 @@ func (j *Journal) SetMeta(key, value string) error {
 }
 
 func allBuckets() [][]byte {
-	return [][]byte{bucketMeta, bucketDeployments, bucketOrder, bucketPointers}
+	return [][]byte{bucketMeta, bucketDeployments, bucketOrder, bucketPointers, bucketCheckpoints}
 }

@@ -28,6 +28,18 @@ type Backend interface {
 	Subscribe(id string) (<-chan api.Event, func())
 	// LogDir is the directory holding a deployment's hook output files.
 	LogDir(id string) string
+	CheckpointBackend
+}
+
+// CheckpointBackend is the checkpoint part of the API.
+type CheckpointBackend interface {
+	Checkpoints(ctx context.Context) (*api.CheckpointList, error)
+	CreateCheckpoint(ctx context.Context, req api.CheckpointRequest) (*api.Checkpoint, error)
+	Checkpoint(ctx context.Context, id string) (*api.Checkpoint, error)
+	PinCheckpoint(ctx context.Context, id string, pin bool) (*api.Checkpoint, error)
+	DeleteCheckpoint(ctx context.Context, id string) error
+	PruneCheckpoints(ctx context.Context, dryRun bool) (*api.PruneReport, error)
+	RestoreCheckpoint(ctx context.Context, id string, req api.RestoreRequest) (*api.Deployment, error)
 }
 
 // Error gives a backend error its HTTP status and code.
@@ -86,6 +98,7 @@ func (s *Server) routes() {
 	s.mux.HandleFunc("GET "+api.PathDeployments+"/{id}/log", s.getLog)
 	s.mux.HandleFunc("POST "+api.PathRollback, s.postRollback)
 	s.mux.HandleFunc("GET "+api.PathEvents, s.events)
+	s.checkpointRoutes()
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, http.StatusNotFound, api.CodeNotFound, fmt.Sprintf("no such API path: %s %s", r.Method, r.URL.Path))
 	})

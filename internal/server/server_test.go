@@ -38,6 +38,27 @@ func (fakeBackend) Subscribe(string) (<-chan api.Event, func()) {
 	return ch, func() {}
 }
 func (fakeBackend) LogDir(string) string { return "/nonexistent" }
+func (fakeBackend) Checkpoints(context.Context) (*api.CheckpointList, error) {
+	return &api.CheckpointList{SchemaVersion: api.SchemaVersion}, nil
+}
+func (fakeBackend) CreateCheckpoint(context.Context, api.CheckpointRequest) (*api.Checkpoint, error) {
+	return nil, Conflict(errors.New("fake: no AWS"))
+}
+func (fakeBackend) Checkpoint(_ context.Context, id string) (*api.Checkpoint, error) {
+	return nil, NotFound(errors.New("fake: no checkpoint " + id))
+}
+func (fakeBackend) PinCheckpoint(_ context.Context, id string, _ bool) (*api.Checkpoint, error) {
+	return nil, NotFound(errors.New("fake: no checkpoint " + id))
+}
+func (fakeBackend) DeleteCheckpoint(_ context.Context, id string) error {
+	return NotFound(errors.New("fake: no checkpoint " + id))
+}
+func (fakeBackend) PruneCheckpoints(context.Context, bool) (*api.PruneReport, error) {
+	return &api.PruneReport{SchemaVersion: api.SchemaVersion}, nil
+}
+func (fakeBackend) RestoreCheckpoint(_ context.Context, id string, _ api.RestoreRequest) (*api.Deployment, error) {
+	return nil, NotFound(errors.New("fake: no checkpoint " + id))
+}
 
 const gid = 4243
 

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
@@ -29,7 +30,12 @@ type Bed struct {
 	// EC2 talks to moto directly, for setting up scenarios and checking
 	// results without touching the proxy's counters.
 	EC2 *ec2.Client
+	// RootReplaceDelay is how long a CreateReplaceRootVolumeTask stays
+	// pending before it goes in-progress (default 500ms). Set it before
+	// creating the task.
+	RootReplaceDelay time.Duration
 
+	sim       *sim
 	mu        sync.Mutex
 	instances []*Instance
 }
@@ -45,7 +51,15 @@ func Start(ctx context.Context) (*Bed, error) {
 		m.Stop()
 		return nil, err
 	}
-	b := &Bed{Moto: m, AWS: px}
+	dp, err := newDataPlane()
+	if err != nil {
+		px.Stop()
+		m.Stop()
+		return nil, err
+	}
+	b := &Bed{Moto: m, AWS: px, RootReplaceDelay: 500 * time.Millisecond}
+	b.sim = newSim(m.URL, dp, func() time.Duration { return b.RootReplaceDelay })
+	px.setInterceptor(b.sim.interceptor())
 	b.EC2 = ec2.New(ec2.Options{
 		Region:       Region,
 		BaseEndpoint: aws.String(m.URL),
@@ -63,8 +77,11 @@ func (b *Bed) AWSConfig() aws.Config {
 	}
 }
 
-// Close stops every instance's IMDS mock, the proxy and moto.
+// Close stops every instance's IMDS mock, the proxy and moto, and frees
+// the data plane: background root replacements end first (a callback
+// still running is waited for), then mounts, loop devices and images go.
 func (b *Bed) Close() {
+	b.sim.close()
 	b.mu.Lock()
 	insts := b.instances
 	b.instances = nil
@@ -73,6 +90,9 @@ func (b *Bed) Close() {
 		i.Close()
 	}
 	b.AWS.Stop()
+	if err := b.sim.dp.close(); err != nil {
+		fmt.Fprintf(os.Stderr, "testbed: cleanup of the data plane: %v\n", err)
+	}
 	b.Moto.Stop()
 }
 

@@ -3,6 +3,7 @@ package testbed
 import (
 	"context"
 	"fmt"
+	"os"
 	"sort"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -27,7 +28,11 @@ type Instance struct {
 	DataVolumeID string
 	IMDS         *IMDS
 	IMDSProxy    *Proxy
-	bed          *Bed
+	// ByIDDir holds the by-id links of the instance's volumes (the
+	// agent's by_id_dir) when the instance has a data plane.
+	ByIDDir string
+	bed     *Bed
+	plane   *instPlane // nil without a data plane
 }
 
 // InstanceOptions shape NewInstance.
@@ -36,6 +41,13 @@ type InstanceOptions struct {
 	InstanceType     string // default t3.micro
 	RootGiB, DataGiB int32  // default 8 and 2
 	Tags             map[string]string
+	// DataPlane backs the root and data volumes with ext4 images on loop
+	// devices and by-id links in Instance.ByIDDir; the proxy then plays
+	// EBS's data plane for them (snapshots copy the images, and so on).
+	DataPlane bool
+	// ImageMiB is the size of each volume's image (default 64), whatever
+	// the volume's size in GiB.
+	ImageMiB int
 }
 
 // NewInstance creates a VPC, a subnet and an instance with a root volume
@@ -114,13 +126,23 @@ func (b *Bed) NewInstance(ctx context.Context, o InstanceOptions) (*Instance, er
 	if i.RootVolumeID == "" || i.DataVolumeID == "" {
 		return nil, wrap("RunInstances", fmt.Errorf("moto returned mappings %+v without both volumes", inst.BlockDeviceMappings))
 	}
+	if o.DataPlane {
+		if o.ImageMiB <= 0 {
+			o.ImageMiB = 64
+		}
+		if err := b.sim.dp.addInstance(i, int64(o.ImageMiB), i.RootVolumeID, i.DataVolumeID); err != nil {
+			i.Close()
+			return nil, err
+		}
+	}
 	i.IMDS, err = StartIMDS(ctx, i.Doc)
 	if err != nil {
+		i.Close()
 		return nil, err
 	}
 	i.IMDSProxy, err = StartProxy("imds", i.IMDS.URL)
 	if err != nil {
-		i.IMDS.Stop()
+		i.Close()
 		return nil, err
 	}
 	b.mu.Lock()
@@ -134,12 +156,19 @@ func (i *Instance) Env() []string {
 	return append(i.bed.BaseEnv(), "AWS_EC2_METADATA_SERVICE_ENDPOINT="+i.IMDSProxy.URL)
 }
 
-// Close stops the instance's IMDS mock and its proxy.
+// Close stops the instance's IMDS mock and its proxy and, with a data
+// plane, unmounts its volumes (whoever mounted them), frees its loop
+// devices and removes ByIDDir. It may be called more than once.
 func (i *Instance) Close() {
 	if i.IMDSProxy != nil {
 		i.IMDSProxy.Stop()
 	}
 	if i.IMDS != nil {
 		i.IMDS.Stop()
+	}
+	if err := i.bed.sim.dp.closeInstance(i); err != nil {
+		// No error return to carry it, and a leaked mount or loop device
+		// must not go unnoticed.
+		fmt.Fprintf(os.Stderr, "testbed: cleanup of instance %s: %v\n", i.Doc.InstanceID, err)
 	}
 }

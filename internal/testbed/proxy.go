@@ -69,19 +69,25 @@ func (f *Fault) matches(op Op) bool {
 }
 
 // Proxy is the project's AWS proxy: a reverse proxy that counts calls by
-// operation and injects faults.
+// operation and injects faults. The bed's AWS proxy also answers, edits or
+// rewrites the EC2 calls that moto gets wrong or lacks, and plays the EBS
+// data plane (the routes in motogaps.go).
 type Proxy struct {
 	Name     string
 	URL      string
 	upstream *url.URL
 	rp       *httputil.ReverseProxy
-	srv      *http.Server
-	ln       net.Listener
+	// client forwards intercepted calls, whose answers are buffered and
+	// may be rewritten (rp streams everything else untouched).
+	client *http.Client
+	srv    *http.Server
+	ln     net.Listener
 
-	mu     sync.Mutex
-	faults []*Fault
-	counts map[string]int
-	rng    *rand.Rand
+	mu        sync.Mutex
+	faults    []*Fault
+	counts    map[string]int
+	rng       *rand.Rand
+	intercept interceptor
 }
 
 // StartProxy starts a proxy in front of upstream on a free loopback port.
@@ -109,6 +115,7 @@ func StartProxy(name, upstream string) (*Proxy, error) {
 		},
 		ErrorLog: nil,
 	}
+	p.client = &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
 	p.srv = &http.Server{Handler: p, ReadHeaderTimeout: 10 * time.Second}
 	go p.srv.Serve(ln) //nolint:errcheck // ends with Stop
 	return p, nil
@@ -119,6 +126,25 @@ func (p *Proxy) Stop() {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	_ = p.srv.Shutdown(ctx)
+	p.client.CloseIdleConnections()
+}
+
+// setInterceptor installs the per-operation hooks (the test bed's EC2
+// additions); nil restores plain forwarding.
+func (p *Proxy) setInterceptor(i interceptor) {
+	p.mu.Lock()
+	p.intercept = i
+	p.mu.Unlock()
+}
+
+func (p *Proxy) hooksFor(op Op) *hooks {
+	p.mu.Lock()
+	i := p.intercept
+	p.mu.Unlock()
+	if i == nil {
+		return nil
+	}
+	return i(op)
 }
 
 // AddFault installs a rule and returns a function that removes it.
@@ -198,32 +224,52 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	r.Body = io.NopCloser(bytes.NewReader(body))
 	op := classify(r, body)
+	// Counting and fault injection come first and see every request once,
+	// whether the proxy then forwards it, rewrites it or answers it.
 	f := p.pick(op)
-	if f == nil {
-		p.rp.ServeHTTP(w, r)
-		return
+	h := p.hooksFor(op)
+	kind := FaultKind(0)
+	if f != nil {
+		kind = f.Kind
 	}
-	switch f.Kind {
-	case FaultLatency:
-		time.Sleep(f.Latency)
-		p.rp.ServeHTTP(w, r)
+	switch kind {
 	case FaultForbidden:
 		w.WriteHeader(http.StatusForbidden)
+		return
 	case FaultThrottle:
 		writeAWSError(w, op, throttleStatus(op), throttleCode(op), "Rate exceeded (injected by the test bed)")
+		return
 	case FaultServerError:
 		writeAWSError(w, op, http.StatusInternalServerError, "InternalError", "An internal error has occurred (injected by the test bed)")
+		return
 	case FaultErrorCode:
 		st := f.Status
 		if st == 0 {
 			st = http.StatusBadRequest
 		}
 		writeAWSError(w, op, st, f.Code, f.Code+" (injected by the test bed)")
-	case FaultResetAfterUpstream:
-		rec := &discardWriter{h: http.Header{}}
-		p.rp.ServeHTTP(rec, r)
-		resetConn(w)
+		return
+	case FaultLatency:
+		time.Sleep(f.Latency)
 	}
+	if h == nil {
+		if kind == FaultResetAfterUpstream {
+			rec := &discardWriter{h: http.Header{}}
+			p.rp.ServeHTTP(rec, r)
+			resetConn(w)
+			return
+		}
+		p.rp.ServeHTTP(w, r)
+		return
+	}
+	// Intercepted: the hooks run in full (moto acts, side effects happen)
+	// before a reset, so the ambiguous failure stays ambiguous.
+	rep := p.serveIntercepted(r, body, op, h)
+	if kind == FaultResetAfterUpstream {
+		resetConn(w)
+		return
+	}
+	rep.write(w)
 }
 
 // resetConn closes the client's connection with a TCP RST.

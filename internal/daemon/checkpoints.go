@@ -1,0 +1,141 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/rollback-agent/rollback-agent/internal/api"
+	"github.com/rollback-agent/rollback-agent/internal/checkpoint"
+	"github.com/rollback-agent/rollback-agent/internal/engine"
+	"github.com/rollback-agent/rollback-agent/internal/identity"
+	"github.com/rollback-agent/rollback-agent/internal/journal"
+	"github.com/rollback-agent/rollback-agent/internal/server"
+)
+
+// identity returns the agent's identity as last read.
+func (d *Daemon) identity() api.Identity {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.ident
+}
+
+// refreshIdentity re-reads the instance and its volumes (after a restore
+// swapped them).
+func (d *Daemon) refreshIdentity(ctx context.Context) error {
+	cur := d.identity()
+	doc := identity.Doc{InstanceID: cur.InstanceID, Region: cur.Region, AvailabilityZone: cur.AvailabilityZone,
+		AccountID: cur.AccountID, InstanceType: cur.InstanceType, Source: cur.Source}
+	id, err := identity.Describe(ctx, d.svc.ec2, doc, d.cfg.Load().Devices.ByIDDir)
+	if err != nil {
+		return err
+	}
+	d.mu.Lock()
+	d.ident = id
+	d.mu.Unlock()
+	return nil
+}
+
+// protectedCheckpoints are those prune must keep besides pinned ones.
+func (d *Daemon) protectedCheckpoints() map[string]string {
+	out := map[string]string{}
+	for why, ptr := range map[string]string{"last good deployment's": journal.PointerLastGood, "current deployment's": journal.PointerCurrent} {
+		if id, _ := d.journal.Pointer(ptr); id != "" {
+			if dep, err := d.journal.Deployment(id); err == nil && dep.Checkpoint != "" {
+				out[dep.Checkpoint] = why
+			}
+		}
+	}
+	if d.svc != nil && d.svc.engine != nil {
+		if op := d.svc.engine.Active(); op != nil {
+			if op.Checkpoint != "" {
+				out[op.Checkpoint] = "in use by " + op.ID
+			}
+			if op.Root != nil && op.Root.PreRestore != "" {
+				out[op.Root.PreRestore] = "undo point of " + op.ID
+			}
+		}
+	}
+	return out
+}
+
+func checkpointErr(err error) error {
+	switch {
+	case errors.Is(err, checkpoint.ErrNotFound):
+		return server.NotFound(err)
+	case errors.Is(err, checkpoint.ErrProtected), errors.Is(err, engine.ErrNoCheckpoints):
+		return server.Conflict(err)
+	}
+	return err
+}
+
+// Checkpoints implements server.Backend.
+func (d *Daemon) Checkpoints(ctx context.Context) (*api.CheckpointList, error) {
+	l, err := d.svc.checkpoints.Catalogue(ctx)
+	return l, checkpointErr(err)
+}
+
+// CreateCheckpoint implements server.Backend. It does not wait for the
+// deployment queue: a hook of a running deployment may ask for one.
+func (d *Daemon) CreateCheckpoint(ctx context.Context, req api.CheckpointRequest) (*api.Checkpoint, error) {
+	kinds := req.Kinds
+	if len(kinds) == 0 {
+		kinds = d.cfg.Load().Checkpoint.BeforeDeploy
+	}
+	if len(kinds) == 0 {
+		kinds = []string{api.KindEBS}
+	}
+	for _, k := range kinds {
+		if k != api.KindEBS && k != api.KindAMI {
+			return nil, server.BadRequest(fmt.Errorf("kind %q: want ebs or ami", k))
+		}
+	}
+	reason := req.Reason
+	if reason == "" {
+		reason = checkpoint.ReasonManual
+	}
+	rev := ""
+	if id, _ := d.journal.Pointer(journal.PointerCurrent); id != "" {
+		if dep, err := d.journal.Deployment(id); err == nil {
+			rev = dep.Revision
+		}
+	}
+	c, err := d.svc.checkpoints.Create(ctx, checkpoint.Meta{Kinds: kinds, Reason: reason, Label: req.Label, Pin: req.Pin, Revision: rev})
+	return c, checkpointErr(err)
+}
+
+// Checkpoint implements server.Backend: from the cache the tracker keeps
+// current when it is there (cheap to poll), else from AWS.
+func (d *Daemon) Checkpoint(ctx context.Context, id string) (*api.Checkpoint, error) {
+	if c, err := d.svc.checkpoints.Cached(id); err == nil {
+		return c, nil
+	}
+	c, err := d.svc.checkpoints.Get(ctx, id)
+	return c, checkpointErr(err)
+}
+
+// PinCheckpoint implements server.Backend.
+func (d *Daemon) PinCheckpoint(ctx context.Context, id string, pin bool) (*api.Checkpoint, error) {
+	c, err := d.svc.checkpoints.SetPinned(ctx, id, pin)
+	return c, checkpointErr(err)
+}
+
+// DeleteCheckpoint implements server.Backend.
+func (d *Daemon) DeleteCheckpoint(ctx context.Context, id string) error {
+	return checkpointErr(d.svc.checkpoints.Delete(ctx, id))
+}
+
+// PruneCheckpoints implements server.Backend.
+func (d *Daemon) PruneCheckpoints(ctx context.Context, dryRun bool) (*api.PruneReport, error) {
+	rep, err := d.svc.checkpoints.Prune(ctx, dryRun)
+	return rep, checkpointErr(err)
+}
+
+// RestoreCheckpoint implements server.Backend.
+func (d *Daemon) RestoreCheckpoint(_ context.Context, id string, req api.RestoreRequest) (*api.Deployment, error) {
+	if req.Volumes == req.Root {
+		return nil, server.BadRequest(errors.New("say what to restore: volumes or root"))
+	}
+	dep, err := d.svc.engine.Restore(id, req.Root)
+	return dep, checkpointErr(err)
+}

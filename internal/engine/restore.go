@@ -1,0 +1,295 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/rollback-agent/rollback-agent/internal/api"
+	"github.com/rollback-agent/rollback-agent/internal/checkpoint"
+	"github.com/rollback-agent/rollback-agent/internal/journal"
+)
+
+// rootTaskWait bounds the wait for a root replacement task (the host
+// reboots during it, so normally the wait is cut short by the reboot).
+const rootTaskWait = 15 * time.Minute
+
+// ErrNoCheckpoints means restores are not available (no AWS).
+var ErrNoCheckpoints = errors.New("checkpoints are not available on this agent")
+
+// Restore queues a restore of checkpoint id: its data volumes, or its
+// root volume.
+func (e *Engine) Restore(id string, root bool) (*api.Deployment, error) {
+	if e.o.Checkpoints == nil {
+		return nil, ErrNoCheckpoints
+	}
+	kind := api.KindRestore
+	if root {
+		kind = api.KindRestoreRoot
+	}
+	installed, _ := e.o.Journal.Pointer(journal.PointerInstalled)
+	rev := ""
+	if cur := e.current(); cur != nil {
+		rev = cur.Revision
+	}
+	d := &api.Deployment{
+		ID: newID(), Kind: kind, Revision: rev, Status: api.StatusQueued, Source: api.Source{Type: "checkpoint", Location: id},
+		Trigger: "api", CreatedAt: time.Now().UTC(), Steps: []api.Step{}, Release: installed, Checkpoint: id,
+	}
+	if err := e.o.Journal.PutDeployment(d); err != nil {
+		return nil, err
+	}
+	e.o.Log.Info("restore queued", zap.String("operation", d.ID), zap.String("checkpoint", id), zap.String("kind", kind))
+	e.bus.publish(api.Event{Type: api.EventStatus, DeploymentID: d.ID, Status: d.Status})
+	e.kick()
+	return d, nil
+}
+
+var stages = []string{"", checkpoint.StageCreated, checkpoint.StageUnmounted, checkpoint.StageDetached, checkpoint.StageAttached, checkpoint.StageMounted}
+
+func before(stage, than string) bool { return slices.Index(stages, stage) < slices.Index(stages, than) }
+
+// restoreVolumes swaps each data volume of the checkpoint in: new volume
+// from the snapshot, application stopped, old volume unmounted and
+// detached (kept, tagged), new one attached at the same device and
+// mounted the same way, application started. Every stage is journaled
+// and safe to repeat, so a crash resumes where it stopped.
+func (r *run) restoreVolumes(ctx context.Context) error {
+	cps := r.e.o.Checkpoints
+	byID := r.cfg.Devices.ByIDDir
+	if len(r.d.Volumes) == 0 {
+		err := r.step("Plan", "", "", func() (string, error) {
+			plan, err := cps.PlanVolumeRestore(ctx, r.d.Checkpoint)
+			if err != nil {
+				return "", err
+			}
+			r.d.Volumes = plan
+			return fmt.Sprintf("%d data volume(s) from checkpoint %s", len(plan), r.d.Checkpoint), nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	for i := range r.d.Volumes {
+		vr := &r.d.Volumes[i]
+		if before(vr.Stage, checkpoint.StageCreated) {
+			if err := r.step("CreateVolume "+vr.DeviceName, "", "", func() (string, error) {
+				err := cps.CreateRestoreVolume(ctx, r.d.ID, r.d.Checkpoint, vr)
+				return fmt.Sprintf("%s from %s", vr.NewVolumeID, vr.SnapshotID), err
+			}); err != nil {
+				return err
+			}
+		}
+	}
+	if err := r.stopInstalled(ctx); err != nil {
+		return err
+	}
+	for i := range r.d.Volumes {
+		vr := &r.d.Volumes[i]
+		var dev string
+		for _, st := range []struct {
+			stage string
+			fn    func() (string, error)
+		}{
+			{checkpoint.StageUnmounted, func() (string, error) {
+				err := cps.Unmount(vr, byID)
+				return fmt.Sprintf("%d mount(s) of %s", len(vr.Mounts), vr.OldVolumeID), err
+			}},
+			{checkpoint.StageDetached, func() (string, error) {
+				err := cps.Detach(ctx, r.d.Checkpoint, vr)
+				return vr.OldVolumeID + " detached, kept and tagged replaced-by " + vr.NewVolumeID, err
+			}},
+			{checkpoint.StageAttached, func() (string, error) {
+				var err error
+				dev, err = cps.Attach(ctx, vr, byID)
+				return vr.NewVolumeID + " attached as " + dev, err
+			}},
+			{checkpoint.StageMounted, func() (string, error) {
+				if dev == "" {
+					var err error
+					if dev, err = cps.Attach(ctx, vr, byID); err != nil {
+						return "", err
+					}
+				}
+				err := cps.Mount(vr, dev)
+				return fmt.Sprintf("%s mounted on %d target(s)", dev, len(vr.Mounts)), err
+			}},
+		} {
+			if !before(vr.Stage, st.stage) {
+				continue
+			}
+			if err := r.step(stageStep(st.stage)+" "+vr.DeviceName, "", "", st.fn); err != nil {
+				return err
+			}
+		}
+	}
+	if r.e.o.RefreshIdentity != nil {
+		if err := r.e.o.RefreshIdentity(ctx); err != nil {
+			r.log.Warn("refresh identity after the volume swap", zap.Error(err))
+		}
+	}
+	return r.startInstalled(ctx)
+}
+
+func stageStep(stage string) string {
+	switch stage {
+	case checkpoint.StageUnmounted:
+		return "Unmount"
+	case checkpoint.StageDetached:
+		return "Detach"
+	case checkpoint.StageAttached:
+		return "Attach"
+	}
+	return "Mount"
+}
+
+// restoreRoot replaces the root volume with the checkpoint's: a
+// pre-restore checkpoint first (so this can be undone), the intent in the
+// journal and in the instance's tags, then the replacement task. EC2
+// reboots the host; the agent finishes on the next start from the tag.
+func (r *run) restoreRoot(ctx context.Context) error {
+	cps := r.e.o.Checkpoints
+	if r.d.Root == nil {
+		if err := r.step("Plan", "", "", func() (string, error) {
+			rr, err := cps.PlanRootRestore(ctx, r.d.Checkpoint)
+			if err != nil {
+				return "", err
+			}
+			r.d.Root = rr
+			return fmt.Sprintf("root from snapshot %q image %q of checkpoint %s", rr.SnapshotID, rr.ImageID, rr.Checkpoint), nil
+		}); err != nil {
+			return err
+		}
+	}
+	rr := r.d.Root
+	if rr.PreRestore == "" {
+		if err := r.step(StepCheckpoint, "", "", func() (string, error) {
+			cp, err := cps.Create(ctx, checkpoint.Meta{Kinds: []string{api.KindEBS}, Reason: checkpoint.ReasonPreRestore, Revision: r.d.Revision, Deployment: r.d.ID})
+			if err != nil {
+				return "", fmt.Errorf("pre-restore checkpoint (without it the restore could not be undone): %w", err)
+			}
+			rr.PreRestore = cp.ID
+			return "pre-restore checkpoint " + cp.ID, nil
+		}); err != nil {
+			return err
+		}
+	}
+	intent := checkpoint.RootIntent{Operation: r.d.ID, Checkpoint: rr.Checkpoint, SnapshotID: rr.SnapshotID, ImageID: rr.ImageID,
+		PreRestore: rr.PreRestore, TaskID: rr.TaskID, Revision: r.d.Revision, Started: time.Now().UTC()}
+	if err := r.step("Intent", "", "", func() (string, error) {
+		return "instance tag " + checkpoint.TagRestoreIntent, cps.SetRootIntent(ctx, intent)
+	}); err != nil {
+		return err
+	}
+	if err := r.step("ReplaceRoot", "", "", func() (string, error) {
+		if err := cps.StartRootReplace(ctx, r.d.ID, rr); err != nil {
+			return "", err
+		}
+		intent.TaskID = rr.TaskID
+		return "task " + rr.TaskID + " " + rr.TaskState + "; the host reboots", cps.SetRootIntent(ctx, intent)
+	}); err != nil {
+		cps.ClearRootIntent(context.WithoutCancel(ctx))
+		return err
+	}
+	// Normally the reboot ends this wait (and this process).
+	return r.step("Reboot", "", "", func() (string, error) { return r.e.finishRoot(ctx, r, intent) })
+}
+
+// finishRoot waits for the replacement task to end, records it and
+// clears the intent.
+func (e *Engine) finishRoot(ctx context.Context, r *run, in checkpoint.RootIntent) (string, error) {
+	cps := e.o.Checkpoints
+	state, err := cps.WaitRootTask(ctx, in.TaskID, rootTaskWait)
+	if err != nil {
+		return "", err
+	}
+	if r.d.Root != nil {
+		r.d.Root.TaskState = state
+	}
+	if err := cps.ClearRootIntent(ctx); err != nil {
+		e.o.Log.Warn("clear the root restore intent", zap.Error(err))
+	}
+	if _, err := cps.Catalogue(ctx); err != nil {
+		e.o.Log.Warn("rebuild the checkpoint catalogue after a root restore", zap.Error(err))
+	}
+	if e.o.RefreshIdentity != nil {
+		if err := e.o.RefreshIdentity(ctx); err != nil {
+			e.o.Log.Warn("refresh identity after the root restore", zap.Error(err))
+		}
+	}
+	switch state {
+	case checkpoint.TaskSucceeded:
+		return fmt.Sprintf("task %s succeeded: the root volume is the one of checkpoint %s (undo: restore %s)", in.TaskID, in.Checkpoint, in.PreRestore), nil
+	case checkpoint.TaskFailedDetached:
+		return "", fmt.Errorf("task %s ended %s: the instance may have no root volume; check it in the EC2 console", in.TaskID, state)
+	}
+	return "", fmt.Errorf("task %s ended %s: the original root volume is still attached", in.TaskID, state)
+}
+
+// resumeRootRestore finishes a root restore on the first start after the
+// reboot, from the intent in the instance's tags: the journal on this
+// root predates the restore, so the operation's record may not exist.
+func (e *Engine) resumeRootRestore(ctx context.Context) error {
+	if e.o.Checkpoints == nil {
+		return nil
+	}
+	in, err := e.o.Checkpoints.RootIntentNow(ctx)
+	if err != nil || in == nil {
+		return err
+	}
+	d, err := e.o.Journal.Deployment(in.Operation)
+	if err != nil {
+		d = &api.Deployment{ID: in.Operation, Kind: api.KindRestoreRoot, Revision: in.Revision, Source: api.Source{Type: "checkpoint", Location: in.Checkpoint},
+			Trigger: "api", CreatedAt: in.Started, StartedAt: in.Started, Checkpoint: in.Checkpoint, Steps: []api.Step{},
+			Root: &api.RootRestore{Checkpoint: in.Checkpoint, SnapshotID: in.SnapshotID, ImageID: in.ImageID, PreRestore: in.PreRestore, TaskID: in.TaskID}}
+	}
+	r := &run{e: e, d: d, cfg: e.o.Config(), log: e.o.Log}
+	markInterrupted(d)
+	d.Status = api.StatusRunning
+	now := time.Now().UTC()
+	d.Steps = append(d.Steps, api.Step{Name: StepRecover, Status: api.StepSucceeded, StartedAt: now, EndedAt: now,
+		Detail: "started again after the root volume replacement; this record comes from the instance tag " + checkpoint.TagRestoreIntent})
+	if in.TaskID == "" {
+		d.Error = "the agent stopped before the replacement task started; nothing was replaced"
+		e.o.Checkpoints.ClearRootIntent(ctx)
+		r.finish(api.StatusFailed, nil)
+		return nil
+	}
+	if err := r.step("Reboot", "", "", func() (string, error) { return e.finishRoot(ctx, r, *in) }); err != nil {
+		d.Error = err.Error()
+		status := api.StatusFailed
+		if d.Root != nil && d.Root.TaskState == checkpoint.TaskFailedDetached {
+			status = api.StatusNeedsOperator
+		}
+		r.finish(status, nil)
+		return nil
+	}
+	r.finish(api.StatusSucceeded, nil)
+	return nil
+}
+
+// stopInstalled runs the stop hooks of the revision on disk.
+func (r *run) stopInstalled(ctx context.Context) error { return r.stopPrevious(ctx, "", false) }
+
+// startInstalled runs the start and validate hooks of the revision on
+// disk, without installing anything.
+func (r *run) startInstalled(ctx context.Context) error {
+	id, _ := r.e.o.Journal.Pointer(journal.PointerInstalled)
+	if id == "" {
+		return nil
+	}
+	rel, err := r.e.o.Releases.Load(id)
+	if err != nil {
+		return fmt.Errorf("the installed revision %s is not on disk: %w", id, err)
+	}
+	for _, ev := range eventsAfterCopy[1:] { // not AfterInstall: nothing was installed
+		if err := r.hookStep(ctx, ev, rel, rel.ID, ""); err != nil {
+			return err
+		}
+	}
+	return nil
+}
