@@ -36,12 +36,12 @@ func revisionEnts() []ent {
 
 // wantEntry is what one entry of revisionEnts must unpack to.
 type wantEntry struct {
-	typ    string
-	mode   fs.FileMode
-	body   string
-	link   string
-	mtime  time.Time
-	uid    int
+	typ   string
+	mode  fs.FileMode
+	body  string
+	link  string
+	mtime time.Time
+	uid   int
 }
 
 func revisionWant(f Format) map[string]wantEntry {

@@ -31,12 +31,13 @@ func (m *Manager) ownFilters() []types.Filter {
 // and images of this instance and app, paginated), refreshes the cache
 // with it, and lists the volumes kept after restores.
 func (m *Manager) Catalogue(ctx context.Context) (*api.CheckpointList, error) {
+	started := time.Now().UTC()
 	byID := map[string]*api.Checkpoint{}
 	get := func(tags map[string]string) *api.Checkpoint {
 		id := tags[TagCheckpoint]
 		c, ok := byID[id]
 		if !ok {
-			created, _ := time.Parse(time.RFC3339, tags[TagCreated])
+			created, _ := time.Parse(time.RFC3339Nano, tags[TagCreated])
 			c = &api.Checkpoint{ID: id, CreatedAt: created, Reason: tags[TagReason], Label: tags[TagLabel],
 				Revision: tags[TagRevision], Deployment: tags[TagDeployment]}
 			byID[id] = c
@@ -119,7 +120,7 @@ func (m *Manager) Catalogue(ctx context.Context) (*api.CheckpointList, error) {
 		return nil, err
 	}
 	list.ReplacedVolumes = replaced
-	if err := m.o.Journal.ReplaceCheckpoints(list.Checkpoints); err != nil {
+	if err := m.o.Journal.ReplaceCheckpoints(list.Checkpoints, started.Add(-time.Second)); err != nil {
 		m.o.Log.Warn("refresh the checkpoint cache", zap.Error(err))
 	}
 	m.kick()
@@ -149,7 +150,7 @@ func (m *Manager) replacedVolumes(ctx context.Context) ([]api.ReplacedVolume, er
 		}
 		for _, v := range page.Volumes {
 			tags := tagMap(v.Tags)
-			at, _ := time.Parse(time.RFC3339, tags[TagCreated])
+			at, _ := time.Parse(time.RFC3339Nano, tags[TagCreated])
 			out = append(out, api.ReplacedVolume{VolumeID: aws.ToString(v.VolumeId), ReplacedBy: tags[TagReplacedBy],
 				Checkpoint: tags[TagCheckpoint], DeviceName: tags[TagDevice], ReplacedAt: at})
 		}

@@ -181,7 +181,7 @@ func (m *Manager) Detach(ctx context.Context, checkpointID string, vr *api.Volum
 	}
 	_, err = m.o.EC2.CreateTags(ctx, &ec2.CreateTagsInput{Resources: []string{vr.OldVolumeID}, Tags: toTags(map[string]string{
 		TagReplacedBy: vr.NewVolumeID, TagCheckpoint: checkpointID, TagDevice: vr.DeviceName, TagApp: m.o.Config().Application,
-		TagInstance: ident.InstanceID, TagManaged: "true", TagCreated: time.Now().UTC().Format(time.RFC3339),
+		TagInstance: ident.InstanceID, TagManaged: "true", TagCreated: time.Now().UTC().Format(time.RFC3339Nano),
 	})})
 	if err != nil {
 		return fmt.Errorf("restore %s: tag the replaced volume %s: %w", vr.DeviceName, vr.OldVolumeID, err)

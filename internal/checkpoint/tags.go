@@ -72,7 +72,7 @@ func NewID() string {
 func (m Meta) tags(app, instance, kind string) []types.Tag {
 	kv := map[string]string{
 		TagApp: app, TagCheckpoint: m.ID, TagRevision: m.Revision, TagReason: m.Reason,
-		TagInstance: instance, TagManaged: "true", TagKind: kind, TagCreated: m.Created.UTC().Format(time.RFC3339),
+		TagInstance: instance, TagManaged: "true", TagKind: kind, TagCreated: m.Created.UTC().Format(time.RFC3339Nano),
 	}
 	if m.Label != "" {
 		kv[TagLabel] = m.Label

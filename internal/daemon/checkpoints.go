@@ -39,10 +39,10 @@ func (d *Daemon) refreshIdentity(ctx context.Context) error {
 // protectedCheckpoints are those prune must keep besides pinned ones.
 func (d *Daemon) protectedCheckpoints() map[string]string {
 	out := map[string]string{}
-	for why, ptr := range map[string]string{"last good deployment's": journal.PointerLastGood, "current deployment's": journal.PointerCurrent} {
-		if id, _ := d.journal.Pointer(ptr); id != "" {
+	for _, p := range [][2]string{{journal.PointerCurrent, "current deployment's"}, {journal.PointerLastGood, "last good deployment's"}} {
+		if id, _ := d.journal.Pointer(p[0]); id != "" {
 			if dep, err := d.journal.Deployment(id); err == nil && dep.Checkpoint != "" {
-				out[dep.Checkpoint] = why
+				out[dep.Checkpoint] = p[1]
 			}
 		}
 	}

@@ -38,6 +38,7 @@ type host struct {
 	socket   string
 	config   string
 	env      []string
+	byID     string
 	agent    *testbed.Agent
 }
 
@@ -49,11 +50,17 @@ const testGID = 4242
 // extra is appended to the config (YAML at top level).
 func newHost(t *testing.T, extra string) *host {
 	t.Helper()
+	return newHostWith(t, testbed.InstanceOptions{}, extra)
+}
+
+// newHostWith is newHost with instance options (the loop-device data plane).
+func newHostWith(t *testing.T, opts testbed.InstanceOptions, extra string) *host {
+	t.Helper()
 	bed := peers.Get(t)
 	bins := peers.Binaries(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	inst, err := bed.NewInstance(ctx, testbed.InstanceOptions{})
+	inst, err := bed.NewInstance(ctx, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,7 +72,10 @@ func newHost(t *testing.T, extra string) *host {
 	}
 	h := &host{t: t, bed: bed, inst: inst, bins: bins, dir: dir,
 		stateDir: filepath.Join(dir, "state"), socket: filepath.Join(dir, "run", "agent.sock"),
-		config: filepath.Join(dir, "agent.yaml"), env: inst.Env()}
+		config: filepath.Join(dir, "agent.yaml"), env: inst.Env(), byID: filepath.Join(dir, "by-id")}
+	if inst.ByIDDir != "" {
+		h.byID = inst.ByIDDir
+	}
 	h.writeConfig(extra)
 	return h
 }
@@ -78,7 +88,7 @@ socket: %s
 socket_group: "%d"
 devices: {by_id_dir: %s}
 log_level: debug
-%s`, h.stateDir, h.socket, testGID, filepath.Join(h.dir, "by-id"), extra)
+%s`, h.stateDir, h.socket, testGID, h.byID, extra)
 	if err := os.WriteFile(h.config, []byte(cfg), 0o644); err != nil {
 		h.t.Fatal(err)
 	}

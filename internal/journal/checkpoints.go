@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"sort"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -29,15 +30,31 @@ func (j *Journal) DeleteCheckpoint(id string) error {
 	return j.Update(func(t *Tx) error { return t.tx.Bucket(bucketCheckpoints).Delete([]byte(id)) })
 }
 
-// ReplaceCheckpoints makes the cache exactly list (a fresh catalogue).
-func (j *Journal) ReplaceCheckpoints(list []api.Checkpoint) error {
+// ReplaceCheckpoints makes the cache list (a fresh catalogue), except
+// that checkpoints created since `since` (when the listing began) are
+// kept: the listing cannot have seen them yet.
+func (j *Journal) ReplaceCheckpoints(list []api.Checkpoint, since time.Time) error {
 	return j.Update(func(t *Tx) error {
-		if err := t.tx.DeleteBucket(bucketCheckpoints); err != nil {
-			return err
+		b := t.tx.Bucket(bucketCheckpoints)
+		fresh := map[string]bool{}
+		for i := range list {
+			fresh[list[i].ID] = true
 		}
-		b, err := t.tx.CreateBucket(bucketCheckpoints)
+		var stale [][]byte
+		err := b.ForEach(func(k, v []byte) error {
+			var c api.Checkpoint
+			if err := json.Unmarshal(v, &c); err != nil || (!fresh[string(k)] && c.CreatedAt.Before(since)) {
+				stale = append(stale, append([]byte(nil), k...))
+			}
+			return nil
+		})
 		if err != nil {
 			return err
+		}
+		for _, k := range stale {
+			if err := b.Delete(k); err != nil {
+				return err
+			}
 		}
 		for i := range list {
 			v, err := json.Marshal(&list[i])

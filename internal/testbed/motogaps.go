@@ -60,8 +60,8 @@ func (s *sim) routes() []route {
 			"held images are pending (hold.go); faithful block device mappings and root device; the state filter is applied to the rewritten state",
 			&hooks{Before: s.beforeDescribeImages, After: s.afterDescribeImages}},
 		{"CreateSnapshots",
-			"the answer has no State for the snapshots",
-			"add State (and Progress) as DescribeSnapshots would report them; record the snapshots for holds and copy their data-plane images",
+			"the answer has no State for the snapshots; InstanceSpecification.ExcludeDataVolumeIds is ignored (the excluded volumes are snapshotted too)",
+			"add State (and Progress) as DescribeSnapshots would report them; delete the snapshots of excluded volumes in moto and leave them out of the answer; record the snapshots for holds and copy their data-plane images",
 			&hooks{After: s.afterCreateSnapshots}},
 		{"CreateSnapshot", "",
 			"report a held snapshot as pending; record it for holds and copy its data-plane image",
@@ -255,6 +255,27 @@ func (s *sim) afterCreateSnapshots(c *call, r *reply) *reply {
 	doc, err := parseXML(r.Body)
 	if err != nil {
 		return internalError("read CreateSnapshots answer", err)
+	}
+	excluded := map[string]bool{}
+	for _, v := range listParam(c.Form, "InstanceSpecification.ExcludeDataVolumeId") {
+		excluded[v] = true
+	}
+	if len(excluded) > 0 {
+		ctx, cancel := opCtx(c.Ctx)
+		defer cancel()
+		var failed error
+		doc.child("snapshotSet").filter(func(it *xnode) bool {
+			if !excluded[it.get("volumeId")] {
+				return true
+			}
+			if _, err := s.moto.DeleteSnapshot(ctx, &ec2.DeleteSnapshotInput{SnapshotId: aws.String(it.get("snapshotId"))}); err != nil {
+				failed = err
+			}
+			return false
+		})
+		if failed != nil {
+			return internalError("CreateSnapshots: delete the snapshot of an excluded volume", failed)
+		}
 	}
 	now := time.Now()
 	for _, it := range doc.child("snapshotSet").items() {

@@ -49,6 +49,10 @@ func (d *demo) deployStory(ctx context.Context) error {
 	if err := d.ctl(ctx, "history"); err != nil {
 		return err
 	}
+	step("agentctl checkpoint list: the EBS snapshot set each deploy took of the instance (from AWS, by tags)")
+	if err := d.ctl(ctx, "checkpoint", "list"); err != nil {
+		return err
+	}
 	step("agentctl status")
 	return d.ctl(ctx, "status")
 }

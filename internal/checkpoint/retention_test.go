@@ -1,0 +1,209 @@
+package checkpoint_test
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+
+	"github.com/rollback-agent/rollback-agent/internal/api"
+	"github.com/rollback-agent/rollback-agent/internal/checkpoint"
+	"github.com/rollback-agent/rollback-agent/internal/testbed"
+)
+
+// foreignSnapshot makes a snapshot of the instance's data volume straight
+// in moto with the given tags (none, another instance's, another app's).
+func (f *fixture) foreignSnapshot(tags map[string]string) string {
+	f.t.Helper()
+	in := &ec2.CreateSnapshotInput{VolumeId: aws.String(f.inst.DataVolumeID)}
+	if len(tags) > 0 {
+		var ts []types.Tag
+		for k, v := range tags {
+			ts = append(ts, types.Tag{Key: aws.String(k), Value: aws.String(v)})
+		}
+		in.TagSpecifications = []types.TagSpecification{{ResourceType: types.ResourceTypeSnapshot, Tags: ts}}
+	}
+	out, err := f.bed.EC2.CreateSnapshot(context.Background(), in)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return aws.ToString(out.SnapshotId)
+}
+
+func (f *fixture) snapshotExists(id string) bool {
+	_, err := f.bed.EC2.DescribeSnapshots(context.Background(), &ec2.DescribeSnapshotsInput{SnapshotIds: []string{id}})
+	return err == nil
+}
+
+// Retention over 30+ checkpoints with foreign resources around: only the
+// agent's own, for this instance and app, are pruned; the newest, the
+// last good and the pinned ones stay; AMIs go with their snapshots.
+func TestRetentionPrunesOnlyOursAndKeepsProtected(t *testing.T) {
+	f := newFixture(t, false, nil)
+	f.cfg.Retention.KeepCheckpoints = 5
+	var ids []string
+	ami := f.create(api.KindAMI) // the oldest: an AMI with its snapshots
+	f.waitState(ami.ID, api.CheckpointCompleted)
+	for range 31 {
+		ids = append(ids, f.create(api.KindEBS).ID)
+	}
+	pinned, lastGood := ids[3], ids[7]
+	if _, err := f.m.SetPinned(context.Background(), pinned, true); err != nil {
+		t.Fatal(err)
+	}
+	f.protected[lastGood] = "last good deployment's"
+	foreign := map[string]string{
+		"untagged":   f.foreignSnapshot(nil),
+		"other-inst": f.foreignSnapshot(map[string]string{checkpoint.TagManaged: "true", checkpoint.TagApp: f.cfg.Application, checkpoint.TagInstance: "i-0000000000000000f", checkpoint.TagCheckpoint: "cp-foreign1", checkpoint.TagKind: "ebs"}),
+		"other-app":  f.foreignSnapshot(map[string]string{checkpoint.TagManaged: "true", checkpoint.TagApp: "someone-else", checkpoint.TagInstance: f.inst.Doc.InstanceID, checkpoint.TagCheckpoint: "cp-foreign2", checkpoint.TagKind: "ebs"}),
+	}
+	// Let the newest complete: pending ones are never pruned.
+	for _, id := range ids {
+		f.waitState(id, api.CheckpointCompleted)
+	}
+	amiSnaps := f.snapshotsTagged(checkpoint.TagCheckpoint, ami.ID)
+
+	dry, err := f.m.Prune(context.Background(), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := f.m.Prune(context.Background(), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Errors) > 0 {
+		t.Fatalf("prune errors: %v", rep.Errors)
+	}
+	slices.Sort(dry.Deleted)
+	deleted := slices.Clone(rep.Deleted)
+	slices.Sort(deleted)
+	if !slices.Equal(dry.Deleted, deleted) {
+		t.Errorf("dry run said %v, prune did %v", dry.Deleted, deleted)
+	}
+	// Newest first: ids[26..30] are the newest 5.
+	want := map[string]bool{pinned: true, lastGood: true}
+	for _, id := range ids[26:] {
+		want[id] = true
+	}
+	list, err := f.m.Catalogue(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var left []string
+	for _, c := range list.Checkpoints {
+		left = append(left, c.ID)
+		if !want[c.ID] {
+			t.Errorf("checkpoint %s survived the prune", c.ID)
+		}
+	}
+	if len(left) != len(want) {
+		t.Errorf("%d left (%v), want %d", len(left), left, len(want))
+	}
+	if rep.Kept[pinned] != "pinned" || rep.Kept[lastGood] != "last good deployment's" {
+		t.Errorf("kept reasons: %v", rep.Kept)
+	}
+	for name, id := range foreign {
+		if !f.snapshotExists(id) {
+			t.Errorf("foreign snapshot (%s) %s was deleted", name, id)
+		}
+	}
+	out, err := f.bed.EC2.DescribeImages(context.Background(), &ec2.DescribeImagesInput{ImageIds: []string{ami.Image.ImageID}})
+	if err == nil && len(out.Images) > 0 && out.Images[0].State != types.ImageStateDeregistered {
+		t.Errorf("the old AMI %s is still registered", ami.Image.ImageID)
+	}
+	if len(amiSnaps) == 0 {
+		t.Fatal("the AMI had no tagged snapshots to check")
+	}
+	for _, s := range amiSnaps {
+		if f.snapshotExists(aws.ToString(s.SnapshotId)) {
+			t.Errorf("the AMI's snapshot %s was left behind", aws.ToString(s.SnapshotId))
+		}
+	}
+	if err := f.m.Delete(context.Background(), pinned); err == nil || !strings.Contains(err.Error(), "pinned") {
+		t.Errorf("deleting a pinned checkpoint: %v", err)
+	}
+}
+
+// One failed delete does not stop the rest, and is reported.
+func TestPruneGoesOnAfterAFailedDelete(t *testing.T) {
+	f := newFixture(t, false, nil)
+	f.cfg.Retention.KeepCheckpoints = 1
+	var ids []string
+	for range 4 {
+		ids = append(ids, f.create(api.KindEBS).ID)
+	}
+	for _, id := range ids {
+		f.waitState(id, api.CheckpointCompleted)
+	}
+	f.bed.AWS.AddFault(testbed.Fault{Service: "ec2", Action: "DeleteSnapshot", Kind: testbed.FaultErrorCode, Code: "UnauthorizedOperation", Status: 403, Count: 1})
+	rep, err := f.m.Prune(context.Background(), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Errors) != 1 || !strings.Contains(rep.Errors[0], "UnauthorizedOperation") || len(rep.Deleted) != 2 {
+		t.Errorf("report: deleted %v errors %v", rep.Deleted, rep.Errors)
+	}
+}
+
+// freeze holds writes to a data filesystem only around the API call, and
+// thaws it also when the call fails.
+func TestFreezeOnlyAroundTheCallAndAlwaysThawed(t *testing.T) {
+	f := newFixture(t, true, nil)
+	mnt := filepath.Join(t.TempDir(), "data")
+	os.MkdirAll(mnt, 0o755)
+	if err := f.inst.Mount(f.inst.DataVolumeID, mnt); err != nil {
+		t.Fatal(err)
+	}
+	defer f.inst.Unmount(mnt)
+	f.cfg.Checkpoint.Freeze = []string{mnt}
+	f.cfg.Checkpoint.CreateTimeout = 3 * time.Second
+
+	// The call takes a second: a write started during it must wait for
+	// the thaw, i.e. finish after Create returned.
+	f.bed.AWS.AddFault(testbed.Fault{Service: "ec2", Action: "CreateSnapshots", Kind: testbed.FaultLatency, Latency: time.Second, Count: 1})
+	created := make(chan time.Time, 1)
+	go func() {
+		f.create(api.KindEBS)
+		created <- time.Now()
+	}()
+	time.Sleep(300 * time.Millisecond)
+	wrote := writeSynced(t, filepath.Join(mnt, "during"))
+	returned := <-created
+	if wrote.Before(returned) {
+		t.Errorf("a write went through while the filesystem should have been frozen")
+	}
+
+	// A failing call (persistent error) still thaws.
+	f.bed.AWS.AddFault(testbed.Fault{Service: "ec2", Action: "CreateSnapshots", Kind: testbed.FaultErrorCode, Code: "UnauthorizedOperation", Status: 403})
+	if _, err := f.m.Create(context.Background(), checkpoint.Meta{Kinds: []string{api.KindEBS}}); err == nil {
+		t.Fatal("create succeeded through a persistent error")
+	}
+	done := make(chan struct{})
+	go func() { writeSynced(t, filepath.Join(mnt, "after")); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		exec.Command("fsfreeze", "-u", mnt).Run()
+		t.Fatal("the filesystem stayed frozen after a failed checkpoint")
+	}
+}
+
+func writeSynced(t *testing.T, path string) time.Time {
+	fh, err := os.Create(path)
+	if err != nil {
+		t.Error(err)
+		return time.Now()
+	}
+	fh.WriteString("x")
+	fh.Sync()
+	fh.Close()
+	return time.Now()
+}

@@ -1,0 +1,130 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rollback-agent/rollback-agent/internal/api"
+	"github.com/rollback-agent/rollback-agent/internal/checkpoint"
+	"github.com/rollback-agent/rollback-agent/internal/testbed"
+)
+
+// A root restore, end to end: the agent's state dir lives on the "root"
+// volume (a loop device); the proxy replaces the root from the
+// checkpoint's snapshot; the test plays the reboot (kill the agent, mount
+// the new root where the old one was, start the agent); the agent
+// finishes from the intent in the instance's tags, since the journal on
+// the restored root predates the restore.
+func TestRootRestoreFinishesFromTheIntentAfterTheReboot(t *testing.T) {
+	h := newHostWith(t, testbed.InstanceOptions{DataPlane: true}, "")
+	root := filepath.Join(h.dir, "root")
+	os.MkdirAll(root, 0o755)
+	if err := h.inst.Mount(h.inst.RootVolumeID, root); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.inst.Unmount(root) })
+	h.stateDir = filepath.Join(root, "var", "lib", "rollback-agent")
+	h.writeConfig("")
+	h.start()
+	dest := filepath.Join(h.dir, "srv", "app")
+	v1 := h.bundle("v1", testbed.Revision{Dest: dest, Files: map[string]testbed.File{"v": {Content: "1"}}})
+	v2 := h.bundle("v2", testbed.Revision{Dest: dest, Files: map[string]testbed.File{"v": {Content: "2"}}})
+	if r := h.ctl("deploy", v1, "--wait"); r.code != 0 {
+		t.Fatalf("deploy v1: %s%s", r.stdout, r.stderr)
+	}
+	r := h.ctl("checkpoint", "create", "--wait", "--label", "before v2", "-o", "json")
+	var cp api.CheckpointBody
+	if err := json.Unmarshal([]byte(r.stdout), &cp); err != nil {
+		t.Fatalf("%v %s %s", err, r.stdout, r.stderr)
+	}
+	if r := h.ctl("deploy", v2, "--wait"); r.code != 0 {
+		t.Fatalf("deploy v2: %s%s", r.stdout, r.stderr)
+	}
+
+	var mu sync.Mutex
+	var replaced *testbed.RootReplacement
+	rebooted := make(chan struct{})
+	h.bed.OnRootReplace(func(rr testbed.RootReplacement) {
+		mu.Lock()
+		replaced = &rr
+		mu.Unlock()
+		// The reboot: the old root goes away under the agent.
+		h.agent.Kill()
+		if err := h.inst.Unmount(root); err != nil {
+			t.Errorf("unmount the old root: %v", err)
+		}
+		if err := h.inst.Mount(rr.NewVolumeID, root); err != nil {
+			t.Errorf("mount the new root: %v", err)
+		}
+		close(rebooted)
+	})
+	defer h.bed.OnRootReplace(nil)
+	r = h.ctl("checkpoint", "restore", cp.Checkpoint.ID, "--root")
+	if r.code != 0 {
+		t.Fatalf("restore --root: %d %s", r.code, r.stderr)
+	}
+	opID := strings.Fields(r.stdout)[1]
+	select {
+	case <-rebooted:
+	case <-time.After(60 * time.Second):
+		t.Fatalf("the root was never replaced\n%s", h.agent.Output())
+	}
+	// The intent is in the instance's tags while the host "reboots".
+	var tags struct{ Tags []struct{ Key, Value string } }
+	awscli(t, h.bed, &tags, "ec2", "describe-tags", "--filters", "Name=resource-id,Values="+h.inst.Doc.InstanceID, "Name=key,Values="+checkpoint.TagRestoreIntent)
+	if len(tags.Tags) != 1 || !strings.Contains(tags.Tags[0].Value, opID) {
+		t.Fatalf("intent tag: %+v", tags)
+	}
+
+	h.start() // first start on the restored root
+	d := h.waitEnd(opID)
+	if d.Status != api.StatusSucceeded || d.Root == nil || d.Root.TaskState != checkpoint.TaskSucceeded {
+		t.Fatalf("root restore ended %s (%+v): %s", d.Status, d.Root, d.Error)
+	}
+	mu.Lock()
+	rr := *replaced
+	mu.Unlock()
+	if d.Root.TaskID != rr.TaskID {
+		t.Errorf("task %s recorded, the proxy ran %s", d.Root.TaskID, rr.TaskID)
+	}
+	// The journal is the checkpoint's: it knows v1, not v2.
+	st := h.status()
+	if st.Current == nil || st.Current.Revision != "v1" {
+		t.Errorf("after the root restore current = %+v, want v1 (the journal on the restored root)", st.Current)
+	}
+	var root2 string
+	for _, v := range st.Identity.Volumes {
+		if v.Root {
+			root2 = v.VolumeID
+		}
+	}
+	if root2 != rr.NewVolumeID {
+		t.Errorf("status root volume %s, want the replacement %s", root2, rr.NewVolumeID)
+	}
+	tags.Tags = nil
+	awscli(t, h.bed, &tags, "ec2", "describe-tags", "--filters", "Name=resource-id,Values="+h.inst.Doc.InstanceID, "Name=key,Values="+checkpoint.TagRestoreIntent)
+	if len(tags.Tags) != 0 {
+		t.Errorf("intent tag left behind: %+v", tags.Tags)
+	}
+	// The catalogue is rebuilt from AWS: it has the pre-restore checkpoint
+	// the old journal never saw.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for ctx.Err() == nil {
+		var l api.CheckpointList
+		json.Unmarshal([]byte(h.ctl("checkpoint", "list", "-o", "json").stdout), &l)
+		for _, c := range l.Checkpoints {
+			if c.ID == d.Root.PreRestore && c.Reason == checkpoint.ReasonPreRestore {
+				return
+			}
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Errorf("pre-restore checkpoint %q not in the catalogue", d.Root.PreRestore)
+}
