@@ -17,6 +17,7 @@ const (
 	PathHealth      = "/v1/health"
 	PathEvents      = "/v1/events"
 	PathMetrics     = "/v1/metrics"
+	PathGuards      = "/v1/guards"
 )
 
 // HeaderServerVersion is set on every response.
@@ -327,6 +328,9 @@ const (
 	// root volume.
 	KindRestore     = "restore"
 	KindRestoreRoot = "restore-root"
+	// KindGuard wraps a local change (a package upgrade) with a checkpoint
+	// and a health check.
+	KindGuard = "guard"
 )
 
 // Deployment is one deployment (or manual rollback) and its steps.
@@ -361,6 +365,16 @@ type Deployment struct {
 	// Volumes and Root are the plans of restore operations.
 	Volumes []VolumeRestore `json:"volumes,omitempty"`
 	Root    *RootRestore    `json:"root,omitempty"`
+	// PreviousGood is the last good deployment when this one started: the
+	// target of its rollback once it has itself become the last good one
+	// (a failure in the watch window, at boot).
+	PreviousGood string `json:"previous_good,omitempty"`
+	// Health is the last assessment of this operation.
+	Health *HealthSummary `json:"health,omitempty"`
+	// Label and ExitCode are a guard's: what the change was and how the
+	// command ended.
+	Label    string `json:"label,omitempty"`
+	ExitCode *int   `json:"exit_code,omitempty"`
 }
 
 // Source is where a deployment's bundle came from.
@@ -485,4 +499,28 @@ type RootRestore struct {
 	PreRestore string `json:"pre_restore,omitempty"`
 	TaskID     string `json:"task_id,omitempty"`
 	TaskState  string `json:"task_state,omitempty"`
+}
+
+// GuardRequest is POST /v1/guards.
+type GuardRequest struct {
+	Label string `json:"label,omitempty"`
+}
+
+// GuardStarted answers it once the checkpoint is taken: the command may run.
+type GuardStarted struct {
+	SchemaVersion int    `json:"schema_version"`
+	ID            string `json:"id"`
+	Checkpoint    string `json:"checkpoint"`
+}
+
+// GuardDone is POST /v1/guards/{id}/done: the command ended.
+type GuardDone struct {
+	ExitCode int `json:"exit_code"`
+}
+
+// HealthReport is GET /v1/health: every check run once, now.
+type HealthReport struct {
+	SchemaVersion int           `json:"schema_version"`
+	Healthy       bool          `json:"healthy"`
+	Checks        []CheckResult `json:"checks"`
 }

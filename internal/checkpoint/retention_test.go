@@ -166,19 +166,34 @@ func TestFreezeOnlyAroundTheCallAndAlwaysThawed(t *testing.T) {
 	f.cfg.Checkpoint.Freeze = []string{mnt}
 	f.cfg.Checkpoint.CreateTimeout = 3 * time.Second
 
-	// The call takes a second: a write started during it must wait for
-	// the thaw, i.e. finish after Create returned.
-	f.bed.AWS.AddFault(testbed.Fault{Service: "ec2", Action: "CreateSnapshots", Kind: testbed.FaultLatency, Latency: time.Second, Count: 1})
-	created := make(chan time.Time, 1)
+	// The call is held 2 s at the proxy. Once the request has reached the
+	// proxy the freeze is on (it is taken before the call), so a write
+	// started then must not finish until the call returns and thaws.
+	f.bed.AWS.AddFault(testbed.Fault{Service: "ec2", Action: "CreateSnapshots", Kind: testbed.FaultLatency, Latency: 2 * time.Second, Count: 1})
+	f.bed.AWS.ResetCounts()
+	created := make(chan struct{})
 	go func() {
+		defer close(created)
 		f.create(api.KindEBS)
-		created <- time.Now()
 	}()
-	time.Sleep(300 * time.Millisecond)
-	wrote := writeSynced(t, filepath.Join(mnt, "during"))
-	returned := <-created
-	if wrote.Before(returned) {
+	for f.bed.AWS.Count("ec2", "CreateSnapshots") == 0 {
+		time.Sleep(5 * time.Millisecond)
+	}
+	wrote := make(chan struct{})
+	go func() { writeSynced(t, filepath.Join(mnt, "during")); close(wrote) }()
+	select {
+	case <-wrote:
 		t.Errorf("a write went through while the filesystem should have been frozen")
+	case <-created:
+		t.Errorf("the checkpoint returned before the held call could have")
+	case <-time.After(500 * time.Millisecond):
+	}
+	<-created
+	select {
+	case <-wrote:
+	case <-time.After(10 * time.Second):
+		exec.Command("fsfreeze", "-u", mnt).Run()
+		t.Fatal("the filesystem stayed frozen after the checkpoint")
 	}
 
 	// A failing call (persistent error) still thaws.
@@ -196,14 +211,13 @@ func TestFreezeOnlyAroundTheCallAndAlwaysThawed(t *testing.T) {
 	}
 }
 
-func writeSynced(t *testing.T, path string) time.Time {
+func writeSynced(t *testing.T, path string) {
 	fh, err := os.Create(path)
 	if err != nil {
 		t.Error(err)
-		return time.Now()
+		return
 	}
 	fh.WriteString("x")
 	fh.Sync()
 	fh.Close()
-	return time.Now()
 }

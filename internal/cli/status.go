@@ -96,6 +96,23 @@ func printStatus(w io.Writer, st *api.Status) {
 	for _, r := range rows {
 		fmt.Fprintf(tw, "%s\t%s\n", r[0], orDash(r[1]))
 	}
+	if wv := st.Watch; wv != nil {
+		fmt.Fprintf(tw, "WATCH WINDOW\t%s: %s left\n", wv.DeploymentID, time.Until(wv.Until).Round(time.Second))
+	}
+	if h := st.Health; h != nil {
+		verdict := "healthy"
+		if !h.Healthy {
+			verdict = "UNHEALTHY"
+		}
+		fmt.Fprintf(tw, "HEALTH\t%s (assessed %s): %s\n", verdict, h.AssessedAt.Local().Format(time.TimeOnly), h.Reason)
+		for _, c := range h.Checks {
+			res := "ok"
+			if !c.Healthy {
+				res = "FAIL"
+			}
+			fmt.Fprintf(tw, "  %s\t%s %s %s\n", c.Name, c.Kind, res, firstLine(strings.TrimSpace(c.Output)))
+		}
+	}
 	tw.Flush()
 	fmt.Fprintln(w)
 	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)

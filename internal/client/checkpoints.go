@@ -70,3 +70,26 @@ func (c *Client) RestoreCheckpoint(ctx context.Context, id string, req api.Resto
 	}
 	return &ref, nil
 }
+
+// Health runs every health check once, now.
+func (c *Client) Health(ctx context.Context) (*api.HealthReport, error) {
+	var rep api.HealthReport
+	if err := c.Do(ctx, http.MethodGet, api.PathHealth, nil, &rep); err != nil {
+		return nil, err
+	}
+	return &rep, nil
+}
+
+// Guard takes the checkpoint of a guarded change.
+func (c *Client) Guard(ctx context.Context, req api.GuardRequest) (*api.GuardStarted, error) {
+	var g api.GuardStarted
+	if err := c.Do(ctx, http.MethodPost, api.PathGuards, req, &g); err != nil {
+		return nil, err
+	}
+	return &g, nil
+}
+
+// GuardDone reports the guarded command's exit code.
+func (c *Client) GuardDone(ctx context.Context, id string, code int) error {
+	return c.Do(ctx, http.MethodPost, api.PathGuards+"/"+url.PathEscape(id)+"/done", api.GuardDone{ExitCode: code}, nil)
+}

@@ -180,6 +180,13 @@ func (v *validator) validate() {
 	v.positive("limits.hook_kill_grace", l.HookKillGrace, false)
 	v.validateHealth()
 	v.validateLadder()
+	if c.Rollback.MaxClimbsPerBoot < 1 {
+		v.errorf("rollback.max_climbs_per_boot", "must be at least 1, got %d", c.Rollback.MaxClimbsPerBoot)
+	}
+	if c.Rollback.MaxClimbsPerDay < c.Rollback.MaxClimbsPerBoot {
+		v.errorf("rollback.max_climbs_per_day", "must be at least max_climbs_per_boot (%d), got %d", c.Rollback.MaxClimbsPerBoot, c.Rollback.MaxClimbsPerDay)
+	}
+	v.absPath("boot.id_file", c.Boot.IDFile, false)
 	if c.Trust.RequireSignature && len(c.Trust.PublicKeys) == 0 {
 		v.errorf("trust.require_signature", "is true but trust.public_keys is empty: no bundle could ever be accepted")
 	}

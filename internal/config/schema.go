@@ -120,11 +120,18 @@ type CloudWatchCheck struct {
 type Rollback struct {
 	Automatic bool     `yaml:"automatic" doc:"Roll back by itself when health fails."`
 	Ladder    []string `yaml:"ladder" doc:"Rungs the agent may climb by itself: revision, volumes, root."`
+	// The limits stop a host that keeps failing from climbing forever (a
+	// root rung reboots: without them, a reboot loop).
+	MaxClimbsPerBoot int `yaml:"max_climbs_per_boot" doc:"Automatic climbs allowed per boot; beyond it: needs_operator."`
+	MaxClimbsPerDay  int `yaml:"max_climbs_per_day" doc:"Automatic climbs allowed per 24 hours; beyond it: needs_operator."`
 }
 
 // Boot is what happens on every start with a new boot id.
 type Boot struct {
 	Assess bool `yaml:"assess" doc:"Assess the current revision after every boot."`
+	// IDFile is where the kernel's boot id is read (containers and tests
+	// may point it elsewhere).
+	IDFile string `yaml:"id_file" doc:"Where the boot id is read; a new id means a new boot."`
 }
 
 // Trust is the signature policy for bundles.
@@ -172,8 +179,8 @@ func Default() *Config {
 			AssessTimeout:   60 * time.Second,
 			WatchWindow:     5 * time.Minute,
 		},
-		Rollback: Rollback{Automatic: true, Ladder: []string{"revision", "volumes"}},
-		Boot:     Boot{Assess: true},
+		Rollback: Rollback{Automatic: true, Ladder: []string{"revision", "volumes"}, MaxClimbsPerBoot: 3, MaxClimbsPerDay: 10},
+		Boot:     Boot{Assess: true, IDFile: "/proc/sys/kernel/random/boot_id"},
 		Devices:  Devices{ByIDDir: "/dev/disk/by-id"},
 	}
 }

@@ -55,10 +55,14 @@ func (d *Daemon) startServices(ctx context.Context, cfg *config.Config, awsCfg a
 		OnChange: func() { d.notify.status(d.summary()) }, Protected: d.protectedCheckpoints,
 	})
 	d.svc.checkpoints = cps
+	d.deps = d.healthDeps()
+	d.mu.Lock()
+	bootID := d.bootID
+	d.mu.Unlock()
 	eng, err := engine.New(engine.Options{
 		Config: d.cfg.Load, Journal: d.journal, Releases: rel, StateDir: cfg.StateDir,
 		Log: d.log, Fetcher: fetcher, GroupID: groupID, Checkpointer: cps, Checkpoints: cps,
-		RefreshIdentity: d.refreshIdentity,
+		RefreshIdentity: d.refreshIdentity, Health: d.checkers, OnHealth: d.onHealth, BootID: bootID,
 	})
 	if err != nil {
 		return err
@@ -99,6 +103,12 @@ func (d *Daemon) startServices(ctx context.Context, cfg *config.Config, awsCfg a
 			}
 		}
 	}()
+	d.mu.Lock()
+	newBoot := d.newBoot
+	d.mu.Unlock()
+	if newBoot && cfg.Boot.Assess {
+		eng.BootAssess()
+	}
 	if cfg.Sources.Inbox != "" {
 		in := &source.Inbox{Dir: cfg.Sources.Inbox, Engine: eng, Journal: d.journal, Log: d.log, OnError: d.sourceError("inbox")}
 		d.svc.wg.Add(1)

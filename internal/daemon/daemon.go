@@ -27,6 +27,7 @@ import (
 	"github.com/rollback-agent/rollback-agent/internal/api"
 	"github.com/rollback-agent/rollback-agent/internal/awsconf"
 	"github.com/rollback-agent/rollback-agent/internal/config"
+	"github.com/rollback-agent/rollback-agent/internal/health"
 	"github.com/rollback-agent/rollback-agent/internal/identity"
 	"github.com/rollback-agent/rollback-agent/internal/journal"
 	"github.com/rollback-agent/rollback-agent/internal/server"
@@ -100,6 +101,7 @@ type Daemon struct {
 	journal *journal.Journal
 	srv     *server.Server
 	svc     *services
+	deps    health.Deps
 	started time.Time
 
 	mu          sync.Mutex
@@ -107,6 +109,8 @@ type Daemon struct {
 	phase       string
 	ident       api.Identity
 	bootID      string
+	newBoot     bool
+	lastHealth  *api.HealthSummary
 	cfgLoadedAt time.Time
 	reloadErr   string
 	sourceErrs  map[string]string
@@ -274,8 +278,10 @@ func (d *Daemon) discover(ctx context.Context, cfg *config.Config) (aws.Config, 
 	if err != nil {
 		return aws.Config{}, err
 	}
-	boot := readBootID()
-	if prev, jerr := d.journal.GetMeta("boot_id"); jerr == nil && prev != boot {
+	boot := readBootID(cfg.Boot.IDFile)
+	prev, jerr := d.journal.GetMeta("boot_id")
+	newBoot := jerr == nil && prev != boot
+	if newBoot {
 		if err := d.journal.SetMeta("boot_id", boot); err != nil {
 			return aws.Config{}, err
 		}
@@ -283,12 +289,14 @@ func (d *Daemon) discover(ctx context.Context, cfg *config.Config) (aws.Config, 
 	d.mu.Lock()
 	d.ident = id
 	d.bootID = boot
+	// The first start ever (no boot id yet) is not a reboot to assess.
+	d.newBoot = newBoot && prev != ""
 	d.mu.Unlock()
 	return awsCfg, nil
 }
 
-func readBootID() string {
-	b, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
+func readBootID(path string) string {
+	b, err := os.ReadFile(path)
 	if err != nil {
 		return ""
 	}

@@ -40,6 +40,12 @@ func (d *Daemon) Status(ctx context.Context) api.Status {
 	if d.svc != nil && d.svc.checkpoints != nil {
 		st.Checkpoints = d.svc.checkpoints.Summary()
 	}
+	st.Health = d.lastHealth
+	if d.svc != nil && d.svc.engine != nil {
+		if id, until := d.svc.engine.Watching(); id != "" {
+			st.Watch = &api.WatchWindow{DeploymentID: id, Until: until.UTC()}
+		}
+	}
 	for name, e := range d.sourceErrs {
 		st.Warnings = append(st.Warnings, fmt.Sprintf("source %s: %s", name, e))
 	}
@@ -95,8 +101,20 @@ func (d *Daemon) summaryLocked() string {
 		s = fmt.Sprintf("NEEDS OPERATOR: deployment %s of %s ended needs_operator on %s; see agentctl show %s", attention.ID, app, where, attention.ID)
 	case cur != nil:
 		s = fmt.Sprintf("Idle: %s revision %s (%s) is current on %s", app, cur.Revision, cur.ID, where)
+		if d.svc != nil && d.svc.engine != nil {
+			if id, until := d.svc.engine.Watching(); id != "" {
+				s = fmt.Sprintf("Watching: %s revision %s (%s) on %s, health watch window open for %s more", app, cur.Revision, id, where, time.Until(until).Round(time.Second))
+			}
+		}
 	default:
 		s = fmt.Sprintf("Idle: %s on %s, no revision installed yet; %d volume(s) known", app, where, len(id.Volumes))
+	}
+	if h := d.lastHealth; h != nil && op == nil && attention == nil {
+		if h.Healthy {
+			s += "; healthy"
+		} else {
+			s += "; UNHEALTHY: " + h.Reason
+		}
 	}
 	if d.reloadErr != "" {
 		s += "; config reload failed, previous config in effect"

@@ -90,7 +90,10 @@ func (r *run) deploy(ctx context.Context) error {
 	if err := r.checkpoint(ctx); err != nil {
 		return err
 	}
-	return r.installRelease(ctx, rel, "")
+	if err := r.installRelease(ctx, rel, ""); err != nil {
+		return err
+	}
+	return r.assess(ctx, "")
 }
 
 // stopPrevious runs the traffic and stop hooks of the revision whose

@@ -37,7 +37,7 @@ func TestLifecycleOrderApplicationStopFromPreviousAndEnvironment(t *testing.T) {
 		t.Errorf("lifecycle = %v\nwant %v", got, want)
 	}
 	wantSteps := []string{"Fetch", "Unpack", "Validate", "BeforeBlockTraffic", "AfterBlockTraffic", "ApplicationStop", "Checkpoint",
-		"BeforeInstall", "Install", "AfterInstall", "ApplicationStart", "ValidateService", "BeforeAllowTraffic", "AfterAllowTraffic"}
+		"BeforeInstall", "Install", "AfterInstall", "ApplicationStart", "ValidateService", "BeforeAllowTraffic", "AfterAllowTraffic", "Assess"}
 	var names []string
 	for _, s := range d2.Steps {
 		names = append(names, s.Name)
@@ -149,7 +149,7 @@ func TestRevisionRungFailureNeedsOperator(t *testing.T) {
 	mustStatus(t, a.deploy(v1), api.StatusSucceeded)
 	d := a.deploy(v2)
 	mustStatus(t, d, api.StatusNeedsOperator)
-	if !strings.Contains(d.Error, "revision rung failed") || !strings.Contains(d.Error, "agentctl rollback --to") {
+	if !strings.Contains(d.Error, "revision rung: ValidateService of revision v1") || !strings.Contains(d.Error, "agentctl rollback --to") {
 		t.Errorf("needs_operator error should say what failed and what to do: %q", d.Error)
 	}
 }

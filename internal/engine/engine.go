@@ -21,6 +21,7 @@ import (
 	"github.com/rollback-agent/rollback-agent/internal/api"
 	"github.com/rollback-agent/rollback-agent/internal/checkpoint"
 	"github.com/rollback-agent/rollback-agent/internal/config"
+	"github.com/rollback-agent/rollback-agent/internal/health"
 	"github.com/rollback-agent/rollback-agent/internal/journal"
 	"github.com/rollback-agent/rollback-agent/internal/releases"
 )
@@ -53,6 +54,13 @@ type Options struct {
 	Checkpoints *checkpoint.Manager
 	// RefreshIdentity re-reads the instance's volumes after they changed.
 	RefreshIdentity func(context.Context) error
+	// Health builds the health checkers and policy from the current config;
+	// nil means ValidateService is the only check.
+	Health func() ([]health.Checker, health.Policy, error)
+	// OnHealth receives every assessment's summary (for status).
+	OnHealth func(api.HealthSummary)
+	// BootID is this boot's id, for the per-boot climb limit.
+	BootID string
 	// GroupID is DEPLOYMENT_GROUP_ID for hooks: stable per host and app.
 	GroupID string
 }
@@ -65,6 +73,12 @@ type Engine struct {
 
 	mu     sync.Mutex
 	active *api.Deployment
+	watch  *watchState
+	guards map[string]*guardState
+
+	// jobs are rollbacks health asked for (watch window, boot); the worker
+	// runs them between queued operations.
+	jobs chan job
 }
 
 // New returns an engine; call Run to start its worker.
@@ -74,7 +88,7 @@ func New(o Options) (*Engine, error) {
 			return nil, fmt.Errorf("engine: create %s: %w", d, err)
 		}
 	}
-	return &Engine{o: o, bus: newBus(), wake: make(chan struct{}, 1)}, nil
+	return &Engine{o: o, bus: newBus(), wake: make(chan struct{}, 1), jobs: make(chan job, 16), guards: map[string]*guardState{}}, nil
 }
 
 func (o Options) downloadsDir() string { return filepath.Join(o.StateDir, "downloads") }
@@ -200,7 +214,14 @@ func (e *Engine) Run(ctx context.Context) error {
 	if err := e.recover(ctx); err != nil {
 		return err
 	}
+	defer e.stopWatch()
 	for {
+		select {
+		case j := <-e.jobs:
+			e.runJob(ctx, j)
+			continue
+		default:
+		}
 		d, err := e.nextQueued()
 		if err != nil {
 			e.o.Log.Error("read the queue", zap.Error(err))
@@ -216,6 +237,8 @@ func (e *Engine) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-e.wake:
+		case j := <-e.jobs:
+			e.runJob(ctx, j)
 		}
 	}
 }

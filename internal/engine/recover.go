@@ -35,6 +35,14 @@ func (e *Engine) recover(ctx context.Context) error {
 		e.o.Log.Warn("recovering a deployment interrupted by an agent restart",
 			zap.String("deployment", d.ID), zap.String("status", d.Status), zap.String("step", interrupted))
 		switch {
+		case d.Status == api.StatusRunning && d.Kind == api.KindGuard && r.hostChanged():
+			// The command may or may not have run: health decides.
+			r.d.Error = "the agent restarted during the guarded change"
+			if err := r.assess(ctx, ""); err != nil {
+				r.fail(ctx, err)
+			} else {
+				r.finish(api.StatusSucceeded, nil)
+			}
 		case d.Status == api.StatusRunning && lifecycleDone(d):
 			// Only the bookkeeping after the last hook was lost.
 			r.succeed()
@@ -50,7 +58,7 @@ func (e *Engine) recover(ctx context.Context) error {
 			e.mu.Unlock()
 		case d.Status == api.StatusRollingBack:
 			r.d.Error = appendError(r.d.Error, fmt.Sprintf("agent restarted during %s of the rollback; the rung starts over", interrupted))
-			r.climb(ctx)
+			r.resumeClimb(ctx)
 		case !r.hostChanged():
 			r.d.Steps = append(r.d.Steps, api.Step{Name: StepRecover, Status: api.StepSucceeded, StartedAt: time.Now().UTC(), EndedAt: time.Now().UTC(),
 				Detail: fmt.Sprintf("agent restarted during %s, before the host was changed: the deployment starts over", interrupted)})

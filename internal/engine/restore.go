@@ -58,11 +58,11 @@ func before(stage, than string) bool { return slices.Index(stages, stage) < slic
 // detached (kept, tagged), new one attached at the same device and
 // mounted the same way, application started. Every stage is journaled
 // and safe to repeat, so a crash resumes where it stopped.
-func (r *run) restoreVolumes(ctx context.Context) error {
+func (r *run) restoreVolumes(ctx context.Context, rung string) error {
 	cps := r.e.o.Checkpoints
 	byID := r.cfg.Devices.ByIDDir
 	if len(r.d.Volumes) == 0 {
-		err := r.step("Plan", "", "", func() (string, error) {
+		err := r.step(StepPlan, "", rung, func() (string, error) {
 			plan, err := cps.PlanVolumeRestore(ctx, r.d.Checkpoint)
 			if err != nil {
 				return "", err
@@ -77,7 +77,7 @@ func (r *run) restoreVolumes(ctx context.Context) error {
 	for i := range r.d.Volumes {
 		vr := &r.d.Volumes[i]
 		if before(vr.Stage, checkpoint.StageCreated) {
-			if err := r.step("CreateVolume "+vr.DeviceName, "", "", func() (string, error) {
+			if err := r.step("CreateVolume "+vr.DeviceName, "", rung, func() (string, error) {
 				err := cps.CreateRestoreVolume(ctx, r.d.ID, r.d.Checkpoint, vr)
 				return fmt.Sprintf("%s from %s", vr.NewVolumeID, vr.SnapshotID), err
 			}); err != nil {
@@ -85,7 +85,7 @@ func (r *run) restoreVolumes(ctx context.Context) error {
 			}
 		}
 	}
-	if err := r.stopInstalled(ctx); err != nil {
+	if err := r.stopPrevious(ctx, rung, rung != ""); err != nil {
 		return err
 	}
 	for i := range r.d.Volumes {
@@ -122,7 +122,7 @@ func (r *run) restoreVolumes(ctx context.Context) error {
 			if !before(vr.Stage, st.stage) {
 				continue
 			}
-			if err := r.step(stageStep(st.stage)+" "+vr.DeviceName, "", "", st.fn); err != nil {
+			if err := r.step(stageStep(st.stage)+" "+vr.DeviceName, "", rung, st.fn); err != nil {
 				return err
 			}
 		}
@@ -132,7 +132,13 @@ func (r *run) restoreVolumes(ctx context.Context) error {
 			r.log.Warn("refresh identity after the volume swap", zap.Error(err))
 		}
 	}
-	return r.startInstalled(ctx)
+	if err := r.startInstalled(ctx, rung); err != nil {
+		return err
+	}
+	if rung != "" {
+		return nil // the ladder assesses after each rung
+	}
+	return r.assess(ctx, "")
 }
 
 func stageStep(stage string) string {
@@ -151,10 +157,10 @@ func stageStep(stage string) string {
 // pre-restore checkpoint first (so this can be undone), the intent in the
 // journal and in the instance's tags, then the replacement task. EC2
 // reboots the host; the agent finishes on the next start from the tag.
-func (r *run) restoreRoot(ctx context.Context) error {
+func (r *run) restoreRoot(ctx context.Context, rung string) error {
 	cps := r.e.o.Checkpoints
 	if r.d.Root == nil {
-		if err := r.step("Plan", "", "", func() (string, error) {
+		if err := r.step(StepPlan, "", rung, func() (string, error) {
 			rr, err := cps.PlanRootRestore(ctx, r.d.Checkpoint)
 			if err != nil {
 				return "", err
@@ -167,7 +173,7 @@ func (r *run) restoreRoot(ctx context.Context) error {
 	}
 	rr := r.d.Root
 	if rr.PreRestore == "" {
-		if err := r.step(StepCheckpoint, "", "", func() (string, error) {
+		if err := r.step(StepCheckpoint, "", rung, func() (string, error) {
 			cp, err := cps.Create(ctx, checkpoint.Meta{Kinds: []string{api.KindEBS}, Reason: checkpoint.ReasonPreRestore, Revision: r.d.Revision, Deployment: r.d.ID})
 			if err != nil {
 				return "", fmt.Errorf("pre-restore checkpoint (without it the restore could not be undone): %w", err)
@@ -180,12 +186,12 @@ func (r *run) restoreRoot(ctx context.Context) error {
 	}
 	intent := checkpoint.RootIntent{Operation: r.d.ID, Checkpoint: rr.Checkpoint, SnapshotID: rr.SnapshotID, ImageID: rr.ImageID,
 		PreRestore: rr.PreRestore, TaskID: rr.TaskID, Revision: r.d.Revision, Started: time.Now().UTC()}
-	if err := r.step("Intent", "", "", func() (string, error) {
+	if err := r.step(StepIntent, "", rung, func() (string, error) {
 		return "instance tag " + checkpoint.TagRestoreIntent, cps.SetRootIntent(ctx, intent)
 	}); err != nil {
 		return err
 	}
-	if err := r.step("ReplaceRoot", "", "", func() (string, error) {
+	if err := r.step("ReplaceRoot", "", rung, func() (string, error) {
 		if err := cps.StartRootReplace(ctx, r.d.ID, rr); err != nil {
 			return "", err
 		}
@@ -196,7 +202,7 @@ func (r *run) restoreRoot(ctx context.Context) error {
 		return err
 	}
 	// Normally the reboot ends this wait (and this process).
-	return r.step("Reboot", "", "", func() (string, error) { return r.e.finishRoot(ctx, r, intent) })
+	return r.step("Reboot", "", rung, func() (string, error) { return r.e.finishRoot(ctx, r, intent) })
 }
 
 // finishRoot waits for the replacement task to end, records it and
@@ -272,12 +278,9 @@ func (e *Engine) resumeRootRestore(ctx context.Context) error {
 	return nil
 }
 
-// stopInstalled runs the stop hooks of the revision on disk.
-func (r *run) stopInstalled(ctx context.Context) error { return r.stopPrevious(ctx, "", false) }
-
 // startInstalled runs the start and validate hooks of the revision on
 // disk, without installing anything.
-func (r *run) startInstalled(ctx context.Context) error {
+func (r *run) startInstalled(ctx context.Context, rung string) error {
 	id, _ := r.e.o.Journal.Pointer(journal.PointerInstalled)
 	if id == "" {
 		return nil
@@ -287,7 +290,7 @@ func (r *run) startInstalled(ctx context.Context) error {
 		return fmt.Errorf("the installed revision %s is not on disk: %w", id, err)
 	}
 	for _, ev := range eventsAfterCopy[1:] { // not AfterInstall: nothing was installed
-		if err := r.hookStep(ctx, ev, rel, rel.ID, ""); err != nil {
+		if err := r.hookStep(ctx, ev, rel, rel.ID, rung); err != nil {
 			return err
 		}
 	}

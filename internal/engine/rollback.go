@@ -11,34 +11,6 @@ import (
 	"github.com/rollback-agent/rollback-agent/internal/journal"
 )
 
-// climb runs the rollback ladder for a failed deployment: one climb, rung
-// by rung as the config allows, stopping at the first that works. Today
-// the ladder has the revision rung; the volumes and root rungs join it
-// with the checkpoint work.
-func (r *run) climb(ctx context.Context) {
-	r.setStatus(api.StatusRollingBack)
-	err := r.rung(config.RungRevision, func() (string, error) { return r.revisionRung(ctx) })
-	if ctx.Err() != nil {
-		return
-	}
-	if err != nil {
-		r.d.Error = fmt.Sprintf("%s; then the revision rung failed: %v. The host needs an operator: "+
-			"look at `agentctl show %s` and `agentctl logs %s`, fix the cause, then run `agentctl rollback --to <revision>`",
-			r.d.Error, err, r.d.ID, r.d.ID)
-		r.finish(api.StatusNeedsOperator, nil)
-		return
-	}
-	pointers := map[string]string{journal.PointerCurrent: r.d.RolledBackTo}
-	if r.failedStep() == StepCheckpoint {
-		// No rollback point, no deploy: nothing of the new revision was
-		// installed, the rung only started the previous one again.
-		r.d.Error += "; nothing of this revision was installed and the previous revision was started again"
-		r.finish(api.StatusFailed, pointers)
-		return
-	}
-	r.finish(api.StatusRolledBack, pointers)
-}
-
 // rung records one climb of the ladder around fn.
 func (r *run) rung(name string, fn func() (string, error)) error {
 	r.d.Rungs = append(r.d.Rungs, api.Rung{Name: name, Status: api.StepRunning, StartedAt: time.Now().UTC()})
@@ -69,7 +41,7 @@ func (r *run) revisionRung(ctx context.Context) (string, error) {
 			return "", err
 		}
 	}
-	lastGood := r.e.lastGood()
+	lastGood := r.previousGood()
 	if lastGood == nil {
 		err := r.step(StepUninstall, r.d.Revision, rungName, func() (string, error) { return r.e.uninstall(ctx) })
 		if err != nil {
@@ -102,7 +74,10 @@ func (r *run) rollbackTo(ctx context.Context) error {
 	if err := r.checkpoint(ctx); err != nil {
 		return err
 	}
-	return r.installRelease(ctx, rel, "")
+	if err := r.installRelease(ctx, rel, ""); err != nil {
+		return err
+	}
+	return r.assess(ctx, "")
 }
 
 // lastGood returns the last good deployment whose release is on disk.

@@ -33,6 +33,8 @@ const (
 	StepRecover    = "Recover"
 	StepPlan       = "Plan"
 	StepIntent     = "Intent"
+	StepAssess     = "Assess"
+	StepCommand    = "Command"
 )
 
 // save writes the record and tells subscribers. Journal failures are
@@ -124,15 +126,22 @@ func (r *run) finish(status string, pointers map[string]string) {
 func (e *Engine) execute(ctx context.Context, d *api.Deployment) {
 	r := &run{e: e, d: d, cfg: e.o.Config(), log: e.o.Log}
 	d.StartedAt = time.Now().UTC()
+	// A new operation ends the watch window of the previous deployment.
+	e.stopWatch()
+	if d.PreviousGood == "" {
+		d.PreviousGood, _ = e.o.Journal.Pointer(journal.PointerLastGood)
+	}
 	r.setStatus(api.StatusRunning)
 	var err error
 	switch d.Kind {
 	case api.KindRollback:
 		err = r.rollbackTo(ctx)
 	case api.KindRestore:
-		err = r.restoreVolumes(ctx)
+		err = r.restoreVolumes(ctx, "")
 	case api.KindRestoreRoot:
-		err = r.restoreRoot(ctx)
+		err = r.restoreRoot(ctx, "")
+	case api.KindGuard:
+		err = r.guard(ctx)
 	default:
 		err = r.deploy(ctx)
 	}
@@ -149,12 +158,13 @@ func (e *Engine) execute(ctx context.Context, d *api.Deployment) {
 	if r.d.Status != api.StatusRunning {
 		return
 	}
-	if d.Kind == api.KindRestore || d.Kind == api.KindRestoreRoot {
-		// A restore changes the host, not which revision is current.
+	if d.Kind == api.KindRestore || d.Kind == api.KindRestoreRoot || d.Kind == api.KindGuard {
+		// These change the host, not which revision is current.
 		r.finish(api.StatusSucceeded, nil)
 		return
 	}
 	r.succeed()
+	e.startWatch(d)
 }
 
 // succeed makes the deployment current and the last good one, and prunes.
@@ -172,7 +182,7 @@ func (r *run) hostChanged() bool {
 		switch {
 		case s.Name == StepFetch, s.Name == StepUnpack, s.Name == StepValidate, s.Name == StepRecover,
 			s.Name == StepPlan, s.Name == StepIntent, strings.HasPrefix(s.Name, "CreateVolume "),
-			s.Name == StepCheckpoint && r.d.Kind == api.KindRestoreRoot:
+			s.Name == StepCheckpoint && (r.d.Kind == api.KindRestoreRoot || r.d.Kind == api.KindGuard):
 			continue
 		}
 		if s.Status != api.StepSkipped {
@@ -198,7 +208,7 @@ func (r *run) failedStep() string {
 func (r *run) fail(ctx context.Context, cause error) {
 	r.d.Error = cause.Error()
 	switch {
-	case !r.hostChanged():
+	case !r.hostChanged() || errors.Is(cause, errGuardAbandoned):
 		r.finish(api.StatusFailed, nil)
 	case r.d.Kind == api.KindRestore || r.d.Kind == api.KindRestoreRoot:
 		r.d.Error = fmt.Sprintf("restore of checkpoint %s failed after it changed the host: %v; look at `agentctl show %s`, fix the cause, then run `agentctl checkpoint restore %s` again (each stage is safe to repeat)",
@@ -207,11 +217,15 @@ func (r *run) fail(ctx context.Context, cause error) {
 	case r.d.Kind == api.KindRollback:
 		r.d.Error = fmt.Sprintf("rollback failed: %v; the host may be half-installed: fix the cause, then run `agentctl rollback --to <revision>` or deploy a fixed revision", cause)
 		r.finish(api.StatusNeedsOperator, nil)
-	case !r.cfg.Rollback.Automatic || !hasRung(r.cfg, config.RungRevision):
+	case !r.cfg.Rollback.Automatic || len(r.cfg.Rollback.Ladder) == 0:
 		r.d.Error = fmt.Sprintf("%v; automatic rollback is off (rollback.automatic / rollback.ladder): run `agentctl rollback` to restore the last good revision", cause)
 		r.finish(api.StatusFailed, nil)
 	default:
-		r.climb(ctx)
+		from := config.RungRevision
+		if r.d.Kind == api.KindGuard {
+			from = config.RungVolumes // a package upgrade is not a revision
+		}
+		r.climb(ctx, from)
 	}
 }
 

@@ -29,6 +29,12 @@ type Backend interface {
 	// LogDir is the directory holding a deployment's hook output files.
 	LogDir(id string) string
 	CheckpointBackend
+	// Health runs every check once, now.
+	Health(ctx context.Context) (*api.HealthReport, error)
+	// Guard takes the checkpoint of a guarded change and returns when the
+	// command may run; GuardDone reports how it ended.
+	Guard(ctx context.Context, req api.GuardRequest) (*api.GuardStarted, error)
+	GuardDone(ctx context.Context, id string, done api.GuardDone) error
 }
 
 // CheckpointBackend is the checkpoint part of the API.
@@ -99,6 +105,39 @@ func (s *Server) routes() {
 	s.mux.HandleFunc("POST "+api.PathRollback, s.postRollback)
 	s.mux.HandleFunc("GET "+api.PathEvents, s.events)
 	s.checkpointRoutes()
+	s.mux.HandleFunc("GET "+api.PathHealth, func(w http.ResponseWriter, r *http.Request) {
+		rep, err := s.backend.Health(r.Context())
+		if err != nil {
+			writeErr(w, err)
+			return
+		}
+		WriteJSON(w, http.StatusOK, rep)
+	})
+	s.mux.HandleFunc("POST "+api.PathGuards, func(w http.ResponseWriter, r *http.Request) {
+		var req api.GuardRequest
+		if err := decodeBody(r, &req); err != nil {
+			writeErr(w, err)
+			return
+		}
+		g, err := s.backend.Guard(r.Context(), req)
+		if err != nil {
+			writeErr(w, err)
+			return
+		}
+		WriteJSON(w, http.StatusCreated, g)
+	})
+	s.mux.HandleFunc("POST "+api.PathGuards+"/{id}/done", func(w http.ResponseWriter, r *http.Request) {
+		var req api.GuardDone
+		if err := decodeBody(r, &req); err != nil {
+			writeErr(w, err)
+			return
+		}
+		if err := s.backend.GuardDone(r.Context(), r.PathValue("id"), req); err != nil {
+			writeErr(w, err)
+			return
+		}
+		WriteJSON(w, http.StatusAccepted, api.DeploymentRef{SchemaVersion: api.SchemaVersion, ID: r.PathValue("id"), Status: "assessing"})
+	})
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, http.StatusNotFound, api.CodeNotFound, fmt.Sprintf("no such API path: %s %s", r.Method, r.URL.Path))
 	})

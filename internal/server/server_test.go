@@ -56,6 +56,15 @@ func (fakeBackend) DeleteCheckpoint(_ context.Context, id string) error {
 func (fakeBackend) PruneCheckpoints(context.Context, bool) (*api.PruneReport, error) {
 	return &api.PruneReport{SchemaVersion: api.SchemaVersion}, nil
 }
+func (fakeBackend) Health(context.Context) (*api.HealthReport, error) {
+	return &api.HealthReport{SchemaVersion: api.SchemaVersion, Healthy: true}, nil
+}
+func (fakeBackend) Guard(context.Context, api.GuardRequest) (*api.GuardStarted, error) {
+	return nil, Conflict(errors.New("fake: no AWS"))
+}
+func (fakeBackend) GuardDone(_ context.Context, id string, _ api.GuardDone) error {
+	return NotFound(errors.New("fake: no guard " + id))
+}
 func (fakeBackend) RestoreCheckpoint(_ context.Context, id string, _ api.RestoreRequest) (*api.Deployment, error) {
 	return nil, NotFound(errors.New("fake: no checkpoint " + id))
 }

@@ -47,7 +47,7 @@ func TestMain(m *testing.M) {
 
 // checkNoLeaks fails when a loop device still uses an image of the bed,
 // the bed's directory is left, or a mount appeared under the temp dir.
-func checkNoLeaks(dir string, before map[string]bool) error {
+func checkNoLeaks(dir string, before map[string]string) error {
 	var errs []error
 	files, _ := filepath.Glob("/sys/block/loop*/loop/backing_file")
 	for _, f := range files {
@@ -63,25 +63,32 @@ func checkNoLeaks(dir string, before map[string]bool) error {
 	if err != nil {
 		return err
 	}
-	for mp := range after {
-		if !before[mp] && strings.HasPrefix(mp, os.TempDir()) {
+	for mp, dev := range after {
+		// Other packages' tests run at the same time and mount their own
+		// loop devices: only a mount of one of this bed's images is a leak.
+		if before[mp] != "" || !strings.HasPrefix(mp, os.TempDir()) {
+			continue
+		}
+		b, err := os.ReadFile("/sys/dev/block/" + dev + "/loop/backing_file")
+		if err == nil && strings.HasPrefix(strings.TrimSpace(string(b)), dir) {
 			errs = append(errs, fmt.Errorf("mount left at %s", mp))
 		}
 	}
 	return errors.Join(errs...)
 }
 
-func mountPoints() (map[string]bool, error) {
+// mountPoints maps each mount point to its device's major:minor.
+func mountPoints() (map[string]string, error) {
 	f, err := os.Open("/proc/self/mountinfo")
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	out := map[string]bool{}
+	out := map[string]string{}
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		if fs := strings.Fields(sc.Text()); len(fs) >= 5 {
-			out[unescapeMountinfo(fs[4])] = true
+			out[unescapeMountinfo(fs[4])] = fs[2]
 		}
 	}
 	return out, sc.Err()

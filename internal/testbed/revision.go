@@ -11,7 +11,7 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/rollback-agent/rollback-agent/internal/source"
+	"github.com/rollback-agent/rollback-agent/internal/bundle"
 )
 
 // File is one file of a test revision.
@@ -116,7 +116,7 @@ func (r Revision) TarGz(path string) error {
 	if err != nil {
 		return err
 	}
-	if err := source.WriteTarGz(context.Background(), dir, f); err != nil {
+	if err := bundle.WriteTarGz(context.Background(), dir, f); err != nil {
 		f.Close()
 		return err
 	}

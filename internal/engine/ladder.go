@@ -1,0 +1,322 @@
+package engine
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/rollback-agent/rollback-agent/internal/api"
+	"github.com/rollback-agent/rollback-agent/internal/config"
+	"github.com/rollback-agent/rollback-agent/internal/health"
+	"github.com/rollback-agent/rollback-agent/internal/journal"
+)
+
+// checkpointWait bounds how long the volumes rung waits for the
+// checkpoint it restores to complete.
+const checkpointWait = 30 * time.Minute
+
+// climb runs the rollback ladder once for a failed operation: rung by
+// rung from `from`, as far as rollback.ladder allows, assessing health
+// after each, and stops at the first rung that leaves the host healthy.
+// When the last allowed rung fails the operation ends needs_operator,
+// saying what failed and what to run next. A rollback never triggers
+// another: the climb is the only one for this operation.
+func (r *run) climb(ctx context.Context, from string) {
+	r.setStatus(api.StatusRollingBack)
+	if why := r.e.climbLimit(r.cfg); why != "" {
+		r.d.Error = fmt.Sprintf("%s; no automatic rollback: %s (rollback.max_climbs_per_boot/_per_day stop a host that keeps failing from looping). "+
+			"Look at `agentctl show %s`, fix the cause, then run `agentctl rollback` or `agentctl checkpoint restore`", r.d.Error, why, r.d.ID)
+		r.finish(api.StatusNeedsOperator, nil)
+		return
+	}
+	r.e.recordClimb()
+	r.climbLadder(ctx, from)
+}
+
+// resumeClimb goes on with a climb a restart interrupted, from the rung
+// it was on (every rung is safe to repeat); it is the same climb, so the
+// limits are not counted again.
+func (r *run) resumeClimb(ctx context.Context) {
+	from := config.RungRevision
+	if r.d.Kind == api.KindGuard {
+		from = config.RungVolumes
+	}
+	for i := range r.d.Rungs {
+		if g := &r.d.Rungs[i]; g.Status == api.StepRunning {
+			from = g.Name
+			g.Status, g.Error, g.EndedAt = api.StepFailed, "interrupted by an agent restart; climbing again from this rung", time.Now().UTC()
+		}
+	}
+	r.setStatus(api.StatusRollingBack)
+	r.climbLadder(ctx, from)
+}
+
+func (r *run) climbLadder(ctx context.Context, from string) {
+	rungs := ladderFrom(r.cfg, from)
+	if len(rungs) == 0 {
+		r.d.Error = fmt.Sprintf("%s; rollback.ladder allows no rung from %s on: look at `agentctl show %s` and restore by hand (`agentctl checkpoint restore %s --volumes`)",
+			r.d.Error, from, r.d.ID, orNone(r.d.Checkpoint))
+		r.finish(api.StatusNeedsOperator, nil)
+		return
+	}
+	var failed []string
+	for _, name := range rungs {
+		err := r.rung(name, func() (string, error) { return r.climbRung(ctx, name) })
+		if ctx.Err() != nil {
+			return
+		}
+		if err == nil {
+			r.climbed()
+			return
+		}
+		failed = append(failed, fmt.Sprintf("%s rung: %s", name, firstLine(err.Error())))
+	}
+	next := "`agentctl rollback --to <revision>`"
+	if r.d.Checkpoint != "" {
+		next += " or `agentctl checkpoint restore " + r.d.Checkpoint + " --volumes|--root`"
+	}
+	r.d.Error = fmt.Sprintf("%s; the rollback ladder did not make the host healthy (%s). The host needs an operator: "+
+		"look at `agentctl show %s` and `agentctl logs %s`, fix the cause, then run %s",
+		r.d.Error, strings.Join(failed, "; "), r.d.ID, r.d.ID, next)
+	r.finish(api.StatusNeedsOperator, nil)
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "<checkpoint>"
+	}
+	return s
+}
+
+func firstLine(s string) string {
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i]
+	}
+	return s
+}
+
+// ladderFrom lists the rungs allowed by the config, in climbing order,
+// from `from` on.
+func ladderFrom(cfg *config.Config, from string) []string {
+	start := slices.Index(config.Ladder, from)
+	var out []string
+	for _, r := range config.Ladder[max(start, 0):] {
+		if slices.Contains(cfg.Rollback.Ladder, r) {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// climbRung does one rung and assesses the host after it.
+func (r *run) climbRung(ctx context.Context, name string) (string, error) {
+	var detail string
+	var err error
+	switch name {
+	case config.RungRevision:
+		detail, err = r.revisionRung(ctx)
+	case config.RungVolumes:
+		detail, err = r.volumesRung(ctx)
+	case config.RungRoot:
+		if err = r.waitCheckpoint(ctx); err == nil {
+			r.d.Root = nil
+			err = r.restoreRoot(ctx, name)
+			detail = "root volume replaced from checkpoint " + r.d.Checkpoint
+		}
+	}
+	if err != nil {
+		return detail, err
+	}
+	if err := r.assess(ctx, name); err != nil {
+		return detail, err
+	}
+	return detail, nil
+}
+
+// volumesRung restores the data volumes from the checkpoint taken before
+// the change.
+func (r *run) volumesRung(ctx context.Context) (string, error) {
+	if err := r.waitCheckpoint(ctx); err != nil {
+		return "", err
+	}
+	if err := r.restoreVolumes(ctx, config.RungVolumes); err != nil {
+		return "", err
+	}
+	var vols []string
+	for _, v := range r.d.Volumes {
+		vols = append(vols, v.DeviceName+" "+v.OldVolumeID+"→"+v.NewVolumeID)
+	}
+	return "data volumes restored from checkpoint " + r.d.Checkpoint + ": " + strings.Join(vols, ", "), nil
+}
+
+// waitCheckpoint waits until the operation's checkpoint is restorable.
+func (r *run) waitCheckpoint(ctx context.Context) error {
+	if r.d.Checkpoint == "" {
+		return errors.New("no checkpoint was taken before this change (checkpoint.before_deploy, or required: false)")
+	}
+	if r.e.o.Checkpoints == nil {
+		return ErrNoCheckpoints
+	}
+	deadline := time.Now().Add(checkpointWait)
+	for {
+		c, err := r.e.o.Checkpoints.Cached(r.d.Checkpoint)
+		if err != nil {
+			if c, err = r.e.o.Checkpoints.Get(ctx, r.d.Checkpoint); err != nil {
+				return err
+			}
+		}
+		switch c.State {
+		case api.CheckpointCompleted:
+			return nil
+		case api.CheckpointError:
+			return fmt.Errorf("checkpoint %s failed: it cannot be restored", c.ID)
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("checkpoint %s is still %s (%s) after %s", c.ID, c.State, c.Progress, checkpointWait)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// climbed ends a successful climb: the revision on disk becomes current,
+// and a last good deployment that just failed (in its watch window, after
+// a boot) stops being the last good one.
+func (r *run) climbed() {
+	pointers := map[string]string{}
+	if slices.ContainsFunc(r.d.Rungs, func(g api.Rung) bool { return g.Name == config.RungRevision }) {
+		pointers[journal.PointerCurrent] = r.d.RolledBackTo
+		if lg, _ := r.e.o.Journal.Pointer(journal.PointerLastGood); lg == r.d.ID {
+			pointers[journal.PointerLastGood] = r.d.RolledBackTo
+		}
+	}
+	if r.failedStep() == StepCheckpoint {
+		// No rollback point, no deploy: nothing of the new revision was
+		// installed, the rung only started the previous one again.
+		r.d.Error += "; nothing of this revision was installed and the previous revision was started again"
+		r.finish(api.StatusFailed, pointers)
+		return
+	}
+	r.finish(api.StatusRolledBack, pointers)
+}
+
+// previousGood is the revision the revision rung goes back to: the last
+// good deployment, or, when that is this very deployment (it failed in
+// its watch window or after a boot), the one that was good before it.
+func (r *run) previousGood() *api.Deployment {
+	lg := r.e.lastGood()
+	if lg != nil && lg.ID != r.d.ID {
+		return lg
+	}
+	if r.d.PreviousGood == "" {
+		return nil
+	}
+	d, err := r.e.o.Journal.Deployment(r.d.PreviousGood)
+	if err != nil || !r.e.o.Releases.Exists(d.Release) {
+		return nil
+	}
+	return d
+}
+
+// assess runs the health assessment as a step; unhealthy is an error.
+func (r *run) assess(ctx context.Context, rung string) error {
+	return r.step(StepAssess, "", rung, func() (string, error) {
+		if r.e.o.Health == nil {
+			return "no health checks", errSkipped
+		}
+		checkers, policy, err := r.e.o.Health()
+		if err != nil {
+			return "", err
+		}
+		if len(checkers) == 0 {
+			return "no health checks configured (ValidateService is the check)", errSkipped
+		}
+		a := health.Assess(ctx, checkers, policy, func(round int, results []api.CheckResult) {
+			r.e.bus.publish(api.Event{Type: api.EventMessage, DeploymentID: r.d.ID, Message: roundLine(round, results)})
+		})
+		sum := a.Summary()
+		r.d.Health = &sum
+		r.e.reportHealth(sum)
+		if !a.Healthy {
+			return a.Reason, errors.New(a.Reason)
+		}
+		return a.Reason, nil
+	})
+}
+
+func roundLine(round int, results []api.CheckResult) string {
+	var parts []string
+	for _, c := range results {
+		mark := "ok"
+		if !c.Healthy {
+			mark = "FAIL"
+		}
+		parts = append(parts, c.Name+" "+mark)
+	}
+	return fmt.Sprintf("health round %d: %s", round, strings.Join(parts, ", "))
+}
+
+func (e *Engine) reportHealth(sum api.HealthSummary) {
+	if e.o.OnHealth != nil {
+		e.o.OnHealth(sum)
+	}
+}
+
+// climbRecord is one automatic climb, for the limits.
+type climbRecord struct {
+	At   time.Time `json:"at"`
+	Boot string    `json:"boot"`
+}
+
+const metaClimbs = "climbs"
+
+func (e *Engine) climbs() []climbRecord {
+	v, err := e.o.Journal.GetMeta(metaClimbs)
+	if err != nil || v == "" {
+		return nil
+	}
+	var out []climbRecord
+	_ = json.Unmarshal([]byte(v), &out)
+	return out
+}
+
+// climbLimit says why no more automatic climbs are allowed now ("" if
+// they are).
+func (e *Engine) climbLimit(cfg *config.Config) string {
+	var thisBoot, today int
+	for _, c := range e.climbs() {
+		if c.Boot == e.o.BootID {
+			thisBoot++
+		}
+		if time.Since(c.At) < 24*time.Hour {
+			today++
+		}
+	}
+	switch {
+	case thisBoot >= cfg.Rollback.MaxClimbsPerBoot:
+		return fmt.Sprintf("%d automatic rollbacks already since this boot", thisBoot)
+	case today >= cfg.Rollback.MaxClimbsPerDay:
+		return fmt.Sprintf("%d automatic rollbacks already in the last 24 hours", today)
+	}
+	return ""
+}
+
+func (e *Engine) recordClimb() {
+	list := append(e.climbs(), climbRecord{At: time.Now().UTC(), Boot: e.o.BootID})
+	if len(list) > 100 {
+		list = list[len(list)-100:]
+	}
+	b, _ := json.Marshal(list)
+	if err := e.o.Journal.SetMeta(metaClimbs, string(b)); err != nil {
+		e.o.Log.Warn("record a rollback climb", zap.Error(err))
+	}
+}
