@@ -40,4 +40,3 @@ func TestWriteTarGzIsReproducible(t *testing.T) {
 		}
 	}
 }
-

@@ -266,7 +266,9 @@ func TestRestoreInstanceCommand(t *testing.T) {
 		t.Errorf("EIP on %+v, want %s", addr, res.NewInstanceID)
 	}
 	var desc struct {
-		Reservations []struct{ Instances []struct{ State struct{ Name string } } }
+		Reservations []struct {
+			Instances []struct{ State struct{ Name string } }
+		}
 	}
 	awscli(t, h.bed, &desc, "ec2", "describe-instances", "--instance-ids", h.inst.Doc.InstanceID)
 	if s := desc.Reservations[0].Instances[0].State.Name; s != "stopped" && s != "stopping" {

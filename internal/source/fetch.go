@@ -154,4 +154,3 @@ func (f *Fetcher) fetchS3(ctx context.Context, src *api.Source, w io.Writer) err
 	}
 	return nil
 }
-
