@@ -69,16 +69,26 @@ func run(ctx context.Context, bin string, keep bool) error {
 		return err
 	}
 	defer d.bed.Close()
+	defer func() {
+		if d.inst != nil {
+			d.inst.Close()
+		}
+	}()
 	fmt.Printf("moto at %s, AWS proxy at %s\n", d.bed.Moto.URL, d.bed.AWS.URL)
 
-	step("Creating an EC2 instance with a root and a data volume in moto")
-	d.inst, err = d.bed.NewInstance(ctx, testbed.InstanceOptions{})
+	step("Creating an EC2 instance with a root and a data volume in moto (each volume a loop device here)")
+	d.inst, err = d.bed.NewInstance(ctx, testbed.InstanceOptions{DataPlane: true})
 	if err != nil {
 		return err
 	}
 	fmt.Printf("instance %s in %s, root %s, data %s; IMDS mock at %s\n", d.inst.Doc.InstanceID,
 		d.inst.Doc.AvailabilityZone, d.inst.RootVolumeID, d.inst.DataVolumeID, d.inst.IMDS.URL)
 	d.env = d.inst.Env()
+	port, err := testbed.FreePort()
+	if err != nil {
+		return err
+	}
+	d.app = testbed.WebApp{Dir: filepath.Join(d.dir, "srv", "web"), Run: filepath.Join(d.dir, "run-app"), Port: port}
 
 	if err := d.startAgent(ctx); err != nil {
 		return err
@@ -110,7 +120,16 @@ state_dir: %s
 socket: %s
 socket_group: root
 devices: {by_id_dir: %s}
-`, state, d.socket, filepath.Join(d.dir, "by-id"))
+health:
+  checks:
+    - {name: web, http: {url: "%s", body_contains: v, timeout: 1s}}
+  interval: 500ms
+  grace: 500ms
+  successes_needed: 2
+  failures_allowed: 3
+  assess_timeout: 20s
+  watch_window: 20s
+`, state, d.socket, d.inst.ByIDDir, d.app.URL())
 	cfgPath := filepath.Join(d.dir, "agent.yaml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		return err
