@@ -33,6 +33,7 @@ const (
 	CodeConflict       = "conflict"
 	CodeInternal       = "internal"
 	CodeUnavailable    = "unavailable"
+	CodeDisabled       = "disabled" // the feature asked for is turned off in agent.yaml
 )
 
 // ErrorBody is the body of every non-2xx answer.

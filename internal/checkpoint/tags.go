@@ -47,6 +47,9 @@ const (
 	ReasonManual     = "manual"
 	ReasonGuard      = "guard"
 	ReasonPreRestore = "pre-restore"
+	// ReasonPackageManager: the apt/dnf hooks, honoured only when
+	// checkpoint.package_managers is on.
+	ReasonPackageManager = "package-manager"
 )
 
 // Meta describes a checkpoint being created.

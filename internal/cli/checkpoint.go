@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"sort"
@@ -12,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/rollback-agent/rollback-agent/internal/api"
+	"github.com/rollback-agent/rollback-agent/internal/client"
 )
 
 func newCheckpointCmd(g *globals) *cobra.Command {
@@ -26,7 +28,7 @@ func newCheckpointCmd(g *globals) *cobra.Command {
 }
 
 func newCheckpointCreateCmd(g *globals) *cobra.Command {
-	var label string
+	var label, reason string
 	var kinds []string
 	var wait, pin bool
 	cmd := &cobra.Command{
@@ -41,7 +43,13 @@ func newCheckpointCreateCmd(g *globals) *cobra.Command {
 			}
 			ctx, cancel := g.ctx(cmd.Context())
 			defer cancel()
-			c, err := g.client().CreateCheckpoint(ctx, api.CheckpointRequest{Kinds: kinds, Label: label, Pin: pin})
+			c, err := g.client().CreateCheckpoint(ctx, api.CheckpointRequest{Kinds: kinds, Label: label, Pin: pin, Reason: reason})
+			var ae *client.APIError
+			if errors.As(err, &ae) && ae.Code == api.CodeDisabled {
+				// Not an error for the package manager hook that asked.
+				fmt.Fprintln(g.stderr, "agentctl: no checkpoint: "+ae.Message)
+				return nil
+			}
 			if err != nil {
 				return err
 			}
@@ -70,6 +78,7 @@ func newCheckpointCreateCmd(g *globals) *cobra.Command {
 	cmd.Flags().StringSliceVar(&kinds, "kind", nil, "ebs, ami or ebs,ami (default: checkpoint.before_deploy, or ebs)")
 	cmd.Flags().BoolVar(&wait, "wait", false, "wait until it is complete, with progress")
 	cmd.Flags().BoolVar(&pin, "pin", false, "never prune it (a release AMI kept for good)")
+	cmd.Flags().StringVar(&reason, "reason", "manual", "why: manual, or package-manager (the apt/dnf hooks; a no-op unless checkpoint.package_managers is on)")
 	return cmd
 }
 

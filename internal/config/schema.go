@@ -54,6 +54,9 @@ type Checkpoint struct {
 	// CreateTimeout bounds the create calls with their retries (throttling,
 	// snapshot rate limits), not the snapshots' completion.
 	CreateTimeout time.Duration `yaml:"create_timeout" doc:"How long the create calls may keep retrying (throttling, rate limits) before the checkpoint fails."`
+	// PackageManagers enables the apt/dnf hooks the packages ship: they ask
+	// for a checkpoint before every package transaction.
+	PackageManagers bool `yaml:"package_managers" doc:"Take a checkpoint before every apt or dnf transaction (the hooks the packages ship)."`
 }
 
 // Retention bounds what is kept.

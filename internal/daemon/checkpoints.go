@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 
 	"github.com/rollback-agent/rollback-agent/internal/api"
 	"github.com/rollback-agent/rollback-agent/internal/checkpoint"
@@ -93,6 +94,10 @@ func (d *Daemon) CreateCheckpoint(ctx context.Context, req api.CheckpointRequest
 	reason := req.Reason
 	if reason == "" {
 		reason = checkpoint.ReasonManual
+	}
+	if reason == checkpoint.ReasonPackageManager && !d.cfg.Load().Checkpoint.PackageManagers {
+		return nil, &server.Error{Status: http.StatusConflict, Code: api.CodeDisabled,
+			Err: errors.New("checkpoints before package transactions are off (checkpoint.package_managers in agent.yaml)")}
 	}
 	rev := ""
 	if id, _ := d.journal.Pointer(journal.PointerCurrent); id != "" {
