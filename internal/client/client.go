@@ -74,6 +74,9 @@ func New(path string) *Client {
 	return &Client{socket: path, http: &http.Client{Transport: tr}}
 }
 
+// Close closes idle connections to the daemon.
+func (c *Client) Close() { c.http.CloseIdleConnections() }
+
 // Socket is the path this client talks to.
 func (c *Client) Socket() string { return c.socket }
 

@@ -10,7 +10,6 @@ import (
 	"sort"
 	"strings"
 	"syscall"
-	"testing"
 	"time"
 
 	"github.com/rollback-agent/rollback-agent/internal/api"
@@ -70,82 +69,6 @@ func sameTree(got map[string]string, want map[string]testbed.File) string {
 		diffs = append(diffs[:5], fmt.Sprintf("... %d more", len(diffs)-5))
 	}
 	return strings.Join(diffs, "; ")
-}
-
-// The agent is SIGKILLed during each lifecycle event and during Install;
-// after a restart every case ends succeeded or rolled_back, and the files
-// on disk are exactly those of the revision the status reports.
-func TestCrashDuringEachStepIsRecovered(t *testing.T) {
-	cases := []struct{ step, armRevision string }{
-		{"ApplicationStop", "v1"}, // v2's deployment runs v1's ApplicationStop
-		{"BeforeInstall", "v2"},
-		{"Install", ""},
-		{"AfterInstall", "v2"},
-		{"ApplicationStart", "v2"},
-		{"ValidateService", "v2"},
-	}
-	var table []string
-	for _, c := range cases {
-		t.Run(c.step, func(t *testing.T) {
-			h := newHost(t, "")
-			out := filepath.Join(h.dir, "out")
-			os.MkdirAll(out, 0o755)
-			dest := filepath.Join(h.dir, "srv", "app")
-			nv2 := 10
-			if c.step == "Install" {
-				nv2 = 20000 // long enough to be killed in the middle
-			}
-			v1files, v2files := revisionFiles("v1", 10), revisionFiles("v2", nv2)
-			v1 := h.bundle("v1", testbed.Revision{Dest: dest, Files: v1files, Hooks: crashHooks(out)})
-			v2 := h.bundle("v2", testbed.Revision{Dest: dest, Files: v2files, Hooks: crashHooks(out)})
-			h.start()
-			if r := h.ctl("deploy", v1, "--wait"); r.code != 0 {
-				t.Fatalf("deploy v1: %s %s", r.stdout, r.stderr)
-			}
-			if c.armRevision != "" {
-				os.WriteFile(filepath.Join(out, "arm-"+c.step+"-"+c.armRevision), nil, 0o644)
-			}
-			r := h.ctl("deploy", v2)
-			if r.code != 0 {
-				t.Fatalf("deploy v2: %s", r.stderr)
-			}
-			id := strings.Fields(r.stdout)[1]
-			h.waitStep(id, c.step, out)
-			h.agent.Kill()
-			killHookGroup(out)
-
-			h.start()
-			d := h.waitEnd(id)
-			got := destTree(dest)
-			var diff string
-			switch d.Status {
-			case api.StatusRolledBack:
-				diff = sameTree(got, v1files)
-			case api.StatusSucceeded:
-				diff = sameTree(got, v2files)
-			default:
-				t.Errorf("ended %s: %s", d.Status, d.Error)
-			}
-			if diff != "" {
-				t.Errorf("status %s but files differ: %s", d.Status, diff)
-			}
-			interrupted := ""
-			for _, s := range d.Steps {
-				if strings.Contains(s.Error, "interrupted") {
-					interrupted = s.Name
-				}
-			}
-			if interrupted != c.step {
-				t.Errorf("the journal says %q was interrupted, want %s", interrupted, c.step)
-			}
-			st := h.status()
-			if (d.Status == api.StatusRolledBack && st.Current.Revision != "v1") || st.Operation != nil {
-				t.Errorf("status after recovery: current %+v operation %+v", st.Current, st.Operation)
-			}
-			table = append(table, fmt.Sprintf("| SIGKILL during %-16s | %-11s | files = %s | %s |", c.step, d.Status, map[string]string{api.StatusRolledBack: "v1", api.StatusSucceeded: "v2"}[d.Status], okIf(diff == "")))
-		})
-	}
-	t.Logf("crash matrix:\n| case | outcome | on disk | check |\n|---|---|---|---|\n%s", strings.Join(table, "\n"))
 }
 
 func okIf(b bool) string {

@@ -75,6 +75,8 @@ type Engine struct {
 	active *api.Deployment
 	watch  *watchState
 	guards map[string]*guardState
+	// pruning: a checkpoint prune runs; pruneAgain: another was asked for.
+	pruning, pruneAgain bool
 
 	// jobs are rollbacks health asked for (watch window, boot); the worker
 	// runs them between queued operations.

@@ -124,16 +124,7 @@ func (e *Engine) prune(cfg *config.Config, keep ...string) {
 		e.o.Log.Info(fmt.Sprintf("pruned %d release(s): %v", len(removed), removed))
 	}
 	if e.o.Checkpoints != nil {
-		// Off the critical path: pruning talks to AWS.
-		go func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-			defer cancel()
-			if rep, err := e.o.Checkpoints.Prune(ctx, false); err != nil {
-				e.o.Log.Warn("pruning checkpoints: " + err.Error())
-			} else if len(rep.Errors) > 0 {
-				e.o.Log.Warn(fmt.Sprintf("pruning checkpoints: %d failed: %v", len(rep.Errors), rep.Errors))
-			}
-		}()
+		e.pruneCheckpoints()
 	}
 	removed, err := e.o.Journal.PruneDeployments(cfg.Retention.KeepHistory, protect)
 	if err != nil {
@@ -144,4 +135,37 @@ func (e *Engine) prune(cfg *config.Config, keep ...string) {
 			e.o.Log.Warn("removing logs of " + id + ": " + err.Error())
 		}
 	}
+}
+
+// pruneCheckpoints prunes off the critical path (it talks to AWS), one
+// prune at a time: a burst of deployments asks for one more prune, not
+// one each.
+func (e *Engine) pruneCheckpoints() {
+	e.mu.Lock()
+	if e.pruning {
+		e.pruneAgain = true
+		e.mu.Unlock()
+		return
+	}
+	e.pruning = true
+	e.mu.Unlock()
+	go func() {
+		for {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+			if rep, err := e.o.Checkpoints.Prune(ctx, false); err != nil {
+				e.o.Log.Warn("pruning checkpoints: " + err.Error())
+			} else if len(rep.Errors) > 0 {
+				e.o.Log.Warn(fmt.Sprintf("pruning checkpoints: %d failed: %v", len(rep.Errors), rep.Errors))
+			}
+			cancel()
+			e.mu.Lock()
+			if !e.pruneAgain {
+				e.pruning = false
+				e.mu.Unlock()
+				return
+			}
+			e.pruneAgain = false
+			e.mu.Unlock()
+		}
+	}()
 }

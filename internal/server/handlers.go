@@ -35,6 +35,8 @@ type Backend interface {
 	// command may run; GuardDone reports how it ended.
 	Guard(ctx context.Context, req api.GuardRequest) (*api.GuardStarted, error)
 	GuardDone(ctx context.Context, id string, done api.GuardDone) error
+	// Metrics is the Prometheus text exposition.
+	Metrics(ctx context.Context) string
 }
 
 // CheckpointBackend is the checkpoint part of the API.
@@ -105,6 +107,10 @@ func (s *Server) routes() {
 	s.mux.HandleFunc("POST "+api.PathRollback, s.postRollback)
 	s.mux.HandleFunc("GET "+api.PathEvents, s.events)
 	s.checkpointRoutes()
+	s.mux.HandleFunc("GET "+api.PathMetrics, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+		io.WriteString(w, s.backend.Metrics(r.Context()))
+	})
 	s.mux.HandleFunc("GET "+api.PathHealth, func(w http.ResponseWriter, r *http.Request) {
 		rep, err := s.backend.Health(r.Context())
 		if err != nil {

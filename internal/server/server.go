@@ -52,6 +52,9 @@ func New(opts Options, backend Backend) *Server {
 	s.http = &http.Server{
 		Handler:           s.middleware(s.mux),
 		ReadHeaderTimeout: 5 * time.Second,
+		// A client that keeps an idle connection open must not hold a
+		// goroutine and a descriptor of the daemon forever.
+		IdleTimeout: 30 * time.Second,
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			p, err := peerOf(c)
 			if err != nil {

@@ -65,6 +65,7 @@ func (fakeBackend) Guard(context.Context, api.GuardRequest) (*api.GuardStarted, 
 func (fakeBackend) GuardDone(_ context.Context, id string, _ api.GuardDone) error {
 	return NotFound(errors.New("fake: no guard " + id))
 }
+func (fakeBackend) Metrics(context.Context) string { return "go_goroutines 1\n" }
 func (fakeBackend) RestoreCheckpoint(_ context.Context, id string, _ api.RestoreRequest) (*api.Deployment, error) {
 	return nil, NotFound(errors.New("fake: no checkpoint " + id))
 }

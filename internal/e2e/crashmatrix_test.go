@@ -1,0 +1,220 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rollback-agent/rollback-agent/internal/api"
+	"github.com/rollback-agent/rollback-agent/internal/checkpoint"
+	"github.com/rollback-agent/rollback-agent/internal/testbed"
+)
+
+// crashCase is one row of the crash matrix: how to get the agent into the
+// step, and what the restarted agent must end with.
+type crashCase struct {
+	name string
+	// step is the step (as the journal names it) the kill must land in.
+	step string
+	// arm arms a hook (event-revision) to hang, or is empty.
+	arm string
+	// v2Files: the size of v2 (large to be caught in Install or Unpack).
+	v2Files int
+	// fault is held on the proxy to keep the agent in the step.
+	fault *testbed.Fault
+	// fromS3 deploys v2 from S3 (for the download step).
+	fromS3 bool
+	// failV2 makes v2's ValidateService fail, so the kill lands in the
+	// revision rollback.
+	failV2 bool
+	// want are the acceptable outcomes.
+	want []string
+}
+
+// The crash matrix: the daemon is SIGKILLed at every step of a
+// deployment and of a revision rollback; after a restart each case ends
+// in a status that matches the files on disk, the last good checkpoint
+// still exists, and every snapshot in AWS is tagged as the agent's.
+func TestCrashMatrixDeployAndRollback(t *testing.T) {
+	hold := func(service, action string) *testbed.Fault {
+		return &testbed.Fault{Service: service, Action: action, Kind: testbed.FaultLatency, Latency: 8 * time.Second, Count: 1}
+	}
+	cases := []crashCase{
+		{name: "download", step: "Fetch", fromS3: true, fault: hold("s3", "GET object"), want: []string{api.StatusSucceeded}},
+		{name: "unpack", step: "Unpack", v2Files: 30000, want: []string{api.StatusSucceeded}},
+		{name: "ApplicationStop hook", step: "ApplicationStop", arm: "ApplicationStop-v1", want: []string{api.StatusRolledBack}},
+		// Killed at its checkpoint, the deployment installed nothing: it
+		// ends failed (no rollback point, no deploy) with v1 started again.
+		{name: "CreateSnapshots held by the proxy", step: "Checkpoint", fault: hold("ec2", "CreateSnapshots"), want: []string{api.StatusFailed}},
+		{name: "BeforeInstall hook", step: "BeforeInstall", arm: "BeforeInstall-v2", want: []string{api.StatusRolledBack}},
+		{name: "Install", step: "Install", v2Files: 20000, want: []string{api.StatusRolledBack}},
+		{name: "AfterInstall hook", step: "AfterInstall", arm: "AfterInstall-v2", want: []string{api.StatusRolledBack}},
+		{name: "ApplicationStart hook", step: "ApplicationStart", arm: "ApplicationStart-v2", want: []string{api.StatusRolledBack}},
+		{name: "ValidateService hook", step: "ValidateService", arm: "ValidateService-v2", want: []string{api.StatusRolledBack}},
+		{name: "rollback: ApplicationStop of the failed revision", step: "ApplicationStop", arm: "ApplicationStop-v2", failV2: true, want: []string{api.StatusRolledBack}},
+		{name: "rollback: Install of the last good", step: "Install", v2Files: 20000, failV2: true, want: []string{api.StatusRolledBack}},
+		{name: "rollback: ApplicationStart of the last good", step: "ApplicationStart", arm: "ApplicationStart-v1", failV2: true, want: []string{api.StatusRolledBack}},
+	}
+	var table []string
+	for _, c := range cases {
+		t.Run(strings.ReplaceAll(c.name, " ", "_"), func(t *testing.T) {
+			row := runCrashCase(t, c)
+			table = append(table, row)
+		})
+	}
+	t.Logf("crash matrix (deployments and revision rollbacks):\n| SIGKILL during | outcome | on disk | last good checkpoint | AWS resources tagged |\n|---|---|---|---|---|\n%s", strings.Join(table, "\n"))
+}
+
+func runCrashCase(t *testing.T, c crashCase) string {
+	h := newHost(t, "retention: {keep_checkpoints: 20}\n")
+	out := filepath.Join(h.dir, "out")
+	os.MkdirAll(out, 0o755)
+	dest := filepath.Join(h.dir, "srv", "app")
+	v1files := revisionFiles("v1", 10)
+	v2files := revisionFiles("v2", max(c.v2Files, 10))
+	hooks2 := crashHooks(out)
+	if c.failV2 {
+		hooks2["ValidateService"] += "\nexit 1"
+	}
+	v1 := h.bundle("v1", testbed.Revision{Dest: dest, Files: v1files, Hooks: crashHooks(out)})
+	v2 := h.bundle("v2", testbed.Revision{Dest: dest, Files: v2files, Hooks: hooks2})
+	h.start()
+	if r := h.ctl("deploy", v1, "--wait"); r.code != 0 {
+		t.Fatalf("deploy v1: %s %s", r.stdout, r.stderr)
+	}
+	v1id := lastDeployment(h).ID
+	src := v2
+	if c.fromS3 {
+		bucket := fmt.Sprintf("crash-%d", time.Now().UnixNano())
+		awscli(t, h.bed, nil, "s3api", "create-bucket", "--bucket", bucket)
+		awscli(t, h.bed, nil, "s3api", "put-object", "--bucket", bucket, "--key", "v2.tgz", "--body", v2)
+		src = "s3://" + bucket + "/v2.tgz"
+	}
+	if c.arm != "" {
+		os.WriteFile(filepath.Join(out, "arm-"+c.arm), nil, 0o644)
+	}
+	if c.fault != nil {
+		remove := h.bed.AWS.AddFault(*c.fault)
+		defer remove()
+	}
+	r := h.ctl("deploy", src)
+	if r.code != 0 {
+		t.Fatalf("deploy v2: %s", r.stderr)
+	}
+	id := strings.Fields(r.stdout)[1]
+	h.waitInStep(id, c, out)
+	h.agent.Kill()
+	killHookGroup(out)
+	h.bed.AWS.ClearFaults()
+
+	h.start()
+	d := h.waitEnd(id)
+	ok := false
+	for _, w := range c.want {
+		ok = ok || d.Status == w
+	}
+	if !ok {
+		t.Errorf("ended %s, want one of %v: %s", d.Status, c.want, d.Error)
+	}
+	// The status must match the disk: the current revision's files, exactly.
+	st := h.status()
+	onDisk := "-"
+	if st.Current != nil {
+		onDisk = st.Current.Revision
+	}
+	diff := "no current revision"
+	switch onDisk {
+	case "v1":
+		diff = sameTree(destTree(dest), v1files)
+	case "v2":
+		diff = sameTree(destTree(dest), v2files)
+	}
+	if wantRev := map[string]string{api.StatusSucceeded: "v2", api.StatusRolledBack: "v1", api.StatusFailed: "v1"}[d.Status]; onDisk != wantRev {
+		t.Errorf("status %s but the current revision is %s", d.Status, onDisk)
+	}
+	if diff != "" {
+		t.Errorf("current revision %s but the files differ: %s", onDisk, diff)
+	}
+	interrupted := ""
+	for _, s := range d.Steps {
+		if strings.Contains(s.Error, "interrupted") {
+			interrupted = s.Name
+		}
+	}
+	if interrupted != c.step {
+		t.Errorf("the journal says %q was interrupted, want %s", interrupted, c.step)
+	}
+	lastGood := h.lastGoodCheckpointExists(v1id, d)
+	tagged := h.allSnapshotsTagged()
+	if st.Operation != nil {
+		t.Errorf("an operation is still in flight: %+v", st.Operation)
+	}
+	return fmt.Sprintf("| %s | %s | %s %s | %s | %s |", c.name, d.Status, onDisk, okIf(diff == ""), okIf(lastGood), okIf(tagged))
+}
+
+// waitInStep waits until the deployment is inside the case's step: an
+// armed hook says it started, or the record shows the step running.
+func (h *host) waitInStep(id string, c crashCase, out string) {
+	h.t.Helper()
+	deadline := time.Now().Add(90 * time.Second)
+	for time.Now().Before(deadline) {
+		if c.arm != "" {
+			if _, err := os.Stat(filepath.Join(out, "started")); err == nil {
+				return
+			}
+		} else if st := h.status(); st.Operation != nil && st.Operation.DeploymentID == id && st.Operation.Step == c.step {
+			if !c.failV2 || st.Operation.Status == api.StatusRollingBack {
+				return
+			}
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	h.t.Fatalf("deployment %s never reached %s", id, c.step)
+}
+
+// lastGoodCheckpointExists checks, in AWS, the checkpoint of the last good
+// deployment after the case (the deployment the host is on).
+func (h *host) lastGoodCheckpointExists(v1id string, d *api.Deployment) bool {
+	h.t.Helper()
+	st := h.status()
+	if st.LastGood == nil {
+		h.t.Error("no last good deployment")
+		return false
+	}
+	var b api.DeploymentBody
+	json.Unmarshal([]byte(h.ctl("show", st.LastGood.DeploymentID, "-o", "json").stdout), &b)
+	cp := b.Deployment.Checkpoint
+	if cp == "" {
+		h.t.Errorf("last good deployment %s has no checkpoint", st.LastGood.DeploymentID)
+		return false
+	}
+	var out struct{ Snapshots []awsSnapshot }
+	awscli(h.t, h.bed, &out, "ec2", "describe-snapshots", "--owner-ids", "self", "--filters", "Name=tag:"+checkpoint.TagCheckpoint+",Values="+cp)
+	if len(out.Snapshots) != 2 {
+		h.t.Errorf("last good checkpoint %s has %d snapshots in AWS, want 2", cp, len(out.Snapshots))
+		return false
+	}
+	return true
+}
+
+// allSnapshotsTagged checks that every snapshot of the instance's volumes
+// carries the agent's tags: nothing untagged, so nothing the catalogue
+// (and prune) cannot see.
+func (h *host) allSnapshotsTagged() bool {
+	h.t.Helper()
+	var out struct{ Snapshots []awsSnapshot }
+	awscli(h.t, h.bed, &out, "ec2", "describe-snapshots", "--owner-ids", "self", "--filters",
+		"Name=volume-id,Values="+h.inst.RootVolumeID+","+h.inst.DataVolumeID)
+	ok := true
+	for _, s := range out.Snapshots {
+		if s.tag(checkpoint.TagManaged) != "true" || s.tag(checkpoint.TagCheckpoint) == "" || s.tag(checkpoint.TagInstance) != h.inst.Doc.InstanceID {
+			h.t.Errorf("snapshot %s is not tagged as the agent's: %+v", s.SnapshotId, s.Tags)
+			ok = false
+		}
+	}
+	return ok
+}
