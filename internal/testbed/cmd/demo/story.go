@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
-
 )
 
 // deployStory: v1 of a web app deploys and serves; v2's ValidateService
