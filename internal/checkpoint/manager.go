@@ -124,7 +124,9 @@ func (m *Manager) Create(ctx context.Context, meta Meta) (*api.Checkpoint, error
 		if err := m.o.Journal.PutCheckpoint(cp); err != nil {
 			m.o.Log.Warn("cache checkpoint", zap.Error(err))
 		}
-		m.kick()
+		// The first completion poll waits a poll interval: a snapshot is
+		// never complete at once, and the deploy goes on meanwhile.
+		time.AfterFunc(m.o.PollInterval, m.kick)
 		m.o.OnChange()
 		go m.tagDevices(cp)
 	}

@@ -86,6 +86,7 @@ type Proxy struct {
 	mu        sync.Mutex
 	faults    []*Fault
 	counts    map[string]int
+	calls     []Call
 	rng       *rand.Rand
 	intercept interceptor
 }
@@ -194,7 +195,25 @@ func (p *Proxy) Counts() map[string]int {
 func (p *Proxy) ResetCounts() {
 	p.mu.Lock()
 	p.counts = map[string]int{}
+	p.calls = nil
 	p.mu.Unlock()
+}
+
+// Call is one request the proxy saw, for telling which calls fell inside
+// a step of the agent (the benchmarks' "calls on the critical path").
+type Call struct {
+	At time.Time
+	Op Op
+}
+
+// maxCallLog bounds the call log of a long test.
+const maxCallLog = 100000
+
+// Calls returns the requests seen since the last ResetCounts, in order.
+func (p *Proxy) Calls() []Call {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]Call(nil), p.calls...)
 }
 
 // pick returns the fault to apply to op, if any, and counts the call.
@@ -202,6 +221,9 @@ func (p *Proxy) pick(op Op) *Fault {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.counts[op.String()]++
+	if len(p.calls) < maxCallLog {
+		p.calls = append(p.calls, Call{At: time.Now(), Op: op})
+	}
 	for _, f := range p.faults {
 		if !f.matches(op) || (f.Count > 0 && f.hits >= f.Count) {
 			continue
