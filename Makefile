@@ -6,26 +6,56 @@ GO           ?= go
 BIN          := $(CURDIR)/bin
 IMDS_MOCK    := github.com/aws/amazon-ec2-metadata-mock/cmd/ec2-metadata-mock
 IMDS_MOCK_V  := v1.13.0
+NFPM         := github.com/goreleaser/nfpm/v2/cmd/nfpm
+NFPM_V       := v2.45.2
+# nfpm installed by `go install` cannot tell its version: a stamp per pin.
+NFPM_STAMP   := $(BIN)/.nfpm-$(NFPM_V)
+# Packages go here; DIST=... puts them elsewhere (the package tests do).
+DIST         ?= $(CURDIR)/dist
+# OS tools the tests drive, as command:Debian-package; `make ostools`
+# installs the missing ones with apt-get.
+OS_TOOLS     := rpm:rpm dpkg-deb:dpkg systemd-analyze:systemd systemd-sysusers:systemd apt-config:apt shellcheck:shellcheck
 VERSION      ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT       ?= $(shell git rev-parse --verify --quiet HEAD 2>/dev/null || echo unknown)
 PKG          := github.com/rollback-agent/rollback-agent
 LDFLAGS      := -s -w -buildid= -X $(PKG)/internal/version.Version=$(VERSION) -X $(PKG)/internal/version.Commit=$(COMMIT)
 GOFLAGS_BUILD:= -trimpath -ldflags "$(LDFLAGS)"
+# Package version and release from git describe (packaging/version.sh), and
+# the commit time for every timestamp in the packages (reproducible builds).
+# Recursive: only the package targets pay for them.
+PKG_VR        = $(shell packaging/version.sh)
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
 # The whole suite, race detector on; CI runs exactly this through `make test`.
 TEST_FLAGS   ?= -race -count=1 -timeout 25m
 
 export PATH := $(BIN):$(PATH)
 
-.PHONY: all build test demo bench lint tools clean fmt vet
+.PHONY: all build test soak demo bench lint tools clean fmt vet ostools pkgbin rpm deb docs
 
 all: build
 
 ## tools: pinned peers and tools into ./bin
-tools: $(BIN)/ec2-metadata-mock
+tools: $(BIN)/ec2-metadata-mock $(NFPM_STAMP)
 
 $(BIN)/ec2-metadata-mock:
 	@mkdir -p $(BIN)
 	GOBIN=$(BIN) $(GO) install $(IMDS_MOCK)@$(IMDS_MOCK_V)
+
+$(NFPM_STAMP):
+	@mkdir -p $(BIN)
+	GOBIN=$(BIN) $(GO) install $(NFPM)@$(NFPM_V)
+	@rm -f $(BIN)/.nfpm-* && touch $@
+
+## ostools: the OS tools the package tests drive (rpm, dpkg-deb, systemd-analyze, apt-config, shellcheck), with apt-get when missing
+ostools:
+	@missing=""; for t in $(OS_TOOLS); do command -v "$${t%%:*}" >/dev/null || missing="$$missing $${t#*:}"; done; \
+	if [ -n "$$missing" ]; then \
+		command -v apt-get >/dev/null || { echo "missing OS packages:$$missing (install them; apt-get is not here)" >&2; exit 1; }; \
+		[ "$$(id -u)" = 0 ] || { echo "missing OS packages:$$missing: run as root, or apt-get install$$missing" >&2; exit 1; }; \
+		echo "installing OS packages:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null \
+			|| { echo "apt-get install$$missing failed" >&2; exit 1; }; \
+	fi
 
 ## build: the two binaries into ./bin
 build:
@@ -33,15 +63,41 @@ build:
 	$(GO) build $(GOFLAGS_BUILD) -o $(BIN)/rollback-agent ./cmd/agent
 	$(GO) build $(GOFLAGS_BUILD) -o $(BIN)/agentctl ./cmd/agentctl
 
-## test: vet, then every test with the race detector, against the real peers
-test: tools
+## test: vet, then every test with the race detector, against the real peers.
+## vet compiles every dependency; with the release build's settings (static,
+## -trimpath: see pkgbin) the package tests and the IAM scan then reuse that
+## compile instead of building the SDK a second time.
+test: tools ostools
 	@command -v moto_server >/dev/null || { echo "moto_server not found: moto 5.x must be installed in the machine's Python" >&2; exit 1; }
-	$(GO) vet ./...
+	CGO_ENABLED=0 $(GO) vet -trimpath ./...
 	$(GO) test $(TEST_FLAGS) ./...
+
+## soak: the reliability tests at length (40 deployments through AWS
+## faults, a minute of socket load, the crash matrix, disk full)
+soak: tools
+	ROLLBACK_AGENT_SOAK=1 $(GO) test -race -count=1 -timeout 30m -v \
+		-run 'TestSocketUnderLoad|TestTenDeploymentsThroughAWSFaults|TestCrashMatrix|TestCrashBetween|TestDiskFull' ./internal/e2e
 
 ## demo: the whole story against the local test bed
 demo: tools build
 	$(GO) run ./internal/testbed/cmd/demo -bin $(BIN)
+
+## pkgbin: the release binaries the packages hold, static (no cgo: one
+## binary for every distribution's glibc), into $(DIST)/bin
+pkgbin:
+	@mkdir -p $(DIST)/bin
+	CGO_ENABLED=0 $(GO) build $(GOFLAGS_BUILD) -o $(DIST)/bin/rollback-agent ./cmd/agent
+	CGO_ENABLED=0 $(GO) build $(GOFLAGS_BUILD) -o $(DIST)/bin/agentctl ./cmd/agentctl
+
+## rpm, deb: the packages into $(DIST) (nfpm, packaging/rpm/nfpm.yaml)
+rpm deb: pkgbin $(NFPM_STAMP)
+	BIN_DIR=$(DIST)/bin GOARCH=$$($(GO) env GOARCH) SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) \
+	PKG_VERSION=$(word 1,$(PKG_VR)) PKG_RELEASE=$(word 2,$(PKG_VR)) \
+		$(BIN)/nfpm package --config packaging/rpm/nfpm.yaml --packager $@ --target $(DIST)/
+
+## docs: regenerate the README's references, docs/cli and the default agent.yaml
+docs:
+	$(GO) run ./internal/docs/cmd/gendocs
 
 ## bench: benchmarks against baselines measured in the same run
 bench: tools build
@@ -56,4 +112,31 @@ fmt:
 	gofmt -w $$(git ls-files '*.go')
 
 clean:
-	rm -rf $(BIN)
+	rm -rf $(BIN) $(DIST)
+
+## fuzz: every fuzz target for FUZZTIME each (default 30s), one after the
+## other; crashers land in the package's testdata/fuzz/ (go test writes them),
+## and scripts/fuzz-keep.sh keeps the new inputs the fuzzer found there too.
+## Plain `go test` (so `make test`) replays all of them. A failing target does
+## not stop the others; the target fails at the end, naming them. Go 1.26's
+## coordinator may end a clean run with a bare "context deadline exceeded"
+## (golang/go#75804): without a new input in testdata/fuzz that is not a
+## finding, and is reported and ignored.
+FUZZTIME     ?= 30s
+FUZZ_TARGETS ?= ./internal/appspec:FuzzParse ./internal/bundle:FuzzUnpackTar ./internal/bundle:FuzzUnpackZip \
+                ./internal/config:FuzzParse ./internal/source:FuzzVerifyManifest
+.PHONY: fuzz
+fuzz:
+	@set -o pipefail; failed=""; log=$$(mktemp); stamp=$$(mktemp); trap 'rm -f $$log $$stamp' EXIT; \
+	for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; fn=$${t##*:}; corpus=$$pkg/testdata/fuzz/$$fn; \
+		before=$$(ls $$corpus 2>/dev/null | wc -l); touch $$stamp; \
+		echo "== $$fn ($$pkg) for $(FUZZTIME)"; \
+		if ! $(GO) test -run='^$$' -fuzz="^$$fn\$$" -fuzztime=$(FUZZTIME) $$pkg 2>&1 | tee $$log; then \
+			if grep -q '^    context deadline exceeded$$' $$log && [ "$$(ls $$corpus 2>/dev/null | wc -l)" = "$$before" ]; then \
+				echo "fuzz: $$fn: ignoring a bare deadline error with no new input (golang/go#75804)"; \
+			else failed="$$failed $$pkg:$$fn"; fi; \
+		fi; \
+		GO=$(GO) scripts/fuzz-keep.sh $$pkg $$fn $$stamp || failed="$$failed fuzz-keep:$$fn"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "fuzz: failed:$$failed (inputs in the packages' testdata/fuzz/)" >&2; exit 1; fi

@@ -33,7 +33,9 @@ const (
 	CodeConflict       = "conflict"
 	CodeInternal       = "internal"
 	CodeUnavailable    = "unavailable"
-	CodeDisabled       = "disabled" // the feature asked for is turned off in agent.yaml
+	CodeDisabled       = "disabled"           // the feature asked for is turned off in agent.yaml
+	CodeTooLarge       = "too_large"          // request body over the API's limit
+	CodeMethod         = "method_not_allowed" // the path exists, not with this method
 )
 
 // ErrorBody is the body of every non-2xx answer.

@@ -17,17 +17,58 @@ import (
 // sorted order, owners fixed to root, modes and mtimes kept, symlinks kept
 // as links. Special files are refused.
 func WriteTarGz(ctx context.Context, dir string, w io.Writer) error {
+	return WriteTarGzWith(ctx, dir, w, TarOptions{})
+}
+
+// TarOptions change what WriteTarGzWith puts into the bundle.
+type TarOptions struct {
+	// Skip leaves out the entry at rel (slash-separated, relative to the
+	// directory); a skipped directory is left out with everything in it.
+	Skip func(rel string, isDir bool) bool
+	// Extra are files made in memory (a generated appspec.yml) added at
+	// the root of the bundle; a file of the same name in the directory is
+	// replaced.
+	Extra []ExtraFile
+}
+
+// ExtraFile is a file that exists only in the bundle.
+type ExtraFile struct {
+	Name    string // at the root of the bundle
+	Content []byte
+	Mode    fs.FileMode
+	// ModTime should come from the input (the newest file of the tree)
+	// rather than the clock, so that the bundle stays reproducible.
+	ModTime time.Time
+}
+
+// WriteTarGzWith is WriteTarGz with entries left out and extra files added.
+func WriteTarGzWith(ctx context.Context, dir string, w io.Writer, opts TarOptions) error {
 	gz, err := gzip.NewWriterLevel(w, gzip.BestSpeed)
 	if err != nil {
 		return err
 	}
 	tw := tar.NewWriter(gz)
+	extra := map[string]*ExtraFile{}
+	for i := range opts.Extra {
+		extra[opts.Extra[i].Name] = &opts.Extra[i]
+	}
 	var paths []string
 	err = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
-		if p != dir {
+		if p == dir {
+			return nil
+		}
+		rel, _ := filepath.Rel(dir, p)
+		rel = filepath.ToSlash(rel)
+		if opts.Skip != nil && opts.Skip(rel, d.IsDir()) {
+			if d.IsDir() {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if _, ok := extra[rel]; !ok {
 			paths = append(paths, p)
 		}
 		return nil
@@ -35,12 +76,21 @@ func WriteTarGz(ctx context.Context, dir string, w io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("walk %s: %w", dir, err)
 	}
+	for name := range extra {
+		paths = append(paths, filepath.Join(dir, name))
+	}
 	sort.Strings(paths)
 	for _, p := range paths {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if err := addTarEntry(tw, dir, p); err != nil {
+		rel, _ := filepath.Rel(dir, p)
+		if e, ok := extra[filepath.ToSlash(rel)]; ok {
+			err = addExtraEntry(tw, e)
+		} else {
+			err = addTarEntry(tw, dir, p)
+		}
+		if err != nil {
 			return err
 		}
 	}
@@ -48,6 +98,20 @@ func WriteTarGz(ctx context.Context, dir string, w io.Writer) error {
 		return err
 	}
 	return gz.Close()
+}
+
+func addExtraEntry(tw *tar.Writer, e *ExtraFile) error {
+	hdr := &tar.Header{
+		Typeflag: tar.TypeReg, Name: e.Name, Size: int64(len(e.Content)), Mode: int64(e.Mode.Perm()),
+		ModTime: e.ModTime, Uname: "root", Gname: "root", Format: tar.FormatPAX,
+	}
+	if err := tw.WriteHeader(hdr); err != nil {
+		return fmt.Errorf("%s: %w", e.Name, err)
+	}
+	if _, err := tw.Write(e.Content); err != nil {
+		return fmt.Errorf("%s: %w", e.Name, err)
+	}
+	return nil
 }
 
 func addTarEntry(tw *tar.Writer, dir, p string) error {

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"sort"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -96,6 +97,14 @@ func printStatus(w io.Writer, st *api.Status) {
 	for _, r := range rows {
 		fmt.Fprintf(tw, "%s\t%s\n", r[0], orDash(r[1]))
 	}
+	for _, name := range sortedKeys(st.Sources) {
+		src := st.Sources[name]
+		line := src.Detail
+		if src.LastError != "" {
+			line += " (problem: " + firstLine(src.LastError) + ")"
+		}
+		fmt.Fprintf(tw, "SOURCE %s\t%s\n", strings.ToUpper(name), orDash(line))
+	}
 	if wv := st.Watch; wv != nil {
 		fmt.Fprintf(tw, "WATCH WINDOW\t%s: %s left\n", wv.DeploymentID, time.Until(wv.Until).Round(time.Second))
 	}
@@ -162,4 +171,14 @@ func newVersionCmd(g *globals) *cobra.Command {
 			return nil
 		},
 	}
+}
+
+// sortedKeys returns a map's keys in order, for stable output.
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
 }

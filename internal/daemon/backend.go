@@ -110,7 +110,15 @@ func (d *Daemon) startServices(ctx context.Context, cfg *config.Config, awsCfg a
 		eng.BootAssess()
 	}
 	if cfg.Sources.Inbox != "" {
-		in := &source.Inbox{Dir: cfg.Sources.Inbox, Engine: eng, Journal: d.journal, Log: d.log, OnError: d.sourceError("inbox")}
+		keys, err := source.NewKeyring(cfg.Trust.PublicKeys, cfg.Trust.RequireSignature)
+		if err != nil {
+			return fmt.Errorf("sources.inbox: %w", err)
+		}
+		in := &source.Inbox{Dir: cfg.Sources.Inbox, Engine: eng, Journal: d.journal, Log: d.log, OnError: d.sourceError("inbox"),
+			Keys: keys, App: cfg.Application}
+		d.mu.Lock()
+		d.sources["inbox"] = api.SourceState{Enabled: true, Detail: cfg.Sources.Inbox}
+		d.mu.Unlock()
 		d.svc.wg.Add(1)
 		go func() {
 			defer d.svc.wg.Done()
@@ -118,6 +126,9 @@ func (d *Daemon) startServices(ctx context.Context, cfg *config.Config, awsCfg a
 				d.sourceError("inbox")(err)
 			}
 		}()
+	}
+	if err := d.startChannel(ctx, cfg, eng, fetcher.S3); err != nil {
+		return err
 	}
 	return nil
 }

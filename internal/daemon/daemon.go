@@ -84,7 +84,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	log, level := newLogger(stderr, cfg.LogLevel)
 	defer log.Sync() //nolint:errcheck // stderr sync errors are not actionable
-	d := &Daemon{cfgPath: *cfgPath, log: log, level: level, notify: notifier{log: log}, loop: newLoop(), started: time.Now(), sourceErrs: map[string]string{}}
+	d := &Daemon{cfgPath: *cfgPath, log: log, level: level, notify: notifier{log: log}, loop: newLoop(), started: time.Now(), sourceErrs: map[string]string{}, sources: map[string]api.SourceState{}}
 	d.cfg.Store(cfg)
 	d.cfgLoadedAt = time.Now()
 	return d.run(ctx)
@@ -114,6 +114,8 @@ type Daemon struct {
 	cfgLoadedAt time.Time
 	reloadErr   string
 	sourceErrs  map[string]string
+	// sources is the last state each source reported (status "sources").
+	sources map[string]api.SourceState
 }
 
 func (d *Daemon) run(parent context.Context) (err error) {

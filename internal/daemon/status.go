@@ -46,6 +46,15 @@ func (d *Daemon) Status(ctx context.Context) api.Status {
 			st.Watch = &api.WatchWindow{DeploymentID: id, Until: until.UTC()}
 		}
 	}
+	if len(d.sources) > 0 {
+		st.Sources = make(map[string]api.SourceState, len(d.sources))
+		for name, src := range d.sources {
+			if e := d.sourceErrs[name]; e != "" && src.LastError == "" {
+				src.LastError = e
+			}
+			st.Sources[name] = src
+		}
+	}
 	for name, e := range d.sourceErrs {
 		st.Warnings = append(st.Warnings, fmt.Sprintf("source %s: %s", name, e))
 	}

@@ -81,7 +81,11 @@ func TestCrashBetweenDetachAndAttachOfAVolumeRestore(t *testing.T) {
 // connection resets after the request reached moto; ten deployments in a
 // row still succeed, each with exactly one snapshot set.
 func TestTenDeploymentsThroughAWSFaults(t *testing.T) {
-	h := newHost(t, "retention: {keep_checkpoints: 20}\n")
+	n := 10
+	if soak() {
+		n = 40
+	}
+	h := newHost(t, fmt.Sprintf("retention: {keep_checkpoints: %d}\n", 2*n))
 	h.start()
 	dest := filepath.Join(h.dir, "srv", "app")
 	px := h.bed.AWS
@@ -94,7 +98,7 @@ func TestTenDeploymentsThroughAWSFaults(t *testing.T) {
 		defer px.AddFault(f)()
 	}
 	var cps []string
-	for i := 1; i <= 10; i++ {
+	for i := 1; i <= n; i++ {
 		p := h.bundle(fmt.Sprintf("v%d", i), testbed.Revision{Dest: dest, Files: map[string]testbed.File{"v": {Content: strconv.Itoa(i)}}})
 		if r := h.ctl("deploy", p, "--wait"); r.code != 0 {
 			t.Fatalf("deployment %d failed under faults: %s\n%s", i, r.stdout, r.stderr)
@@ -109,8 +113,8 @@ func TestTenDeploymentsThroughAWSFaults(t *testing.T) {
 			t.Errorf("deployment %d: checkpoint %s has %d snapshots, want exactly one set of 2", i+1, cp, len(out.Snapshots))
 		}
 	}
-	if n := len(snapshotsOf(t, h.bed, h.inst.Doc.InstanceID)); n != 20 {
-		t.Errorf("%d snapshots of the instance after 10 deployments, want 20 (no duplicates)", n)
+	if got := len(snapshotsOf(t, h.bed, h.inst.Doc.InstanceID)); got != 2*n {
+		t.Errorf("%d snapshots of the instance after %d deployments, want %d (no duplicates)", got, n, 2*n)
 	}
 	counts := px.Counts()
 	t.Logf("EC2 calls seen by the proxy (faults included): CreateSnapshots %d, DescribeSnapshots %d", counts["ec2:CreateSnapshots"], counts["ec2:DescribeSnapshots"])

@@ -88,12 +88,34 @@ func writeErr(w http.ResponseWriter, err error) {
 const maxBody = 1 << 20
 
 func decodeBody(r *http.Request, v any) error {
-	dec := json.NewDecoder(io.LimitReader(r.Body, maxBody))
+	// A nil ResponseWriter is allowed: the limit still holds, only the
+	// hint to close the connection is lost, and bodies here are one-shot.
+	dec := json.NewDecoder(http.MaxBytesReader(nil, r.Body, maxBody))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return &Error{Status: http.StatusRequestEntityTooLarge, Code: api.CodeTooLarge,
+				Err: fmt.Errorf("request body too large: the API takes at most %d bytes (1 MiB)", maxBody)}
+		}
 		return BadRequest(fmt.Errorf("request body: %w", err))
 	}
 	return nil
+}
+
+// allowedMethods lists the methods the API serves on r's path, found by
+// asking the mux about the same path with each method; the catch-all "/"
+// pattern means "none".
+func (s *Server) allowedMethods(r *http.Request) []string {
+	var out []string
+	for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodDelete} {
+		probe := r.Clone(r.Context())
+		probe.Method = m
+		if _, pattern := s.mux.Handler(probe); pattern != "/" && pattern != "" {
+			out = append(out, m)
+		}
+	}
+	return out
 }
 
 func (s *Server) routes() {
@@ -145,6 +167,13 @@ func (s *Server) routes() {
 		WriteJSON(w, http.StatusAccepted, api.DeploymentRef{SchemaVersion: api.SchemaVersion, ID: r.PathValue("id"), Status: "assessing"})
 	})
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		// The catch-all hides ServeMux's own 405, so answer it here.
+		if allowed := s.allowedMethods(r); len(allowed) > 0 {
+			w.Header().Set("Allow", strings.Join(allowed, ", "))
+			WriteError(w, http.StatusMethodNotAllowed, api.CodeMethod,
+				fmt.Sprintf("method %s not allowed on %s (allowed: %s)", r.Method, r.URL.Path, strings.Join(allowed, ", ")))
+			return
+		}
 		WriteError(w, http.StatusNotFound, api.CodeNotFound, fmt.Sprintf("no such API path: %s %s", r.Method, r.URL.Path))
 	})
 }

@@ -94,8 +94,19 @@ func startServer(t *testing.T) (*Server, string) {
 // curl is an independent client; cred runs it as another user.
 func curl(t *testing.T, cred *syscall.Credential, sock string, args ...string) (int, string) {
 	t.Helper()
+	return runCurl(cred, sock, "", args...)
+}
+
+// curlStdin sends stdin as the body (for "--data-binary @-").
+func curlStdin(t *testing.T, sock, stdin string, args ...string) (int, string) {
+	t.Helper()
+	return runCurl(nil, sock, stdin, args...)
+}
+
+func runCurl(cred *syscall.Credential, sock, stdin string, args ...string) (int, string) {
 	cmd := exec.Command("curl", append([]string{"-s", "-o", "-", "-w", "\n%{http_code}", "--unix-socket", sock}, args...)...)
 	cmd.Dir = "/"
+	cmd.Stdin = strings.NewReader(stdin)
 	if cred != nil {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
 	}
@@ -203,5 +214,23 @@ func TestLookupGroup(t *testing.T) {
 	}
 	if _, err := LookupGroup("no-such-group-xyz"); err == nil || !strings.Contains(err.Error(), "sysusers") {
 		t.Errorf("missing group: %v", err)
+	}
+}
+
+func TestWrongMethodAndOversizedBody(t *testing.T) {
+	s, sock := startServer(t)
+	s.SetReady(true, "")
+	code, body := curl(t, nil, sock, "-X", "DELETE", "http://agent/v1/status")
+	if code != http.StatusMethodNotAllowed || !strings.Contains(body, "method DELETE not allowed on /v1/status (allowed: GET)") {
+		t.Errorf("DELETE /v1/status: %d %s", code, body)
+	}
+	code, body = curl(t, nil, sock, "-X", "GET", "http://agent/v1/nothing")
+	if code != http.StatusNotFound || !strings.Contains(body, `"code": "not_found"`) {
+		t.Errorf("unknown path: %d %s", code, body)
+	}
+	big := `{"source": "/` + strings.Repeat("a", maxBody+10) + `"}`
+	code, body = curlStdin(t, sock, big, "-X", "POST", "-H", "Content-Type: application/json", "--data-binary", "@-", "http://agent/v1/deployments")
+	if code != http.StatusRequestEntityTooLarge || !strings.Contains(body, `"code": "too_large"`) || !strings.Contains(body, "too large") {
+		t.Errorf("2 MiB body: %d %.200s", code, body)
 	}
 }

@@ -49,6 +49,11 @@ type Inbox struct {
 	Quiet time.Duration
 	// OnError reports a problem to the status (nil: log only).
 	OnError func(error)
+	// Keys verify manifests dropped beside bundles (inbox_manifest.go);
+	// nil trusts no key and requires no signature.
+	Keys *Keyring
+	// App is the agent's application: a manifest of another app is refused.
+	App string
 }
 
 // Run watches until ctx ends.
@@ -129,7 +134,7 @@ func (in *Inbox) report(err error) {
 // own subdirectories.
 func ignored(name string) bool {
 	return strings.HasPrefix(name, ".") || strings.HasSuffix(name, ".tmp") || strings.HasSuffix(name, ".part") ||
-		name == dirProcessing || name == dirProcessed || name == dirRejected
+		isSidecar(name) || name == dirProcessing || name == dirProcessed || name == dirRejected
 }
 
 func (in *Inbox) scan(pending map[string]time.Time) {
@@ -165,18 +170,29 @@ func (in *Inbox) take(name string) {
 		in.reject(path, name, err.Error())
 		return
 	}
+	rev, sidecars, err := in.verify(path, name)
+	if err != nil {
+		in.settleSidecars(sidecars, dirRejected)
+		in.reject(path, name, err.Error())
+		return
+	}
 	dst := uniquePath(in.sub(dirProcessing), name)
 	if err := os.Rename(path, dst); err != nil {
 		in.report(fmt.Errorf("inbox: move %s to %s: %w", path, dst, err))
 		return
 	}
-	in.submit(dst)
+	in.settleSidecars(sidecars, dirProcessed)
+	in.submit(dst, rev)
 }
 
-func (in *Inbox) submit(path string) {
+// submit queues path; rev "" names the revision after the file.
+func (in *Inbox) submit(path, rev string) {
+	if rev == "" {
+		rev = engine.RevisionFromLocation(path)
+	}
 	d, err := in.Engine.Submit(engine.Request{
 		Source:   api.Source{Type: TypeInbox, Location: path},
-		Revision: engine.RevisionFromLocation(path),
+		Revision: rev,
 		Trigger:  "inbox",
 	})
 	if err != nil {
@@ -226,7 +242,7 @@ func (in *Inbox) reconcile() {
 		d := byLoc[path]
 		switch {
 		case d == nil:
-			in.submit(path)
+			in.submit(path, "")
 		case !api.Terminal(d.Status):
 		case d.Status == api.StatusFailed && !validated(d):
 			in.reject(path, e.Name(), fmt.Sprintf("deployment %s: %s", d.ID, d.Error))

@@ -97,7 +97,7 @@ func (s *sim) interceptor() interceptor {
 	}
 	return func(op Op) *hooks {
 		if op.Service != "ec2" {
-			return nil
+			return s.serviceGap(op)
 		}
 		return byAction[op.Action]
 	}

@@ -135,6 +135,18 @@ func PosOf(n ast.Node) Pos {
 		}
 	case *ast.MappingValueNode:
 		return PosOf(m.Key)
+	case *ast.DocumentNode:
+		// GetToken dereferences the body, which an empty document lacks.
+		if m == nil {
+			return Pos{}
+		}
+		if m.Start != nil && m.Start.Position != nil {
+			return Pos{Line: m.Start.Position.Line, Col: m.Start.Position.Column}
+		}
+		if m.Body == nil {
+			return Pos{}
+		}
+		return PosOf(m.Body)
 	}
 	tk := n.GetToken()
 	if tk == nil || tk.Position == nil {
@@ -147,6 +159,9 @@ func PosOf(n ast.Node) Pos {
 // tags and anchors stripped. An empty document returns a nil node. Syntax
 // errors come back as *Error with the position of the offending token.
 func Parse(file string, data []byte) (ast.Node, error) {
+	if p := checkLimits(data); p != nil {
+		return nil, &Error{File: file, Problems: []Problem{*p}}
+	}
 	f, err := parser.ParseBytes(data, 0)
 	if err != nil {
 		var ye yaml.Error
@@ -163,7 +178,12 @@ func Parse(file string, data []byte) (ast.Node, error) {
 		return nil, nil
 	}
 	if len(f.Docs) > 1 {
+		// A trailing "---" makes a second document with no body; it is
+		// still a second document, reported at its marker.
 		return nil, &Error{File: file, Problems: []Problem{{Pos: PosOf(f.Docs[1]), Msg: "more than one YAML document in the file"}}}
+	}
+	if f.Docs[0] == nil || f.Docs[0].Body == nil {
+		return nil, nil
 	}
 	return Unwrap(f.Docs[0].Body), nil
 }

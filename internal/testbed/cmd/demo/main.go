@@ -40,6 +40,8 @@ type demo struct {
 	bed    *testbed.Bed
 	inst   *testbed.Instance
 	agent  *testbed.Agent
+	// secretKey and publicKey sign releases and let the agent trust them.
+	secretKey, publicKey string
 }
 
 func step(format string, args ...any) {
@@ -90,6 +92,9 @@ func run(ctx context.Context, bin string, keep bool) error {
 	}
 	d.app = testbed.WebApp{Dir: filepath.Join(d.dir, "srv", "web"), Run: filepath.Join(d.dir, "run-app"), Port: port}
 
+	if err := d.setUpReleases(ctx); err != nil {
+		return err
+	}
 	if err := d.startAgent(ctx); err != nil {
 		return err
 	}
@@ -120,6 +125,8 @@ state_dir: %s
 socket: %s
 socket_group: root
 devices: {by_id_dir: %s}
+sources: {channel: %s, poll_interval: 1s}
+trust: {public_keys: [%s], require_signature: true}
 health:
   checks:
     - {name: web, http: {url: "%s", body_contains: v, timeout: 1s}}
@@ -129,7 +136,7 @@ health:
   failures_allowed: 3
   assess_timeout: 20s
   watch_window: 20s
-`, state, d.socket, d.inst.ByIDDir, d.app.URL())
+`, state, d.socket, d.inst.ByIDDir, d.channelURL(), d.publicKey, d.app.URL())
 	cfgPath := filepath.Join(d.dir, "agent.yaml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		return err

@@ -10,34 +10,45 @@ import (
 	"time"
 )
 
-// deployStory: v1 of a web app deploys and serves; v2's ValidateService
-// fails and the agent rolls back to v1 by itself.
+// deployStory: the workstation pushes v1 to the release channel and the
+// agent deploys it; v2, pushed the same way, fails ValidateService and
+// the agent rolls back to v1 by itself; v3, deployed by hand from a local
+// bundle, breaks inside the watch window and is rolled back too.
 func (d *demo) deployStory(ctx context.Context) error {
-	v1 := filepath.Join(d.dir, "web-v1.tgz")
-	v2 := filepath.Join(d.dir, "web-v2.tgz")
-	if err := d.app.Revision("v1", "").TarGz(v1); err != nil {
+	v1, v2 := filepath.Join(d.dir, "src", "web-v1"), filepath.Join(d.dir, "src", "web-v2")
+	if err := d.app.Revision("v1", "").WriteDir(v1); err != nil {
 		return err
 	}
-	if err := d.app.Revision("v2", "echo 'v2: /health answers 500' >&2; exit 1").TarGz(v2); err != nil {
+	if err := d.app.Revision("v2", "echo 'v2: /health answers 500' >&2; exit 1").WriteDir(v2); err != nil {
 		return err
 	}
 
-	step("Deploying web v1 (a CodeDeploy-style bundle: appspec.yml, files, hooks)")
-	if err := d.ctl(ctx, "deploy", v1, "--wait"); err != nil {
+	step("Workstation: push web v1 (a directory with appspec.yml, files, hooks) to S3, signed, and move channel prod to it")
+	if err := d.push(ctx, v1, "v1"); err != nil {
+		return err
+	}
+	if _, err := d.waitChannelDeploy(ctx, "v1"); err != nil {
 		return err
 	}
 	fmt.Printf("GET %s -> %s\n", d.app.URL(), get(d.app.URL()))
 
-	step("Deploying web v2, whose ValidateService fails: the agent rolls back to v1 by itself")
-	code, err := d.ctlCode(ctx, "deploy", v2, "--wait")
+	step("Workstation: push web v2, whose ValidateService fails; the agent deploys it and rolls back to v1 by itself")
+	if err := d.push(ctx, v2, "v2"); err != nil {
+		return err
+	}
+	dep, err := d.waitChannelDeploy(ctx, "v2")
 	if err != nil {
 		return err
 	}
-	if code != 1 {
-		return fmt.Errorf("deploying v2 should exit 1 (rolled back), got %d", code)
+	if dep != "rolled_back" {
+		return fmt.Errorf("v2 from the channel should end rolled_back, ended %s", dep)
 	}
 	fmt.Printf("GET %s -> %s\n", d.app.URL(), get(d.app.URL()))
 
+	step("Workstation: agentctl releases, what S3 holds and where the channel points")
+	if err := d.workstation(ctx, "releases", "--bucket", demoBucket, "--app", "demo"); err != nil {
+		return err
+	}
 	step("agentctl history")
 	if err := d.ctl(ctx, "history"); err != nil {
 		return err
@@ -64,7 +75,7 @@ func (d *demo) watchStory(ctx context.Context) error {
 	if err := rev.TarGz(v3); err != nil {
 		return err
 	}
-	step("Deploying web v3: it passes ValidateService and the health assessment, then breaks 4 s later")
+	step("On the host: deploy web v3 from a local bundle; it passes ValidateService and the health assessment, then breaks 4 s later")
 	if err := d.ctl(ctx, "deploy", v3, "--wait"); err != nil {
 		return err
 	}

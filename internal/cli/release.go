@@ -1,0 +1,125 @@
+package cli
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/rollback-agent/rollback-agent/internal/push"
+)
+
+func newReleasesCmd(g *globals) *cobra.Command {
+	var af awsFlags
+	var bucket, prefix, app string
+	cmd := &cobra.Command{
+		Use:   "releases --bucket B --app A [--prefix P]",
+		Short: "List an app's uploaded versions and what each release channel points at",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, cancel := g.workCtx(cmd)
+			defer cancel()
+			clients, err := af.clients(ctx)
+			if err != nil {
+				return err
+			}
+			l, err := push.ListReleases(ctx, clients.S3, bucket, prefix, app)
+			if err != nil {
+				return err
+			}
+			if g.json() {
+				return writeJSON(g.stdout, l)
+			}
+			printReleases(g.stdout, l)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&bucket, "bucket", "", "S3 bucket of the releases (required)")
+	cmd.Flags().StringVar(&prefix, "prefix", "", "key prefix before the app's name")
+	cmd.Flags().StringVar(&app, "app", "", "application name (required)")
+	af.add(cmd)
+	_ = cmd.MarkFlagRequired("bucket")
+	_ = cmd.MarkFlagRequired("app")
+	return cmd
+}
+
+func printReleases(w io.Writer, l *push.Listing) {
+	fmt.Fprintf(w, "s3://%s/%s\n", l.Bucket, l.Prefix)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "VERSION\tCREATED\tSIZE\tSHA256\tSIGNED\tCHANNELS")
+	for _, r := range l.Releases {
+		if r.Manifest == nil {
+			fmt.Fprintf(tw, "%s\t-\t-\t-\t-\t%s\n", r.Version, "problem: "+r.Problem)
+			continue
+		}
+		signed := "no"
+		if r.Signed {
+			signed = "yes"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\n", r.Version, r.Manifest.CreatedAt.Format("2006-01-02 15:04:05Z"), r.Manifest.Size,
+			r.Manifest.SHA256[:12], signed, orDash(strings.Join(r.Channels, ",")))
+	}
+	tw.Flush()
+	if len(l.Channels) > 0 {
+		fmt.Fprintln(w)
+		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "CHANNEL\tVERSION\tSEQUENCE\tUPDATED\tBY")
+		for _, c := range l.Channels {
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", c.Channel, c.Version, c.Sequence, c.UpdatedAt.Format("2006-01-02 15:04:05Z"), c.UpdatedBy)
+		}
+		tw.Flush()
+	}
+	for _, p := range l.Problems {
+		fmt.Fprintln(w, "warning: "+p)
+	}
+}
+
+func newPromoteCmd(g *globals) *cobra.Command {
+	var af awsFlags
+	var o push.PromoteOptions
+	var signKey string
+	cmd := &cobra.Command{
+		Use:   "promote --bucket B --app A --channel C --version V [--sign-key K]",
+		Short: "Point a release channel at an uploaded version (an older one: a fleet-wide rollback)",
+		Long: "Point channel C at version V, which must have been pushed. Every move is a new, higher sequence\n" +
+			"number, also a move back to an older version; agents refuse a sequence that goes backwards.\n" +
+			"Sign the channel with --sign-key when the agents require signatures.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			key, err := g.loadSignKey(signKey)
+			if err != nil {
+				return err
+			}
+			o.Key = key
+			ctx, cancel := g.workCtx(cmd)
+			defer cancel()
+			clients, err := af.clients(ctx)
+			if err != nil {
+				return err
+			}
+			ch, err := push.Promote(ctx, clients.S3, o)
+			if err != nil {
+				return err
+			}
+			if g.json() {
+				return writeJSON(g.stdout, ch)
+			}
+			fmt.Fprintf(g.stdout, "channel %s of %s now at %s (sequence %d)\n", ch.Channel, ch.App, ch.Version, ch.Sequence)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.Bucket, "bucket", "", "S3 bucket of the releases (required)")
+	f.StringVar(&o.Prefix, "prefix", "", "key prefix before the app's name")
+	f.StringVar(&o.App, "app", "", "application name (required)")
+	f.StringVar(&o.Channel, "channel", "", "channel to move (required)")
+	f.StringVar(&o.Version, "version", "", "version to point it at (required)")
+	f.StringVar(&signKey, "sign-key", "", "minisign secret key to sign the channel")
+	af.add(cmd)
+	for _, name := range []string{"bucket", "app", "channel", "version"} {
+		_ = cmd.MarkFlagRequired(name)
+	}
+	return cmd
+}

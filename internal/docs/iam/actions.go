@@ -1,0 +1,93 @@
+package iam
+
+import (
+	"fmt"
+	"sort"
+)
+
+// Need is one IAM action that an operation call requires, and why.
+type Need struct {
+	Action string
+	Call   Call
+	Why    string // empty for the operation's own action
+}
+
+// prefixOf is the IAM service prefix of an SDK service package. A service
+// that is not listed fails the check: a new client needs a human to look
+// up its IAM names once.
+func prefixOf(service string) (string, bool) {
+	switch service {
+	case "ec2", "s3", "cloudwatch", "codedeploy", "ssm", "sts", "autoscaling", "iam", "sns", "sqs":
+		return service, true
+	case "cloudwatchlogs":
+		return "logs", true
+	case "elasticloadbalancingv2":
+		return "elasticloadbalancing", true
+	}
+	return "", false
+}
+
+// s3Actions maps S3 operations whose IAM action has another name.
+func s3Actions(op string) []string {
+	switch op {
+	case "HeadObject":
+		return []string{"s3:GetObject"}
+	case "ListObjects", "ListObjectsV2", "HeadBucket":
+		return []string{"s3:ListBucket"}
+	case "CreateMultipartUpload", "UploadPart", "CompleteMultipartUpload":
+		return []string{"s3:PutObject"}
+	case "ListMultipartUploads":
+		return []string{"s3:ListBucketMultipartUploads"}
+	case "ListParts":
+		return []string{"s3:ListMultipartUploadParts"}
+	case "CopyObject":
+		return []string{"s3:GetObject", "s3:PutObject"}
+	}
+	return []string{"s3:" + op}
+}
+
+// extraActions are the actions an operation needs beyond its own, as the
+// EC2 and S3 authorization references describe them.
+func extraActions(service, op string) []Need {
+	n := func(action, why string) Need { return Need{Action: action, Why: why} }
+	switch service + ":" + op {
+	case "ec2:CreateSnapshots", "ec2:CreateVolume", "ec2:CreateReplaceRootVolumeTask":
+		return []Need{n("ec2:CreateTags", "tags given in TagSpecifications are authorised as ec2:CreateTags")}
+	case "ec2:CreateImage":
+		return []Need{n("ec2:CreateTags", "TagSpecifications tag the image and its snapshots (ec2:CreateTags)")}
+	case "ec2:DeregisterImage":
+		return []Need{n("ec2:DeleteSnapshot", "DeleteAssociatedSnapshots deletes the image's snapshots")}
+	case "ec2:RunInstances":
+		return []Need{
+			n("ec2:CreateTags", "the new instance is tagged in TagSpecifications"),
+			n("iam:PassRole", "the new instance gets the old instance's profile"),
+		}
+	case "s3:GetObject":
+		return []Need{n("s3:ListBucket", "without it a missing key answers 403 instead of 404")}
+	}
+	return nil
+}
+
+// Needs turns calls into the IAM actions they require, sorted by action.
+func Needs(calls []Call) ([]Need, error) {
+	var out []Need
+	for _, c := range calls {
+		prefix, ok := prefixOf(c.Service)
+		if !ok {
+			return nil, fmt.Errorf("iam: %s: no IAM prefix known for SDK service %q (add it to prefixOf in internal/docs/iam/actions.go)", c, c.Service)
+		}
+		own := []string{prefix + ":" + c.Operation}
+		if c.Service == "s3" {
+			own = s3Actions(c.Operation)
+		}
+		for _, a := range own {
+			out = append(out, Need{Action: a, Call: c})
+		}
+		for _, e := range extraActions(c.Service, c.Operation) {
+			e.Call = c
+			out = append(out, e)
+		}
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].Action < out[j].Action })
+	return out, nil
+}

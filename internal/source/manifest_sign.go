@@ -1,0 +1,152 @@
+package source
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"aead.dev/minisign"
+)
+
+// Keyring holds the trusted minisign public keys (trust.public_keys).
+type Keyring struct {
+	keys []minisign.PublicKey
+	// Require refuses documents without a valid signature
+	// (trust.require_signature).
+	Require bool
+}
+
+// NewKeyring reads trust.public_keys. Each entry is either a minisign
+// public key as its base64 line ("RWQ..."), or the absolute path of a
+// minisign .pub file (the two-line file `minisign -G` or `agentctl keygen`
+// writes).
+func NewKeyring(entries []string, require bool) (*Keyring, error) {
+	kr := &Keyring{Require: require}
+	var errs []error
+	for i, e := range entries {
+		e = strings.TrimSpace(e)
+		text := []byte(e)
+		if filepath.IsAbs(e) {
+			b, err := os.ReadFile(e)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("trust.public_keys[%d]: read %s: %w", i, e, err))
+				continue
+			}
+			text = []byte(strings.TrimSpace(string(b)))
+		}
+		var k minisign.PublicKey
+		if err := k.UnmarshalText(text); err != nil {
+			errs = append(errs, fmt.Errorf("trust.public_keys[%d] %q: not a minisign public key: %w", i, e, err))
+			continue
+		}
+		kr.keys = append(kr.keys, k)
+	}
+	if require && len(kr.keys) == 0 && len(errs) == 0 {
+		errs = append(errs, errors.New("trust.require_signature is true but trust.public_keys is empty"))
+	}
+	return kr, errors.Join(errs...)
+}
+
+// Len is the number of trusted keys.
+func (kr *Keyring) Len() int { return len(kr.keys) }
+
+// ErrUnsigned means a document has no signature and none is required.
+var ErrUnsigned = errors.New("not signed")
+
+// Verify checks sig (a .minisig file's bytes; nil when there is none)
+// over doc. It returns the trusted comment of a valid signature, or
+// ErrUnsigned when there is no signature and none is required. A
+// signature that is present is always checked: a bad one is refused even
+// when signatures are optional, and without trusted keys it cannot be
+// checked, which is refused only when signatures are required.
+func (kr *Keyring) Verify(doc, sig []byte) (string, error) {
+	if sig == nil {
+		if kr.Require {
+			return "", errors.New("no signature, and trust.require_signature is true")
+		}
+		return "", ErrUnsigned
+	}
+	var s minisign.Signature
+	if err := s.UnmarshalText(sig); err != nil {
+		return "", fmt.Errorf("signature is not a minisign signature: %w", err)
+	}
+	if len(kr.keys) == 0 {
+		if kr.Require {
+			return "", errors.New("no trusted public keys to check the signature with")
+		}
+		return "", ErrUnsigned
+	}
+	for _, k := range kr.keys {
+		if k.ID() != s.KeyID {
+			continue
+		}
+		if !minisign.Verify(k, doc, sig) {
+			return "", fmt.Errorf("signature by key %s does not match the document (tampered, or signed over other bytes)", keyID(s.KeyID))
+		}
+		return s.TrustedComment, nil
+	}
+	return "", fmt.Errorf("signed by key %s, which is not in trust.public_keys", keyID(s.KeyID))
+}
+
+// keyID prints a key id as minisign does.
+func keyID(id uint64) string { return strings.ToUpper(strconv.FormatUint(id, 16)) }
+
+// CheckComment checks the fields of our own trusted comments
+// ("rollback-agent KIND k=v ...") against want. A comment in another form
+// (the minisign tool's default "timestamp:... file:...") says nothing to
+// check: the signature still covers the document's bytes.
+func CheckComment(comment, kind string, want map[string]string) error {
+	fields := strings.Fields(comment)
+	if len(fields) < 2 || fields[0] != "rollback-agent" {
+		return nil
+	}
+	if fields[1] != kind {
+		return fmt.Errorf("the signature is for a %s, not a %s", fields[1], kind)
+	}
+	got := map[string]string{}
+	for _, f := range fields[2:] {
+		k, v, _ := strings.Cut(f, "=")
+		got[k] = v
+	}
+	for k, v := range want {
+		if g, ok := got[k]; ok && g != v {
+			return fmt.Errorf("the signature's trusted comment says %s=%s, the document says %s", k, g, v)
+		}
+	}
+	return nil
+}
+
+// SignDoc signs doc with key and a trusted comment, as `minisign -S -t`
+// would (the minisign tool verifies it).
+func SignDoc(key minisign.PrivateKey, doc []byte, comment string) []byte {
+	return minisign.SignWithComments(key, doc, comment, "signature from rollback-agent secret key")
+}
+
+// LoadPrivateKey reads a minisign secret key file. An encrypted key (the
+// minisign tool's default) is decrypted with password; "" fails with a
+// message that says so.
+func LoadPrivateKey(path, password string) (minisign.PrivateKey, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return minisign.PrivateKey{}, fmt.Errorf("read signing key %s: %w", path, err)
+	}
+	text := strings.TrimSpace(string(b))
+	if minisign.IsEncrypted([]byte(text)) {
+		if password == "" {
+			return minisign.PrivateKey{}, fmt.Errorf("signing key %s is encrypted: give its password", path)
+		}
+		k, err := minisign.DecryptKey(password, []byte(text))
+		if err != nil {
+			return minisign.PrivateKey{}, fmt.Errorf("decrypt signing key %s: %w", path, err)
+		}
+		return k, nil
+	}
+	var k minisign.PrivateKey
+	if err := k.UnmarshalText([]byte(text)); err != nil {
+		return minisign.PrivateKey{}, fmt.Errorf("signing key %s: %w", path, err)
+	}
+	return k, nil
+}
