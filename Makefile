@@ -124,7 +124,7 @@ clean:
 ## finding, and is reported and ignored.
 FUZZTIME     ?= 30s
 FUZZ_TARGETS ?= ./internal/appspec:FuzzParse ./internal/bundle:FuzzUnpackTar ./internal/bundle:FuzzUnpackZip \
-                ./internal/config:FuzzParse ./internal/source:FuzzVerifyManifest
+                ./internal/config:FuzzParse ./internal/source/release:FuzzVerifyManifest
 .PHONY: fuzz
 fuzz:
 	@set -o pipefail; failed=""; log=$$(mktemp); stamp=$$(mktemp); trap 'rm -f $$log $$stamp' EXIT; \

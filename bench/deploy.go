@@ -106,8 +106,15 @@ func (b *bench) b2(ctx context.Context) (row, error) {
 	if err != nil {
 		return r, err
 	}
-	defer rg.close()
-	dest := filepath.Join(rg.dir, "srv")
+	closed := false
+	defer func() {
+		if !closed {
+			rg.close()
+		}
+	}()
+	// The destination lives outside the rig so that the baseline's clean
+	// hosts below install to the same path the appspec names.
+	dest := filepath.Join(b.dir, "b2-srv")
 	changed := map[int]bool{}
 	for i := 0; i < 10000; i += 100 {
 		changed[i] = true
@@ -145,6 +152,8 @@ func (b *bench) b2(ctx context.Context) (row, error) {
 			return r, err
 		}
 	}
+	rg.close()
+	closed = true
 	// The baseline: v1 from S3 onto a clean host, each time.
 	bucket := fmt.Sprintf("bench-%d", time.Now().UnixNano())
 	if err := b.awscli(ctx, "s3api", "create-bucket", "--bucket", bucket); err != nil {
@@ -155,6 +164,9 @@ func (b *bench) b2(ctx context.Context) (row, error) {
 	}
 	var fresh stats
 	for range b.runs {
+		if err := os.RemoveAll(dest); err != nil {
+			return r, err
+		}
 		clean, err := b.newRig(ctx, "")
 		if err != nil {
 			return r, err

@@ -55,7 +55,7 @@ func newCheckpointCreateCmd(g *globals) *cobra.Command {
 			}
 			if !wait {
 				if g.json() {
-					return writeJSON(g.stdout, api.CheckpointBody{SchemaVersion: api.SchemaVersion, Checkpoint: *c})
+					return writeJSON(g.stdout, checkpointBody(c))
 				}
 				fmt.Fprintf(g.stdout, "checkpoint %s taken (%s): %s\n", c.ID, strings.Join(c.Kinds, "+"), c.State)
 				return nil
@@ -65,7 +65,7 @@ func newCheckpointCreateCmd(g *globals) *cobra.Command {
 				return err
 			}
 			if g.json() {
-				return writeJSON(g.stdout, api.CheckpointBody{SchemaVersion: api.SchemaVersion, Checkpoint: *c})
+				return writeJSON(g.stdout, checkpointBody(c))
 			}
 			fmt.Fprintf(g.stdout, "checkpoint %s %s\n", c.ID, c.State)
 			if c.State != api.CheckpointCompleted {
@@ -130,19 +130,9 @@ func newCheckpointListCmd(g *globals) *cobra.Command {
 		Use:   "list",
 		Short: "List this host's checkpoints (rebuilt from AWS)",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx, cancel := g.ctx(cmd.Context())
-			defer cancel()
-			l, err := g.client().Checkpoints(ctx)
-			if err != nil {
-				return err
-			}
-			if g.json() {
-				return writeJSON(g.stdout, l)
-			}
-			printCheckpoints(g.stdout, l)
-			return nil
-		},
+		RunE: query(g, func(ctx context.Context, c *client.Client, _ []string) (*api.CheckpointList, error) {
+			return c.Checkpoints(ctx)
+		}, nil, printCheckpoints),
 	}
 }
 
@@ -170,19 +160,9 @@ func newCheckpointShowCmd(g *globals) *cobra.Command {
 		Use:   "show ID",
 		Short: "Show one checkpoint with its snapshots and image",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx, cancel := g.ctx(cmd.Context())
-			defer cancel()
-			c, err := g.client().Checkpoint(ctx, args[0])
-			if err != nil {
-				return err
-			}
-			if g.json() {
-				return writeJSON(g.stdout, api.CheckpointBody{SchemaVersion: api.SchemaVersion, Checkpoint: *c})
-			}
-			printCheckpoint(g.stdout, c)
-			return nil
-		},
+		RunE: query(g, func(ctx context.Context, c *client.Client, args []string) (*api.Checkpoint, error) {
+			return c.Checkpoint(ctx, args[0])
+		}, checkpointBody, printCheckpoint),
 	}
 }
 
@@ -222,19 +202,11 @@ func newCheckpointPinCmd(g *globals, pin bool) *cobra.Command {
 		Use:   use,
 		Short: short,
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx, cancel := g.ctx(cmd.Context())
-			defer cancel()
-			c, err := g.client().PinCheckpoint(ctx, args[0], pin)
-			if err != nil {
-				return err
-			}
-			if g.json() {
-				return writeJSON(g.stdout, api.CheckpointBody{SchemaVersion: api.SchemaVersion, Checkpoint: *c})
-			}
-			fmt.Fprintf(g.stdout, "checkpoint %s pinned=%v\n", c.ID, c.Pinned)
-			return nil
-		},
+		RunE: query(g, func(ctx context.Context, c *client.Client, args []string) (*api.Checkpoint, error) {
+			return c.PinCheckpoint(ctx, args[0], pin)
+		}, checkpointBody, func(w io.Writer, c *api.Checkpoint) {
+			fmt.Fprintf(w, "checkpoint %s pinned=%v\n", c.ID, c.Pinned)
+		}),
 	}
 }
 

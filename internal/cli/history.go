@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"text/tabwriter"
@@ -9,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/rollback-agent/rollback-agent/internal/api"
+	"github.com/rollback-agent/rollback-agent/internal/client"
 )
 
 func newHistoryCmd(g *globals) *cobra.Command {
@@ -72,19 +74,11 @@ func newShowCmd(g *globals) *cobra.Command {
 		Use:   "show DEPLOYMENT-ID",
 		Short: "Show one deployment with its steps",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx, cancel := g.ctx(cmd.Context())
-			defer cancel()
-			d, err := g.client().Deployment(ctx, args[0])
-			if err != nil {
-				return err
-			}
-			if g.json() {
-				return writeJSON(g.stdout, api.DeploymentBody{SchemaVersion: api.SchemaVersion, Deployment: *d})
-			}
-			printDeployment(g.stdout, d)
-			return nil
-		},
+		RunE: query(g, func(ctx context.Context, c *client.Client, args []string) (*api.Deployment, error) {
+			return c.Deployment(ctx, args[0])
+		}, func(d *api.Deployment) any {
+			return api.DeploymentBody{SchemaVersion: api.SchemaVersion, Deployment: *d}
+		}, printDeployment),
 	}
 }
 

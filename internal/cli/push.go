@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"fmt"
+	"github.com/rollback-agent/rollback-agent/internal/source/release"
 	"os"
 
 	"aead.dev/minisign"
@@ -13,7 +14,6 @@ import (
 
 	"github.com/rollback-agent/rollback-agent/internal/awsconf"
 	"github.com/rollback-agent/rollback-agent/internal/push"
-	"github.com/rollback-agent/rollback-agent/internal/source"
 )
 
 // keyPasswordEnv holds the password of an encrypted signing key, for CI;
@@ -75,7 +75,7 @@ func (g *globals) loadSignKey(path string) (*minisign.PrivateKey, error) {
 		}
 		password = string(pw)
 	}
-	k, err := source.LoadPrivateKey(path, password)
+	k, err := release.LoadPrivateKey(path, password)
 	if err != nil {
 		return nil, err
 	}

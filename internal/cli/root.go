@@ -13,6 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/rollback-agent/rollback-agent/internal/api"
 	"github.com/rollback-agent/rollback-agent/internal/client"
 )
 
@@ -86,6 +87,33 @@ func (g *globals) ctx(parent context.Context) (context.Context, context.CancelFu
 }
 
 func (g *globals) json() bool { return g.output == "json" }
+
+// query is the RunE of a read-only command: ask the agent for one value,
+// then print it as a JSON body (-o json; body wraps it, nil for as is) or
+// as text.
+func query[T any](g *globals, ask func(context.Context, *client.Client, []string) (T, error), body func(T) any, text func(io.Writer, T)) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error {
+		ctx, cancel := g.ctx(cmd.Context())
+		defer cancel()
+		v, err := ask(ctx, g.client(), args)
+		if err != nil {
+			return err
+		}
+		if g.json() {
+			if body == nil {
+				return writeJSON(g.stdout, v)
+			}
+			return writeJSON(g.stdout, body(v))
+		}
+		text(g.stdout, v)
+		return nil
+	}
+}
+
+// checkpointBody is the JSON body of one checkpoint, as the API sends it.
+func checkpointBody(c *api.Checkpoint) any {
+	return api.CheckpointBody{SchemaVersion: api.SchemaVersion, Checkpoint: *c}
+}
 
 // Run is agentctl: cmd/agentctl's main calls it and exits with ExitCode.
 func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {

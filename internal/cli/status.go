@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -12,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/rollback-agent/rollback-agent/internal/api"
+	"github.com/rollback-agent/rollback-agent/internal/client"
 	"github.com/rollback-agent/rollback-agent/internal/version"
 )
 
@@ -20,19 +22,9 @@ func newStatusCmd(g *globals) *cobra.Command {
 		Use:   "status",
 		Short: "Show what the agent is doing: identity, revisions, operation, health, checkpoints",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx, cancel := g.ctx(cmd.Context())
-			defer cancel()
-			st, err := g.client().Status(ctx)
-			if err != nil {
-				return err
-			}
-			if g.json() {
-				return writeJSON(g.stdout, st)
-			}
-			printStatus(g.stdout, st)
-			return nil
-		},
+		RunE: query(g, func(ctx context.Context, c *client.Client, _ []string) (*api.Status, error) {
+			return c.Status(ctx)
+		}, nil, printStatus),
 	}
 }
 

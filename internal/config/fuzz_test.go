@@ -153,7 +153,7 @@ func checkRefusal(t *testing.T, cfg *Config, err error) {
 // checkAccepted asserts what validate promises about an accepted file.
 func checkAccepted(t *testing.T, c *Config) {
 	t.Helper()
-	if !appPattern.MatchString(c.Application) {
+	if !validName(c.Application) {
 		t.Fatalf("accepted application %q", c.Application)
 	}
 	for name, p := range map[string]string{"state_dir": c.StateDir, "socket": c.Socket, "boot.id_file": c.Boot.IDFile, "devices.by_id_dir": c.Devices.ByIDDir} {

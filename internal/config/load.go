@@ -27,13 +27,19 @@ const (
 // Ladder is the full ladder in climbing order.
 var Ladder = []string{RungRevision, RungVolumes, RungRoot}
 
+// The name patterns leave the length to validName: a counted repetition
+// such as {0,62} compiles to one instruction per count, which every
+// agentctl start would pay for.
 var (
-	appPattern      = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
+	namePattern     = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
 	instancePattern = regexp.MustCompile(`^(i|mi)-[0-9a-f]{8,17}$`)
 	regionPattern   = regexp.MustCompile(`^[a-z]{2}(-[a-z]+)+-[0-9]+$`)
 	volumeIDPattern = regexp.MustCompile(`^vol-[0-9a-f]{8,17}$`)
-	checkName       = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
 )
+
+// validName reports whether s is an application or check name: 1-63
+// letters, digits, '.', '_' or '-', starting with a letter or digit.
+func validName(s string) bool { return len(s) <= 63 && namePattern.MatchString(s) }
 
 // Load reads and validates the file at path. Every problem in the file is
 // reported in one *yamlx.Error; warnings are returned separately.
@@ -129,7 +135,7 @@ func (v *validator) validate() {
 	c := v.cfg
 	if c.Application == "" {
 		v.errorf("application", "must be set (it names this host's app in tags, AMI names and S3 keys)")
-	} else if !appPattern.MatchString(c.Application) {
+	} else if !validName(c.Application) {
 		v.errorf("application", "%q: use 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit", c.Application)
 	}
 	v.absPath("state_dir", c.StateDir, false)
@@ -251,7 +257,7 @@ func (v *validator) validateCheck(p string, c *Check, names map[string]bool) {
 	switch {
 	case c.Name == "":
 		v.errorf(p+".name", "every check needs a name")
-	case !checkName.MatchString(c.Name):
+	case !validName(c.Name):
 		v.errorf(p+".name", "%q: use letters, digits, '.', '_' or '-'", c.Name)
 	case names[c.Name]:
 		v.errorf(p+".name", "%q is used by another check", c.Name)

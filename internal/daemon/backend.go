@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"github.com/rollback-agent/rollback-agent/internal/source/release"
 	"sync"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -110,7 +111,7 @@ func (d *Daemon) startServices(ctx context.Context, cfg *config.Config, awsCfg a
 		eng.BootAssess()
 	}
 	if cfg.Sources.Inbox != "" {
-		keys, err := source.NewKeyring(cfg.Trust.PublicKeys, cfg.Trust.RequireSignature)
+		keys, err := release.NewKeyring(cfg.Trust.PublicKeys, cfg.Trust.RequireSignature)
 		if err != nil {
 			return fmt.Errorf("sources.inbox: %w", err)
 		}

@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"fmt"
+	"github.com/rollback-agent/rollback-agent/internal/source/release"
 	"path/filepath"
 
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -22,7 +23,7 @@ func (d *Daemon) startChannel(ctx context.Context, cfg *config.Config, eng *engi
 	if cfg.Sources.Channel == "" {
 		return nil
 	}
-	keys, err := source.NewKeyring(cfg.Trust.PublicKeys, cfg.Trust.RequireSignature)
+	keys, err := release.NewKeyring(cfg.Trust.PublicKeys, cfg.Trust.RequireSignature)
 	if err != nil {
 		return fmt.Errorf("sources.channel: %w", err)
 	}

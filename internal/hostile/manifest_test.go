@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"github.com/rollback-agent/rollback-agent/internal/source/release"
 	"os"
 	"path/filepath"
 	"strings"
@@ -74,18 +75,18 @@ func (m *manifestSpec) build(c *hostileCase) (map[string][]byte, error) {
 		_, key := hostileKey(name)
 		comment := m.Comment
 		if comment == "" {
-			mf, err := source.ParseManifest(doc)
+			mf, err := release.ParseManifest(doc)
 			if err != nil {
 				comment = "rollback-agent manifest"
 			} else {
 				comment = mf.TrustedComment()
 			}
 		}
-		sig := source.SignDoc(key, doc, comment)
+		sig := release.SignDoc(key, doc, comment)
 		if m.SignatureTruncate > 0 && m.SignatureTruncate < len(sig) {
 			sig = sig[:m.SignatureTruncate]
 		}
-		out[c.Input+source.SignatureSuffix] = sig
+		out[c.Input+release.SignatureSuffix] = sig
 	}
 	for _, t := range m.Tamper {
 		if !bytes.Contains(doc, []byte(t.Find)) {
@@ -123,7 +124,7 @@ func runManifest(t *testing.T, bed *testbed.Bed, c *hostileCase, n int) result {
 	if version == "" {
 		version = "v1"
 	}
-	layout := source.NewLayout(bucket, "releases", "demo")
+	layout := release.NewLayout(bucket, "releases", "demo")
 	put := func(key string, body []byte) {
 		t.Helper()
 		if _, err := client.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(bucket), Key: aws.String(key), Body: bytes.NewReader(body)}); err != nil {
@@ -135,24 +136,24 @@ func runManifest(t *testing.T, bed *testbed.Bed, c *hostileCase, n int) result {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if sig, err := os.ReadFile(filepath.Join(c.dir, c.Input+source.SignatureSuffix)); err == nil {
-		put(layout.ManifestKey(version)+source.SignatureSuffix, sig)
+	if sig, err := os.ReadFile(filepath.Join(c.dir, c.Input+release.SignatureSuffix)); err == nil {
+		put(layout.ManifestKey(version)+release.SignatureSuffix, sig)
 	}
 	put(layout.ManifestKey(version), doc)
 	put(layout.BundleKey(version), []byte(hostileBundle))
 	sum := sha256.Sum256(doc)
-	ch := &source.ChannelDoc{SchemaVersion: source.ChannelSchema, App: "demo", Channel: "live", Sequence: 1, Version: version,
-		Manifest: source.ManifestRel(version), ManifestSHA256: hex.EncodeToString(sum[:]),
+	ch := &release.ChannelDoc{SchemaVersion: release.ChannelSchema, App: "demo", Channel: "live", Sequence: 1, Version: version,
+		Manifest: release.ManifestRel(version), ManifestSHA256: hex.EncodeToString(sum[:]),
 		UpdatedAt: fixedTime, UpdatedBy: "hostile corpus"}
 	chDoc := ch.Encode()
 	if c.SignChannel == nil || *c.SignChannel {
 		_, key := hostileKey("trusted")
-		put(layout.ChannelKey("live")+source.SignatureSuffix, source.SignDoc(key, chDoc, ch.TrustedComment()))
+		put(layout.ChannelKey("live")+release.SignatureSuffix, release.SignDoc(key, chDoc, ch.TrustedComment()))
 	}
 	put(layout.ChannelKey("live"), chDoc)
 
 	pub, _ := hostileKey("trusted")
-	keys, err := source.NewKeyring([]string{pub.String()}, true)
+	keys, err := release.NewKeyring([]string{pub.String()}, true)
 	if err != nil {
 		t.Fatal(err)
 	}

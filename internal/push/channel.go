@@ -5,12 +5,11 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"github.com/rollback-agent/rollback-agent/internal/source/release"
 	"time"
 
 	"aead.dev/minisign"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
-
-	"github.com/rollback-agent/rollback-agent/internal/source"
 )
 
 // PromoteOptions move a channel.
@@ -27,16 +26,16 @@ type PromoteOptions struct {
 // backwards, so a replayed older channel document does nothing. The write
 // is conditional on the document read, so two promotes at once cannot
 // both take the same sequence.
-func Promote(ctx context.Context, client *s3.Client, o PromoteOptions) (*source.ChannelDoc, error) {
+func Promote(ctx context.Context, client *s3.Client, o PromoteOptions) (*release.ChannelDoc, error) {
 	for _, n := range []struct{ what, v string }{{"--app", o.App}, {"--version", o.Version}, {"--channel", o.Channel}} {
-		if err := source.CheckName(n.what, n.v); err != nil {
+		if err := release.CheckName(n.what, n.v); err != nil {
 			return nil, err
 		}
 	}
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	l := source.NewLayout(o.Bucket, o.Prefix, o.App)
+	l := release.NewLayout(o.Bucket, o.Prefix, o.App)
 	mKey := l.ManifestKey(o.Version)
 	mBody, _, found, err := getSmall(ctx, client, o.Bucket, mKey)
 	if err != nil {
@@ -45,7 +44,7 @@ func Promote(ctx context.Context, client *s3.Client, o PromoteOptions) (*source.
 	if !found {
 		return nil, fmt.Errorf("promote %s to %s: no manifest at %s: push the version first (agentctl releases lists what exists)", o.Channel, o.Version, l.URL(mKey))
 	}
-	m, err := source.ParseManifest(mBody)
+	m, err := release.ParseManifest(mBody)
 	if err != nil {
 		return nil, fmt.Errorf("promote %s to %s: manifest %s: %w", o.Channel, o.Version, l.URL(mKey), err)
 	}
@@ -59,16 +58,16 @@ func Promote(ctx context.Context, client *s3.Client, o PromoteOptions) (*source.
 	}
 	seq := int64(1)
 	if found {
-		old, err := source.ParseChannel(cur)
+		old, err := release.ParseChannel(cur)
 		if err != nil {
 			return nil, fmt.Errorf("promote %s to %s: the current channel %s is unreadable (fix or delete it): %w", o.Channel, o.Version, l.URL(cKey), err)
 		}
 		seq = old.Sequence + 1
 	}
 	sum := sha256.Sum256(mBody)
-	doc := &source.ChannelDoc{
-		SchemaVersion: source.ChannelSchema, App: o.App, Channel: o.Channel, Sequence: seq, Version: o.Version,
-		Manifest: source.ManifestRel(o.Version), ManifestSHA256: hex.EncodeToString(sum[:]),
+	doc := &release.ChannelDoc{
+		SchemaVersion: release.ChannelSchema, App: o.App, Channel: o.Channel, Sequence: seq, Version: o.Version,
+		Manifest: release.ManifestRel(o.Version), ManifestSHA256: hex.EncodeToString(sum[:]),
 		UpdatedAt: o.Now().UTC().Truncate(time.Second), UpdatedBy: Creator(),
 	}
 	body := doc.Encode()
@@ -76,8 +75,8 @@ func Promote(ctx context.Context, client *s3.Client, o PromoteOptions) (*source.
 	// finds its signature. A signature left by an unsigned move is removed
 	// after the document is written.
 	if o.Key != nil {
-		sig := source.SignDoc(*o.Key, body, doc.TrustedComment())
-		if err := putSmall(ctx, client, o.Bucket, cKey+source.SignatureSuffix, sig, "", false); err != nil {
+		sig := release.SignDoc(*o.Key, body, doc.TrustedComment())
+		if err := putSmall(ctx, client, o.Bucket, cKey+release.SignatureSuffix, sig, "", false); err != nil {
 			return nil, fmt.Errorf("promote %s to %s: %w", o.Channel, o.Version, err)
 		}
 	}
@@ -85,7 +84,7 @@ func Promote(ctx context.Context, client *s3.Client, o PromoteOptions) (*source.
 		return nil, fmt.Errorf("promote %s to %s: %w", o.Channel, o.Version, err)
 	}
 	if o.Key == nil {
-		if err := deleteObject(ctx, client, o.Bucket, cKey+source.SignatureSuffix); err != nil {
+		if err := deleteObject(ctx, client, o.Bucket, cKey+release.SignatureSuffix); err != nil {
 			return doc, fmt.Errorf("promote %s to %s: moved, but the old signature stays and agents will refuse the move: %w", o.Channel, o.Version, err)
 		}
 	}

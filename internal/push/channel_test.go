@@ -4,10 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"github.com/rollback-agent/rollback-agent/internal/source/release"
 	"strings"
 	"testing"
-
-	"github.com/rollback-agent/rollback-agent/internal/source"
 )
 
 // Every move of a channel is a new sequence, back to an older version
@@ -33,17 +32,17 @@ func TestPromoteAndReleases(t *testing.T) {
 	}
 	doc := download(t, bed, "push-chan", "demo/channels/prod.json")
 	sig := download(t, bed, "push-chan", "demo/channels/prod.json.minisig")
-	kr, _ := source.NewKeyring([]string{pub.String()}, true)
+	kr, _ := release.NewKeyring([]string{pub.String()}, true)
 	comment, err := kr.Verify(doc, sig)
 	if err != nil || !strings.Contains(comment, "channel=prod sequence=3 version=v1") {
 		t.Errorf("channel signature: %q %v", comment, err)
 	}
-	parsed, err := source.ParseChannel(doc)
+	parsed, err := release.ParseChannel(doc)
 	if err != nil || parsed.Sequence != 3 || parsed.Manifest != "revisions/v1/manifest.json" {
 		t.Errorf("channel %s: %v", doc, err)
 	}
 	manifest := download(t, bed, "push-chan", "demo/revisions/v1/manifest.json")
-	if m, _ := source.ParseManifest(manifest); m == nil || !strings.HasPrefix(parsed.ManifestSHA256, "") {
+	if m, _ := release.ParseManifest(manifest); m == nil || !strings.HasPrefix(parsed.ManifestSHA256, "") {
 		t.Errorf("manifest %s", manifest)
 	}
 
@@ -88,7 +87,7 @@ func TestPromoteConflict(t *testing.T) {
 	if _, err := Push(context.Background(), c, Options{Dir: dir, Bucket: "push-race", App: "demo", Version: "v1", Channel: "prod"}); err != nil {
 		t.Fatal(err)
 	}
-	l := source.NewLayout("push-race", "", "demo")
+	l := release.NewLayout("push-race", "", "demo")
 	_, etag, _, err := getSmall(context.Background(), c.S3, "push-race", l.ChannelKey("prod"))
 	if err != nil {
 		t.Fatal(err)

@@ -1,12 +1,11 @@
 package push
 
 import (
+	"github.com/rollback-agent/rollback-agent/internal/source/release"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-
-	"github.com/rollback-agent/rollback-agent/internal/source"
 )
 
 // keygen writes a minisign key pair the agent's keyring reads (as the
@@ -22,16 +21,16 @@ func TestKeygen(t *testing.T) {
 	if fi, _ := os.Stat(sec); fi.Mode().Perm() != 0o600 {
 		t.Errorf("secret key mode %v", fi.Mode())
 	}
-	key, err := source.LoadPrivateKey(sec, "")
+	key, err := release.LoadPrivateKey(sec, "")
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, entry := range []string{kp.Public, pub} {
-		kr, err := source.NewKeyring([]string{entry}, true)
+		kr, err := release.NewKeyring([]string{entry}, true)
 		if err != nil {
 			t.Fatalf("keyring from %s: %v", entry, err)
 		}
-		if _, err := kr.Verify([]byte("m"), source.SignDoc(key, []byte("m"), "")); err != nil {
+		if _, err := kr.Verify([]byte("m"), release.SignDoc(key, []byte("m"), "")); err != nil {
 			t.Errorf("verify with %s: %v", entry, err)
 		}
 	}

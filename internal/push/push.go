@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/rollback-agent/rollback-agent/internal/source/release"
 	"io"
 	"os"
 	"os/user"
@@ -17,7 +18,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/codedeploy"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
-	"github.com/rollback-agent/rollback-agent/internal/source"
 	"github.com/rollback-agent/rollback-agent/internal/version"
 )
 
@@ -56,16 +56,16 @@ type Options struct {
 
 // Result says what a push did.
 type Result struct {
-	Bucket       string             `json:"bucket"`
-	BundleKey    string             `json:"bundle_key"`
-	ManifestKey  string             `json:"manifest_key"`
-	SignatureKey string             `json:"signature_key,omitempty"`
-	Manifest     source.Manifest    `json:"manifest"`
-	Generated    bool               `json:"generated_appspec"`
-	Channel      *source.ChannelDoc `json:"channel,omitempty"`
-	CodeDeploy   *CodeDeployResult  `json:"codedeploy,omitempty"`
-	Replaced     bool               `json:"replaced,omitempty"`
-	Multipart    bool               `json:"multipart,omitempty"`
+	Bucket       string              `json:"bucket"`
+	BundleKey    string              `json:"bundle_key"`
+	ManifestKey  string              `json:"manifest_key"`
+	SignatureKey string              `json:"signature_key,omitempty"`
+	Manifest     release.Manifest    `json:"manifest"`
+	Generated    bool                `json:"generated_appspec"`
+	Channel      *release.ChannelDoc `json:"channel,omitempty"`
+	CodeDeploy   *CodeDeployResult   `json:"codedeploy,omitempty"`
+	Replaced     bool                `json:"replaced,omitempty"`
+	Multipart    bool                `json:"multipart,omitempty"`
 }
 
 // ErrExists means the version is already in the bucket (use Force).
@@ -77,12 +77,12 @@ func (o *Options) check() error {
 		errs = append(errs, errors.New("--bucket is required"))
 	}
 	for _, n := range []struct{ what, v string }{{"--app", o.App}, {"--version", o.Version}} {
-		if err := source.CheckName(n.what, n.v); err != nil {
+		if err := release.CheckName(n.what, n.v); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	if o.Channel != "" {
-		if err := source.CheckName("--channel", o.Channel); err != nil {
+		if err := release.CheckName("--channel", o.Channel); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -116,7 +116,7 @@ func Push(ctx context.Context, c Clients, o Options) (*Result, error) {
 	if err := o.check(); err != nil {
 		return nil, err
 	}
-	l := source.NewLayout(o.Bucket, o.Prefix, o.App)
+	l := release.NewLayout(o.Bucket, o.Prefix, o.App)
 	res := &Result{Bucket: o.Bucket, BundleKey: l.BundleKey(o.Version), ManifestKey: l.ManifestKey(o.Version)}
 	exists, err := objectExists(ctx, c.S3, o.Bucket, res.ManifestKey)
 	if err != nil {
@@ -140,9 +140,9 @@ func Push(ctx context.Context, c Clients, o Options) (*Result, error) {
 		fmt.Fprintf(o.Log, "no appspec.yml in %s: generated one installing it to %s\n", o.Dir, o.Destination)
 	}
 	fmt.Fprintf(o.Log, "bundled %s: %d bytes, sha256 %s\n", o.Dir, built.Size, built.SHA256)
-	m := source.Manifest{
-		SchemaVersion: source.ManifestSchema, App: o.App, Version: o.Version, Bundle: source.BundleName,
-		SHA256: built.SHA256, Size: built.Size, Format: source.FormatTarGz,
+	m := release.Manifest{
+		SchemaVersion: release.ManifestSchema, App: o.App, Version: o.Version, Bundle: release.BundleName,
+		SHA256: built.SHA256, Size: built.Size, Format: release.FormatTarGz,
 		CreatedAt: o.Now().UTC().Truncate(time.Second), CreatedBy: Creator(),
 	}
 	res.Manifest = m
@@ -154,8 +154,8 @@ func Push(ctx context.Context, c Clients, o Options) (*Result, error) {
 	fmt.Fprintf(o.Log, "uploaded %s\n", l.URL(res.BundleKey))
 	doc := m.Encode()
 	if o.Key != nil {
-		res.SignatureKey = res.ManifestKey + source.SignatureSuffix
-		sig := source.SignDoc(*o.Key, doc, m.TrustedComment())
+		res.SignatureKey = res.ManifestKey + release.SignatureSuffix
+		sig := release.SignDoc(*o.Key, doc, m.TrustedComment())
 		if err := putSmall(ctx, c.S3, o.Bucket, res.SignatureKey, sig, "", false); err != nil {
 			return nil, err
 		}

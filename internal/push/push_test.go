@@ -9,6 +9,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"github.com/rollback-agent/rollback-agent/internal/source/release"
 	"io"
 	"os"
 	"path/filepath"
@@ -20,7 +21,6 @@ import (
 	"aead.dev/minisign"
 
 	"github.com/rollback-agent/rollback-agent/internal/appspec"
-	"github.com/rollback-agent/rollback-agent/internal/source"
 )
 
 func write(t *testing.T, root, rel, content string, mode os.FileMode) {
@@ -102,7 +102,7 @@ func TestPushWithoutAppSpec(t *testing.T) {
 	}
 	bundle := download(t, bed, "push-gen", res.BundleKey)
 	manifest := download(t, bed, "push-gen", res.ManifestKey)
-	sig := download(t, bed, "push-gen", res.ManifestKey+source.SignatureSuffix)
+	sig := download(t, bed, "push-gen", res.ManifestKey+release.SignatureSuffix)
 
 	// The same directory bundles to the same bytes.
 	again, err := Build(context.Background(), dir, "/opt/demo", t.TempDir())
@@ -114,7 +114,7 @@ func TestPushWithoutAppSpec(t *testing.T) {
 		t.Errorf("uploaded bundle (%d bytes) differs from a rebuild (%d bytes)", len(bundle), len(local))
 	}
 	sum := sha256.Sum256(bundle)
-	m, err := source.ParseManifest(manifest)
+	m, err := release.ParseManifest(manifest)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -125,7 +125,7 @@ func TestPushWithoutAppSpec(t *testing.T) {
 	if !bytes.Equal(manifest, res.Manifest.Encode()) {
 		t.Errorf("the manifest in the bucket is not the one signed")
 	}
-	kr, _ := source.NewKeyring([]string{pub.String()}, true)
+	kr, _ := release.NewKeyring([]string{pub.String()}, true)
 	comment, err := kr.Verify(manifest, sig)
 	if err != nil || !strings.Contains(comment, "app=demo version=v1") {
 		t.Errorf("signature: %q %v", comment, err)

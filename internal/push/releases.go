@@ -3,20 +3,19 @@ package push
 import (
 	"context"
 	"fmt"
+	"github.com/rollback-agent/rollback-agent/internal/source/release"
 	"sort"
 	"strings"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
-
-	"github.com/rollback-agent/rollback-agent/internal/source"
 )
 
 // Release is one uploaded version as `agentctl releases` shows it.
 type Release struct {
-	Version  string           `json:"version"`
-	Manifest *source.Manifest `json:"manifest,omitempty"`
-	Signed   bool             `json:"signed"`
+	Version  string            `json:"version"`
+	Manifest *release.Manifest `json:"manifest,omitempty"`
+	Signed   bool              `json:"signed"`
 	// Problem says why the manifest could not be read, if it could not.
 	Problem  string   `json:"problem,omitempty"`
 	Channels []string `json:"channels,omitempty"`
@@ -24,22 +23,22 @@ type Release struct {
 
 // Listing is every version and channel of an app.
 type Listing struct {
-	Bucket   string              `json:"bucket"`
-	Prefix   string              `json:"prefix"`
-	App      string              `json:"app"`
-	Releases []Release           `json:"releases"`
-	Channels []source.ChannelDoc `json:"channels"`
+	Bucket   string               `json:"bucket"`
+	Prefix   string               `json:"prefix"`
+	App      string               `json:"app"`
+	Releases []Release            `json:"releases"`
+	Channels []release.ChannelDoc `json:"channels"`
 	// Problems are channels that could not be read.
 	Problems []string `json:"problems,omitempty"`
 }
 
 // ListReleases reads the versions (newest first) and channels of app.
 func ListReleases(ctx context.Context, client *s3.Client, bucket, prefix, app string) (*Listing, error) {
-	if err := source.CheckName("--app", app); err != nil {
+	if err := release.CheckName("--app", app); err != nil {
 		return nil, err
 	}
-	l := source.NewLayout(bucket, prefix, app)
-	out := &Listing{Bucket: bucket, Prefix: l.Prefix, App: app, Releases: []Release{}, Channels: []source.ChannelDoc{}}
+	l := release.NewLayout(bucket, prefix, app)
+	out := &Listing{Bucket: bucket, Prefix: l.Prefix, App: app, Releases: []Release{}, Channels: []release.ChannelDoc{}}
 	versions, err := listDirs(ctx, client, bucket, l.RevisionsKey())
 	if err != nil {
 		return nil, err
@@ -54,12 +53,12 @@ func ListReleases(ctx context.Context, client *s3.Client, bucket, prefix, app st
 		case !found:
 			r.Problem = "no manifest (an interrupted push?)"
 		default:
-			if m, err := source.ParseManifest(body); err != nil {
+			if m, err := release.ParseManifest(body); err != nil {
 				r.Problem = err.Error()
 			} else {
 				r.Manifest = m
 			}
-			r.Signed, err = objectExists(ctx, client, bucket, l.ManifestKey(v)+source.SignatureSuffix)
+			r.Signed, err = objectExists(ctx, client, bucket, l.ManifestKey(v)+release.SignatureSuffix)
 			if err != nil {
 				r.Problem = err.Error()
 			}
@@ -79,7 +78,7 @@ func ListReleases(ctx context.Context, client *s3.Client, bucket, prefix, app st
 			out.Problems = append(out.Problems, fmt.Sprintf("channel %s: %v", l.URL(k), err))
 			continue
 		}
-		ch, err := source.ParseChannel(body)
+		ch, err := release.ParseChannel(body)
 		if err != nil {
 			out.Problems = append(out.Problems, fmt.Sprintf("channel %s: %v", l.URL(k), err))
 			continue

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/rollback-agent/rollback-agent/internal/source/release"
 	"math/rand/v2"
 	"os"
 	"sync"
@@ -43,7 +44,7 @@ type ChannelOptions struct {
 	// so a fleet does not poll in step.
 	Interval time.Duration
 	// Keys are trust.public_keys and trust.require_signature.
-	Keys *Keyring
+	Keys *release.Keyring
 	// S3 returns the client (the daemon's lazily made one).
 	S3      func(context.Context) (*s3.Client, error)
 	Engine  ChannelEngine
@@ -60,7 +61,7 @@ type ChannelOptions struct {
 // once verified.
 type Channel struct {
 	o       ChannelOptions
-	layout  Layout
+	layout  release.Layout
 	name    string
 	metaKey string
 
@@ -97,7 +98,7 @@ type appliedRecord struct {
 
 // NewChannel checks the options and returns a watcher; Run starts it.
 func NewChannel(o ChannelOptions) (*Channel, error) {
-	layout, app, name, err := ParseChannelURL(o.URL)
+	layout, app, name, err := release.ParseChannelURL(o.URL)
 	if err != nil {
 		return nil, fmt.Errorf("sources.channel: %w", err)
 	}

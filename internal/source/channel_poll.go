@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/rollback-agent/rollback-agent/internal/source/release"
 	"io"
 	"net/http"
 	"os"
@@ -70,7 +71,7 @@ func (c *Channel) poll(ctx context.Context) error {
 // queues the deployment. Anything that fails verification is a refusal.
 func (c *Channel) apply(ctx context.Context, client *s3.Client, body []byte, etag string) error {
 	chanURL := c.layout.URL(c.layout.ChannelKey(c.name))
-	ch, err := ParseChannel(body)
+	ch, err := release.ParseChannel(body)
 	if err != nil {
 		return refuse("refused channel %s: %w", chanURL, err)
 	}
@@ -97,10 +98,10 @@ func (c *Channel) apply(ctx context.Context, client *s3.Client, body []byte, eta
 		return err
 	}
 	comment, chErr := c.o.Keys.Verify(body, chSig)
-	if chErr != nil && !errors.Is(chErr, ErrUnsigned) {
-		return refuse("refused %s: signature %s%s: %w", what, chanURL, SignatureSuffix, chErr)
+	if chErr != nil && !errors.Is(chErr, release.ErrUnsigned) {
+		return refuse("refused %s: signature %s%s: %w", what, chanURL, release.SignatureSuffix, chErr)
 	}
-	if err := CheckComment(comment, "channel", map[string]string{"app": ch.App, "channel": ch.Channel, "sequence": fmt.Sprint(ch.Sequence), "version": ch.Version}); err != nil {
+	if err := release.CheckComment(comment, "channel", map[string]string{"app": ch.App, "channel": ch.Channel, "sequence": fmt.Sprint(ch.Sequence), "version": ch.Version}); err != nil {
 		return refuse("refused %s: %w", what, err)
 	}
 	m, mUnsigned, err := c.manifest(ctx, client, ch, what)
@@ -127,7 +128,7 @@ func (c *Channel) apply(ctx context.Context, client *s3.Client, body []byte, eta
 	if err := c.o.Journal.SetMeta(c.metaKey, string(b)); err != nil {
 		c.o.Log.Error("channel: could not record the applied sequence; a restart may deploy it again", zap.String("channel", c.o.URL), zap.Error(err))
 	}
-	unsigned := errors.Is(chErr, ErrUnsigned) || mUnsigned
+	unsigned := errors.Is(chErr, release.ErrUnsigned) || mUnsigned
 	c.mu.Lock()
 	c.state.applied, c.state.etag, c.state.refused, c.state.unsigned = rec, etag, "", unsigned
 	c.mu.Unlock()
@@ -138,7 +139,7 @@ func (c *Channel) apply(ctx context.Context, client *s3.Client, body []byte, eta
 
 // manifest fetches and verifies the manifest a channel names; unsigned
 // says it was accepted without a signature (none required).
-func (c *Channel) manifest(ctx context.Context, client *s3.Client, ch *ChannelDoc, what string) (m *Manifest, unsigned bool, err error) {
+func (c *Channel) manifest(ctx context.Context, client *s3.Client, ch *release.ChannelDoc, what string) (m *release.Manifest, unsigned bool, err error) {
 	key := c.layout.Prefix + ch.Manifest
 	url := c.layout.URL(key)
 	body, _, err := getDoc(ctx, client, c.layout.Bucket, key, "")
@@ -156,10 +157,10 @@ func (c *Channel) manifest(ctx context.Context, client *s3.Client, ch *ChannelDo
 		return nil, false, err
 	}
 	comment, mErr := c.o.Keys.Verify(body, sig)
-	if mErr != nil && !errors.Is(mErr, ErrUnsigned) {
-		return nil, false, refuse("refused %s: manifest signature %s%s: %w", what, url, SignatureSuffix, mErr)
+	if mErr != nil && !errors.Is(mErr, release.ErrUnsigned) {
+		return nil, false, refuse("refused %s: manifest signature %s%s: %w", what, url, release.SignatureSuffix, mErr)
 	}
-	m, err = ParseManifest(body)
+	m, err = release.ParseManifest(body)
 	if err != nil {
 		return nil, false, refuse("refused %s: manifest %s: %w", what, url, err)
 	}
@@ -169,15 +170,15 @@ func (c *Channel) manifest(ctx context.Context, client *s3.Client, ch *ChannelDo
 	case m.Version != ch.Version:
 		return nil, false, refuse("refused %s: manifest %s is of version %q", what, url, m.Version)
 	}
-	if err := CheckComment(comment, "manifest", map[string]string{"app": m.App, "version": m.Version, "sha256": m.SHA256}); err != nil {
+	if err := release.CheckComment(comment, "manifest", map[string]string{"app": m.App, "version": m.Version, "sha256": m.SHA256}); err != nil {
 		return nil, false, refuse("refused %s: manifest %s: %w", what, url, err)
 	}
-	return m, errors.Is(mErr, ErrUnsigned), nil
+	return m, errors.Is(mErr, release.ErrUnsigned), nil
 }
 
 // download brings the bundle to Dir, checking its size and sha256 against
 // the manifest on the way; a mismatch leaves nothing behind.
-func (c *Channel) download(ctx context.Context, client *s3.Client, ch *ChannelDoc, m *Manifest, what string) (string, error) {
+func (c *Channel) download(ctx context.Context, client *s3.Client, ch *release.ChannelDoc, m *release.Manifest, what string) (string, error) {
 	c.prune()
 	key := c.layout.Prefix + "revisions/" + m.Version + "/" + m.Bundle
 	url := c.layout.URL(key)
@@ -230,7 +231,7 @@ func sizeWord(n, want int64) string {
 
 // getSig returns the signature object beside key, nil when there is none.
 func (c *Channel) getSig(ctx context.Context, client *s3.Client, key string) ([]byte, error) {
-	b, _, err := getDoc(ctx, client, c.layout.Bucket, key+SignatureSuffix, "")
+	b, _, err := getDoc(ctx, client, c.layout.Bucket, key+release.SignatureSuffix, "")
 	if isNotFound(err) {
 		return nil, nil
 	}
@@ -293,12 +294,12 @@ func getDoc(ctx context.Context, client *s3.Client, bucket, key, etag string) ([
 		return nil, "", fmt.Errorf("GET s3://%s/%s: %w", bucket, key, err)
 	}
 	defer out.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(out.Body, maxDocBytes+1))
+	b, err := io.ReadAll(io.LimitReader(out.Body, release.MaxDocBytes+1))
 	if err != nil {
 		return nil, "", fmt.Errorf("GET s3://%s/%s: read body: %w", bucket, key, err)
 	}
-	if len(b) > maxDocBytes {
-		return nil, aws.ToString(out.ETag), &refusal{fmt.Errorf("s3://%s/%s is larger than %d bytes: not a release document", bucket, key, maxDocBytes)}
+	if len(b) > release.MaxDocBytes {
+		return nil, aws.ToString(out.ETag), &refusal{fmt.Errorf("s3://%s/%s is larger than %d bytes: not a release document", bucket, key, release.MaxDocBytes)}
 	}
 	return b, aws.ToString(out.ETag), nil
 }

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"github.com/rollback-agent/rollback-agent/internal/source/release"
 	"io"
 	"net/http"
 	"os"
@@ -123,7 +124,7 @@ type rig struct {
 	setup  *s3.Client
 	agent  *s3.Client
 	wire   *wire
-	layout Layout
+	layout release.Layout
 	key    minisign.PrivateKey
 	pub    minisign.PublicKey
 	eng    *fakeEngine
@@ -147,7 +148,7 @@ func newRig(t *testing.T, bucket string) *rig {
 	cfg.HTTPClient = &http.Client{Transport: w}
 	pub, priv := newKey(t)
 	eng := &fakeEngine{}
-	return &rig{t: t, bed: bed, setup: setup, agent: awsconf.S3(cfg), wire: w, layout: NewLayout(bucket, "rel", "demo"),
+	return &rig{t: t, bed: bed, setup: setup, agent: awsconf.S3(cfg), wire: w, layout: release.NewLayout(bucket, "rel", "demo"),
 		key: priv, pub: pub, eng: eng, jrn: &fakeJournal{eng: eng, meta: map[string]string{}}, dir: t.TempDir()}
 }
 
@@ -163,12 +164,12 @@ func (r *rig) put(key string, body []byte) {
 // key (nil: unsigned), and returns the manifest bytes.
 func (r *rig) release(app, version string, bundle []byte, key *minisign.PrivateKey) []byte {
 	sum := sha256.Sum256(bundle)
-	m := &Manifest{SchemaVersion: 1, App: app, Version: version, Bundle: BundleName, SHA256: hex.EncodeToString(sum[:]),
-		Size: int64(len(bundle)), Format: FormatTarGz, CreatedAt: time.Now().UTC(), CreatedBy: "test"}
+	m := &release.Manifest{SchemaVersion: 1, App: app, Version: version, Bundle: release.BundleName, SHA256: hex.EncodeToString(sum[:]),
+		Size: int64(len(bundle)), Format: release.FormatTarGz, CreatedAt: time.Now().UTC(), CreatedBy: "test"}
 	doc := m.Encode()
 	r.put(r.layout.BundleKey(version), bundle)
 	if key != nil {
-		r.put(r.layout.ManifestKey(version)+SignatureSuffix, SignDoc(*key, doc, m.TrustedComment()))
+		r.put(r.layout.ManifestKey(version)+release.SignatureSuffix, release.SignDoc(*key, doc, m.TrustedComment()))
 	}
 	r.put(r.layout.ManifestKey(version), doc)
 	return doc
@@ -178,18 +179,18 @@ func (r *rig) release(app, version string, bundle []byte, key *minisign.PrivateK
 // returns its bytes, so a test can replay them later.
 func (r *rig) point(seq int64, version string, manifest []byte) (doc, sig []byte) {
 	sum := sha256.Sum256(manifest)
-	c := &ChannelDoc{SchemaVersion: 1, App: "demo", Channel: "prod", Sequence: seq, Version: version,
-		Manifest: ManifestRel(version), ManifestSHA256: hex.EncodeToString(sum[:]), UpdatedAt: time.Now().UTC(), UpdatedBy: "test"}
+	c := &release.ChannelDoc{SchemaVersion: 1, App: "demo", Channel: "prod", Sequence: seq, Version: version,
+		Manifest: release.ManifestRel(version), ManifestSHA256: hex.EncodeToString(sum[:]), UpdatedAt: time.Now().UTC(), UpdatedBy: "test"}
 	doc = c.Encode()
-	sig = SignDoc(r.key, doc, c.TrustedComment())
-	r.put(r.layout.ChannelKey("prod")+SignatureSuffix, sig)
+	sig = release.SignDoc(r.key, doc, c.TrustedComment())
+	r.put(r.layout.ChannelKey("prod")+release.SignatureSuffix, sig)
 	r.put(r.layout.ChannelKey("prod"), doc)
 	return doc, sig
 }
 
 func (r *rig) channel(require bool, journal ChannelJournal) *Channel {
 	r.t.Helper()
-	kr, err := NewKeyring([]string{r.pub.String()}, require)
+	kr, err := release.NewKeyring([]string{r.pub.String()}, require)
 	if err != nil {
 		r.t.Fatal(err)
 	}

@@ -3,6 +3,7 @@ package source
 import (
 	"bytes"
 	"errors"
+	"github.com/rollback-agent/rollback-agent/internal/source/release"
 	"strings"
 	"testing"
 	"time"
@@ -98,7 +99,7 @@ func TestChannelRefusesWhatFailsVerification(t *testing.T) {
 		{"replayed older sequence", "the sequence went backwards, this agent already applied sequence 2 (version v2)", func() {
 			// An attacker puts the old, validly signed document of
 			// sequence 1 back: a downgrade to v1.
-			r.put(r.layout.ChannelKey("prod")+SignatureSuffix, oldSig)
+			r.put(r.layout.ChannelKey("prod")+release.SignatureSuffix, oldSig)
 			r.put(r.layout.ChannelKey("prod"), oldDoc)
 		}},
 		{"another app's manifest", `is for app "billing", this agent deploys "demo"`, func() {
@@ -176,7 +177,7 @@ func TestChannelUnsignedWhenNotRequired(t *testing.T) {
 	r := newRig(t, "chan-unsigned")
 	m := r.release("demo", "v1", []byte("v1"), nil)
 	r.point(1, "v1", m)
-	_, err := r.setup.DeleteObject(t.Context(), deleteInput(r.layout.Bucket, r.layout.ChannelKey("prod")+SignatureSuffix))
+	_, err := r.setup.DeleteObject(t.Context(), deleteInput(r.layout.Bucket, r.layout.ChannelKey("prod")+release.SignatureSuffix))
 	if err != nil {
 		t.Fatal(err)
 	}

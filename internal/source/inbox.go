@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/rollback-agent/rollback-agent/internal/source/release"
 	"io"
 	"os"
 	"path/filepath"
@@ -51,7 +52,7 @@ type Inbox struct {
 	OnError func(error)
 	// Keys verify manifests dropped beside bundles (inbox_manifest.go);
 	// nil trusts no key and requires no signature.
-	Keys *Keyring
+	Keys *release.Keyring
 	// App is the agent's application: a manifest of another app is refused.
 	App string
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/rollback-agent/rollback-agent/internal/source/release"
 	"io"
 	"io/fs"
 	"os"
@@ -21,7 +22,7 @@ import (
 
 // isSidecar reports a manifest or signature file: never a bundle itself.
 func isSidecar(name string) bool {
-	return strings.HasSuffix(name, ".json") || strings.HasSuffix(name, SignatureSuffix)
+	return strings.HasSuffix(name, ".json") || strings.HasSuffix(name, release.SignatureSuffix)
 }
 
 // verify checks the manifest beside the bundle at path, if any, and
@@ -44,7 +45,7 @@ func (in *Inbox) verify(path, name string) (rev string, sidecars []string, err e
 	if err != nil {
 		return "", sidecars, fmt.Errorf("read manifest %s: %w", mPath, err)
 	}
-	sigPath := mPath + SignatureSuffix
+	sigPath := mPath + release.SignatureSuffix
 	sig, err := readSmall(sigPath)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
@@ -56,20 +57,20 @@ func (in *Inbox) verify(path, name string) (rev string, sidecars []string, err e
 	}
 	keys := in.Keys
 	if keys == nil {
-		keys = &Keyring{}
+		keys = &release.Keyring{}
 	}
 	comment, err := keys.Verify(body, sig)
-	if err != nil && !errors.Is(err, ErrUnsigned) {
+	if err != nil && !errors.Is(err, release.ErrUnsigned) {
 		return "", sidecars, fmt.Errorf("manifest %s, signature %s: %w", mPath, sigPath, err)
 	}
-	m, err := ParseManifest(body)
+	m, err := release.ParseManifest(body)
 	if err != nil {
 		return "", sidecars, fmt.Errorf("manifest %s: %w", mPath, err)
 	}
 	if in.App != "" && m.App != in.App {
 		return "", sidecars, fmt.Errorf("manifest %s is for app %q, this agent deploys %q", mPath, m.App, in.App)
 	}
-	if err := CheckComment(comment, "manifest", map[string]string{"app": m.App, "version": m.Version, "sha256": m.SHA256}); err != nil {
+	if err := release.CheckComment(comment, "manifest", map[string]string{"app": m.App, "version": m.Version, "sha256": m.SHA256}); err != nil {
 		return "", sidecars, fmt.Errorf("manifest %s: %w", mPath, err)
 	}
 	sum, size, err := hashFile(path)
@@ -87,13 +88,13 @@ func (in *Inbox) verify(path, name string) (rev string, sidecars []string, err e
 
 // findManifest returns the manifest of the bundle called name, "" if none.
 func (in *Inbox) findManifest(name string) (string, error) {
-	own := filepath.Join(in.Dir, name+"."+ManifestName)
+	own := filepath.Join(in.Dir, name+"."+release.ManifestName)
 	if _, err := os.Stat(own); err == nil {
 		return own, nil
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return "", fmt.Errorf("look for %s: %w", own, err)
 	}
-	shared := filepath.Join(in.Dir, ManifestName)
+	shared := filepath.Join(in.Dir, release.ManifestName)
 	body, err := readSmall(shared)
 	if errors.Is(err, fs.ErrNotExist) {
 		return "", nil
@@ -102,7 +103,7 @@ func (in *Inbox) findManifest(name string) (string, error) {
 		return "", fmt.Errorf("read %s: %w", shared, err)
 	}
 	// Another bundle's manifest.json is not this one's.
-	if m, err := ParseManifest(body); err == nil && m.Bundle != name {
+	if m, err := release.ParseManifest(body); err == nil && m.Bundle != name {
 		return "", nil
 	}
 	return shared, nil
@@ -125,12 +126,12 @@ func readSmall(path string) ([]byte, error) {
 		return nil, err
 	}
 	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, maxDocBytes+1))
+	b, err := io.ReadAll(io.LimitReader(f, release.MaxDocBytes+1))
 	if err != nil {
 		return nil, err
 	}
-	if len(b) > maxDocBytes {
-		return nil, fmt.Errorf("larger than %d bytes: not a manifest or signature", maxDocBytes)
+	if len(b) > release.MaxDocBytes {
+		return nil, fmt.Errorf("larger than %d bytes: not a manifest or signature", release.MaxDocBytes)
 	}
 	return b, nil
 }

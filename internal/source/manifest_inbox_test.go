@@ -3,8 +3,10 @@ package source
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"github.com/rollback-agent/rollback-agent/internal/source/release"
 	"os"
 	"path/filepath"
 	"strings"
@@ -43,10 +45,10 @@ func tgz(t *testing.T, content string) []byte {
 	return b.Bytes()
 }
 
-func manifestFor(app, version, name string, data []byte) *Manifest {
+func manifestFor(app, version, name string, data []byte) *release.Manifest {
 	sum := sha256.Sum256(data)
-	return &Manifest{SchemaVersion: 1, App: app, Version: version, Bundle: name, SHA256: hex.EncodeToString(sum[:]),
-		Size: int64(len(data)), Format: FormatTarGz, CreatedAt: time.Now().UTC(), CreatedBy: "test"}
+	return &release.Manifest{SchemaVersion: 1, App: app, Version: version, Bundle: name, SHA256: hex.EncodeToString(sum[:]),
+		Size: int64(len(data)), Format: release.FormatTarGz, CreatedAt: time.Now().UTC(), CreatedBy: "test"}
 }
 
 // Item 5: manifests and signatures beside inbox bundles are verified the
@@ -60,9 +62,9 @@ func TestInboxVerifiesManifestsBesideBundles(t *testing.T) {
 		require            bool
 		write              func(dir string)
 	}
-	sign := func(dir, mname string, m *Manifest, key minisign.PrivateKey) {
+	sign := func(dir, mname string, m *release.Manifest, key minisign.PrivateKey) {
 		doc := m.Encode()
-		os.WriteFile(filepath.Join(dir, mname+SignatureSuffix), SignDoc(key, doc, m.TrustedComment()), 0o644)
+		os.WriteFile(filepath.Join(dir, mname+release.SignatureSuffix), release.SignDoc(key, doc, m.TrustedComment()), 0o644)
 		os.WriteFile(filepath.Join(dir, mname), doc, 0o644)
 	}
 	good := tgz(t, "good")
@@ -91,7 +93,7 @@ func TestInboxVerifiesManifestsBesideBundles(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
-			kr, err := NewKeyring([]string{pub.String()}, tc.require)
+			kr, err := release.NewKeyring([]string{pub.String()}, tc.require)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -149,4 +151,13 @@ func TestInboxVerifiesManifestsBesideBundles(t *testing.T) {
 			}
 		})
 	}
+}
+
+func newKey(t *testing.T) (minisign.PublicKey, minisign.PrivateKey) {
+	t.Helper()
+	pub, priv, err := minisign.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pub, priv
 }

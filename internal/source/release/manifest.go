@@ -1,4 +1,4 @@
-package source
+package release
 
 import (
 	"encoding/json"
@@ -26,18 +26,20 @@ const (
 	BundleName      = "bundle.tar.gz"
 	SignatureSuffix = ".minisig"
 	FormatTarGz     = "tar.gz"
-	// maxDocBytes bounds what is read of a manifest, channel or signature:
+	// MaxDocBytes bounds what is read of a manifest, channel or signature:
 	// they are small, and a huge object must not fill the agent's memory.
-	maxDocBytes = 64 << 10
+	MaxDocBytes = 64 << 10
 )
 
-// namePattern is what an app, a version and a channel may be called: safe
-// as one S3 key segment and one file name, and never "." or "..".
-var namePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$`)
+// namePattern (with at most 128 bytes, checked apart: a counted repetition
+// compiles to one instruction per count, paid at every agentctl start) is
+// what an app, a version and a channel may be called: safe as one S3 key
+// segment and one file name, and never "." or "..".
+var namePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._+-]*$`)
 
 // CheckName reports whether s is usable as an app, version or channel name.
 func CheckName(what, s string) error {
-	if !namePattern.MatchString(s) {
+	if len(s) > 128 || !namePattern.MatchString(s) {
 		return fmt.Errorf("%s %q: use 1-128 letters, digits, '.', '_', '+' or '-', starting with a letter or digit", what, s)
 	}
 	return nil
@@ -59,7 +61,9 @@ type Manifest struct {
 	CreatedBy string    `json:"created_by"`
 }
 
-var sha256Pattern = regexp.MustCompile(`^[0-9a-f]{64}$`)
+var sha256Pattern = regexp.MustCompile(`^[0-9a-f]+$`)
+
+func isSHA256(s string) bool { return len(s) == 64 && sha256Pattern.MatchString(s) }
 
 // ParseManifest decodes and checks a manifest.
 func ParseManifest(data []byte) (*Manifest, error) {
@@ -76,7 +80,7 @@ func ParseManifest(data []byte) (*Manifest, error) {
 		return nil, CheckName("manifest version", m.Version)
 	case m.Bundle == "" || m.Bundle != path.Base(m.Bundle) || strings.HasPrefix(m.Bundle, "."):
 		return nil, fmt.Errorf("manifest bundle %q: want a plain object name beside the manifest", m.Bundle)
-	case !sha256Pattern.MatchString(m.SHA256):
+	case !isSHA256(m.SHA256):
 		return nil, fmt.Errorf("manifest sha256 %q: want 64 lowercase hex digits", m.SHA256)
 	case m.Size <= 0:
 		return nil, fmt.Errorf("manifest size %d: want the bundle's size in bytes", m.Size)
@@ -130,7 +134,7 @@ func ParseChannel(data []byte) (*ChannelDoc, error) {
 		return nil, fmt.Errorf("channel sequence %d: want 1 or more", c.Sequence)
 	case c.Manifest != ManifestRel(c.Version):
 		return nil, fmt.Errorf("channel manifest %q: want %s for version %s", c.Manifest, ManifestRel(c.Version), c.Version)
-	case !sha256Pattern.MatchString(c.ManifestSHA256):
+	case !isSHA256(c.ManifestSHA256):
 		return nil, fmt.Errorf("channel manifest_sha256 %q: want 64 lowercase hex digits", c.ManifestSHA256)
 	}
 	return &c, nil
