@@ -14,6 +14,7 @@ import (
 	"github.com/rollback-agent/rollback-agent/internal/api"
 	"github.com/rollback-agent/rollback-agent/internal/config"
 	"github.com/rollback-agent/rollback-agent/internal/engine"
+	"github.com/rollback-agent/rollback-agent/internal/health"
 	"github.com/rollback-agent/rollback-agent/internal/journal"
 	"github.com/rollback-agent/rollback-agent/internal/releases"
 	"github.com/rollback-agent/rollback-agent/internal/source"
@@ -36,10 +37,17 @@ type agent struct {
 
 func newAgent(t *testing.T, mutate func(*config.Config)) *agent {
 	t.Helper()
+	return newAgentYAML(t, func(string) string { return "" }, mutate)
+}
+
+// newAgentYAML is newAgent with more agent.yaml, written by extra from
+// the agent's temp dir (health checks name files in it).
+func newAgentYAML(t *testing.T, extra func(dir string) string, mutate func(*config.Config)) *agent {
+	t.Helper()
 	dir := t.TempDir()
 	os.Chmod(dir, 0o755)
 	os.Chmod(filepath.Dir(dir), 0o755)
-	cfg, _, err := config.Parse("test.yaml", []byte("application: shop\nstate_dir: "+filepath.Join(dir, "state")+"\n"))
+	cfg, _, err := config.Parse("test.yaml", []byte("application: shop\nstate_dir: "+filepath.Join(dir, "state")+"\n"+extra(dir)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,6 +75,10 @@ func (a *agent) start() {
 	e, err := engine.New(engine.Options{
 		Config: func() *config.Config { return a.cfg }, Journal: j, Releases: rel, StateDir: a.cfg.StateDir,
 		Log: zaptest.NewLogger(a.t, zaptest.Level(zap.WarnLevel)), Fetcher: &source.Fetcher{}, GroupID: "group-uuid",
+		Health: func() ([]health.Checker, health.Policy, error) {
+			c, err := health.New(a.cfg.Health.Checks, health.Deps{})
+			return c, health.PolicyFrom(a.cfg.Health), err
+		},
 	})
 	if err != nil {
 		a.t.Fatal(err)
@@ -165,11 +177,12 @@ func stepNames(d *api.Deployment) []string {
 	return out
 }
 
-func mustStatus(t *testing.T, d *api.Deployment, want string) {
+func mustStatus(t *testing.T, d *api.Deployment, want string) *api.Deployment {
 	t.Helper()
 	if d.Status != want {
 		t.Fatalf("deployment %s: status %s, want %s; error %q\nsteps %v", d.ID, d.Status, want, d.Error, strings.Join(stepNames(d), " "))
 	}
+	return d
 }
 
 // recordHooks is a set of hooks that append "<event> <revision>" to

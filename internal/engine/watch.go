@@ -122,7 +122,20 @@ func (e *Engine) rollBackSucceeded(ctx context.Context, id, reason string, sum *
 	r := &run{e: e, d: d, cfg: e.o.Config(), log: e.o.Log}
 	r.d.Error = reason
 	r.d.Health = sum
-	r.climb(ctx, config.RungRevision)
+	switch {
+	case d.Kind == api.KindRollback:
+		// A rollback never triggers another rollback: climbing from here
+		// would go back toward the revision that was rolled away from.
+		r.d.Error = fmt.Sprintf("%s; this was a rollback, and a rollback never triggers another one: look at `agentctl show %s`, fix the cause, then run `agentctl rollback --to <revision>` or `agentctl checkpoint restore`",
+			reason, d.ID)
+		r.finish(api.StatusNeedsOperator, nil)
+	case !r.cfg.Rollback.Automatic || len(r.cfg.Rollback.Ladder) == 0:
+		// The revision stays installed and current; a human decides.
+		r.d.Error = fmt.Sprintf("%s; automatic rollback is off (rollback.automatic / rollback.ladder): run `agentctl rollback` to restore the last good revision", reason)
+		r.finish(api.StatusNeedsOperator, nil)
+	default:
+		r.climb(ctx, config.RungRevision)
+	}
 }
 
 // bootAssess assesses the current revision on the first start of a boot;

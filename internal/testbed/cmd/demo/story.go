@@ -8,12 +8,15 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/rollback-agent/rollback-agent/internal/api"
+	"github.com/rollback-agent/rollback-agent/internal/client"
 )
 
 // deployStory: the workstation pushes v1 to the release channel and the
 // agent deploys it; v2, pushed the same way, fails ValidateService and
-// the agent rolls back to v1 by itself; v3, deployed by hand from a local
-// bundle, breaks inside the watch window and is rolled back too.
+// the agent rolls back to v1 by itself; v3, pushed the same way, breaks
+// inside the watch window and is rolled back too.
 func (d *demo) deployStory(ctx context.Context) error {
 	v1, v2 := filepath.Join(d.dir, "src", "web-v1"), filepath.Join(d.dir, "src", "web-v2")
 	if err := d.app.Revision("v1", "").WriteDir(v1); err != nil {
@@ -69,32 +72,64 @@ func (d *demo) deployStory(ctx context.Context) error {
 // its HTTP check fails a few seconds later, inside the watch window: the
 // agent rolls back to v1 without anyone asking.
 func (d *demo) watchStory(ctx context.Context) error {
-	v3 := filepath.Join(d.dir, "web-v3.tgz")
+	v3 := filepath.Join(d.dir, "src", "web-v3")
 	rev := d.app.Revision("v3", "")
 	rev.Hooks["ApplicationStart"] = fmt.Sprintf("(sleep 4; kill $(cat %s/web.pid)) >/dev/null 2>&1 &\n", d.app.Run) + rev.Hooks["ApplicationStart"]
-	if err := rev.TarGz(v3); err != nil {
+	if err := rev.WriteDir(v3); err != nil {
 		return err
 	}
-	step("On the host: deploy web v3 from a local bundle; it passes ValidateService and the health assessment, then breaks 4 s later")
-	if err := d.ctl(ctx, "deploy", v3, "--wait"); err != nil {
+	step("Workstation: push web v3; it passes ValidateService and the health assessment, then breaks 4 s later")
+	if err := d.push(ctx, v3, "v3"); err != nil {
 		return err
+	}
+	status, err := d.waitChannelDeploy(ctx, "v3")
+	if err != nil {
+		return err
+	}
+	if status != api.StatusSucceeded {
+		return fmt.Errorf("v3 from the channel should first succeed, ended %s", status)
 	}
 	fmt.Printf("GET %s -> %s\n", d.app.URL(), get(d.app.URL()))
 	step("The watch window (20 s) sees the HTTP check fail and rolls back by itself; waiting for it")
 	if err := d.ctl(ctx, "status"); err != nil {
 		return err
 	}
-	deadline := time.Now().Add(60 * time.Second)
-	for time.Now().Before(deadline) {
-		if strings.HasPrefix(get(d.app.URL()), "v1") {
-			break
-		}
-		time.Sleep(500 * time.Millisecond)
+	if err := d.waitRolledBack(ctx, "v3"); err != nil {
+		return err
 	}
-	time.Sleep(time.Second)
-	fmt.Printf("GET %s -> %s\n", d.app.URL(), get(d.app.URL()))
+	body := get(d.app.URL())
+	fmt.Printf("GET %s -> %s\n", d.app.URL(), body)
+	if !strings.HasPrefix(body, "v1") {
+		return fmt.Errorf("after the watch window rolled v3 back, the app should serve v1, it answers %q", body)
+	}
 	step("agentctl history")
 	return d.ctl(ctx, "history")
+}
+
+// waitRolledBack waits until the newest deployment of version is
+// rolled_back, or fails after a minute.
+func (d *demo) waitRolledBack(ctx context.Context, version string) error {
+	c := client.New(d.socket)
+	defer c.Close()
+	deadline := time.Now().Add(time.Minute)
+	last := "unknown"
+	for time.Now().Before(deadline) {
+		deps, err := c.Deployments(ctx, 5)
+		if err != nil {
+			return fmt.Errorf("wait for the rollback of %s: %w", version, err)
+		}
+		for _, dep := range deps {
+			if dep.Revision == version {
+				last = dep.Status
+				break
+			}
+		}
+		if last == api.StatusRolledBack {
+			return nil
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	return fmt.Errorf("the watch window did not roll %s back in a minute: its deployment is %s", version, last)
 }
 
 func get(url string) string {

@@ -1,0 +1,153 @@
+package engine_test
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rollback-agent/rollback-agent/internal/api"
+	"github.com/rollback-agent/rollback-agent/internal/config"
+	"github.com/rollback-agent/rollback-agent/internal/testbed"
+)
+
+// watchedAgent is an agent whose one health check passes while the file
+// "ok" exists in its temp dir, with a watch window of window.
+func watchedAgent(t *testing.T, window time.Duration, mutate func(*config.Config)) (*agent, string) {
+	t.Helper()
+	a := newAgentYAML(t, func(dir string) string {
+		return fmt.Sprintf(`health:
+  checks:
+    - {name: app, command: {argv: [test, -f, %s], timeout: 2s}}
+  interval: 100ms
+  grace: 0s
+  successes_needed: 1
+  failures_allowed: 1
+  assess_timeout: 10s
+  watch_window: %s
+`, filepath.Join(dir, "ok"), window)
+	}, mutate)
+	ok := filepath.Join(a.dir, "ok")
+	if err := os.WriteFile(ok, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return a, ok
+}
+
+func rev(v string) testbed.Revision {
+	return testbed.Revision{Files: map[string]testbed.File{"v": {Content: v}}}
+}
+
+// waitFor polls deployment id until its status is want, or fails.
+func (a *agent) waitFor(id, want string) *api.Deployment {
+	a.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		d, err := a.j.Deployment(id)
+		if err != nil {
+			a.t.Fatal(err)
+		}
+		if d.Status == want {
+			return d
+		}
+		if time.Now().After(deadline) {
+			a.t.Fatalf("deployment %s is %s, want %s: %s", id, d.Status, want, d.Error)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// waitWatching waits until the open watch window is id's: the window
+// opens just after the record says succeeded.
+func (a *agent) waitWatching(id string) {
+	a.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		got, _ := a.e.Watching()
+		if got == id {
+			return
+		}
+		if time.Now().After(deadline) {
+			a.t.Fatalf("watching %q, want %s", got, id)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// A new deployment ends the previous one's watch window: only the newest
+// is watched, and it is the one rolled back.
+func TestNewDeploymentEndsThePreviousWatchWindow(t *testing.T) {
+	a, ok := watchedAgent(t, time.Minute, nil)
+	d1 := mustStatus(t, a.deploy(a.bundle("v1", rev("1"))), api.StatusSucceeded)
+	a.waitWatching(d1.ID)
+	d2 := mustStatus(t, a.deploy(a.bundle("v2", rev("2"))), api.StatusSucceeded)
+	a.waitWatching(d2.ID) // v1's window ended
+	os.Remove(ok)
+	d2 = a.waitFor(d2.ID, api.StatusNeedsOperator)
+	// The revision rung put v1 back, but v1 is unhealthy too (the check
+	// does not depend on the revision), so the ladder ends at an operator.
+	if d, _ := a.j.Deployment(d1.ID); d.Status != api.StatusSucceeded {
+		t.Errorf("v1's record changed to %s: its window was still acting", d.Status)
+	}
+	if !strings.Contains(d2.Error, "unhealthy in the watch window") || len(d2.Rungs) == 0 || d2.Rungs[0].Name != config.RungRevision {
+		t.Errorf("v2: rungs %+v, error %q", d2.Rungs, d2.Error)
+	}
+	if id, _ := a.e.Watching(); id != "" {
+		t.Errorf("still watching %q after the window acted", id)
+	}
+}
+
+// With rollback.automatic off, an unhealthy watch window changes nothing
+// on the host: the revision stays and the agent asks for an operator.
+func TestWatchWindowWithAutomaticRollbackOff(t *testing.T) {
+	a, ok := watchedAgent(t, time.Minute, func(c *config.Config) { c.Rollback.Automatic = false })
+	mustStatus(t, a.deploy(a.bundle("v1", rev("1"))), api.StatusSucceeded)
+	d2 := mustStatus(t, a.deploy(a.bundle("v2", rev("2"))), api.StatusSucceeded)
+	os.Remove(ok)
+	d2 = a.waitFor(d2.ID, api.StatusNeedsOperator)
+	if len(d2.Rungs) != 0 || a.destFile("v") != "2" || !strings.Contains(d2.Error, "automatic rollback is off") {
+		t.Errorf("automatic off: rungs %+v, v=%q, error %q", d2.Rungs, a.destFile("v"), d2.Error)
+	}
+}
+
+// A rollback that is unhealthy in its own watch window is not rolled
+// back in turn (that would go back toward the revision it replaced).
+func TestRollbackIsNotRolledBackByItsWatchWindow(t *testing.T) {
+	a, ok := watchedAgent(t, time.Minute, nil)
+	mustStatus(t, a.deploy(a.bundle("v1", rev("1"))), api.StatusSucceeded)
+	mustStatus(t, a.deploy(a.bundle("v2", rev("2"))), api.StatusSucceeded)
+	r, err := a.e.Rollback("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r = mustStatus(t, a.wait(r.ID), api.StatusSucceeded)
+	os.Remove(ok)
+	r = a.waitFor(r.ID, api.StatusNeedsOperator)
+	if len(r.Rungs) != 0 || a.destFile("v") != "1" || !strings.Contains(r.Error, "a rollback never triggers another one") {
+		t.Errorf("rollback: rungs %+v, v=%q, error %q", r.Rungs, a.destFile("v"), r.Error)
+	}
+}
+
+// The per-boot limit stops the second climb of one boot, even when the
+// per-day limit would allow it.
+func TestClimbsPerBootLimit(t *testing.T) {
+	a, ok := watchedAgent(t, time.Minute, func(c *config.Config) {
+		c.Rollback.MaxClimbsPerBoot, c.Rollback.MaxClimbsPerDay = 1, 10
+	})
+	mustStatus(t, a.deploy(a.bundle("v1", rev("1"))), api.StatusSucceeded)
+	d2 := mustStatus(t, a.deploy(a.bundle("v2", rev("2"))), api.StatusSucceeded)
+	os.Remove(ok)
+	d2 = a.waitFor(d2.ID, api.StatusNeedsOperator)
+	if strings.Contains(d2.Error, "automatic rollbacks already") || len(d2.Rungs) == 0 {
+		t.Fatalf("the first climb was refused: %+v %q", d2.Rungs, d2.Error)
+	}
+	os.WriteFile(ok, nil, 0o644)
+	d3 := mustStatus(t, a.deploy(a.bundle("v3", rev("3"))), api.StatusSucceeded)
+	os.Remove(ok)
+	d3 = a.waitFor(d3.ID, api.StatusNeedsOperator)
+	if len(d3.Rungs) != 0 || !strings.Contains(d3.Error, "1 automatic rollbacks already since this boot") || a.destFile("v") != "3" {
+		t.Errorf("second climb of the boot: rungs %+v, v=%q, error %q", d3.Rungs, a.destFile("v"), d3.Error)
+	}
+}
