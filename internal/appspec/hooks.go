@@ -16,9 +16,13 @@ import (
 
 var digitsRe = regexp.MustCompile(`^[0-9]+$`)
 
-// maxEventSeconds is what the CodeDeploy service allows the scripts of one
-// lifecycle event to take together before it fails the event.
-const maxEventSeconds = int64(DefaultTimeout / time.Second)
+// MaxEventTime is what the CodeDeploy service allows the scripts of one
+// lifecycle event to take together before it fails the event; the engine
+// holds each event to it at run time too (scripts without a timeout count
+// 3600 s each here, so two of them could not fit).
+const MaxEventTime = DefaultTimeout
+
+const maxEventSeconds = int64(MaxEventTime / time.Second)
 
 // maxTimeoutSeconds keeps a timeout representable as a time.Duration.
 const maxTimeoutSeconds = math.MaxInt64 / int64(time.Second)

@@ -188,7 +188,7 @@ func (d *Daemon) run(parent context.Context) (err error) {
 		zap.String("version", version.Get().Version))
 
 	if interval, werr := sdd.SdWatchdogEnabled(false); werr == nil && interval > 0 {
-		w := &watchdog{interval: interval, probe: d.loop.probe, notify: d.notify, log: d.log}
+		w := &watchdog{interval: interval, probe: d.heartbeat, notify: d.notify, log: d.log}
 		go w.run(ctx)
 	}
 	for {
@@ -198,7 +198,9 @@ func (d *Daemon) run(parent context.Context) (err error) {
 			return nil
 		case s := <-sigs:
 			if s == syscall.SIGHUP {
-				d.reload()
+				if err := d.loop.Do(ctx, d.reload); err != nil {
+					d.log.Error("config reload not run", zap.Error(err))
+				}
 				continue
 			}
 			d.beginStop(s.String())

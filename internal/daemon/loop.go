@@ -5,10 +5,10 @@ import (
 	"fmt"
 )
 
-// loop is the agent's single serial executor: state changes happen on it,
-// one at a time. Long work (hooks, AWS waits) runs elsewhere and reports
-// back through Do, so the loop stays responsive and the watchdog can use
-// it as the agent's heartbeat.
+// loop is the agent's serial executor for its own bookkeeping: config
+// reloads and the watchdog's heartbeat run on it, one at a time. Long work
+// (deployments, hooks, AWS waits) runs on the engine's worker, so the loop
+// stays responsive and its answer means the agent is.
 type loop struct {
 	jobs chan func()
 	done chan struct{}
@@ -52,5 +52,13 @@ func (l *loop) Do(ctx context.Context, fn func()) error {
 	}
 }
 
-// probe is the watchdog's heartbeat: an empty job.
+// probe is the smallest heartbeat: an empty job.
 func (l *loop) probe(ctx context.Context) error { return l.Do(ctx, func() {}) }
+
+// heartbeat is the watchdog's probe: on the loop, build the status, which
+// takes the daemon's, the engine's and the sources' locks and reads the
+// journal. An agent wedged on any of them, or a loop stuck in a reload,
+// stops the pings, and systemd restarts it.
+func (d *Daemon) heartbeat(ctx context.Context) error {
+	return d.loop.Do(ctx, func() { d.Status(ctx) })
+}

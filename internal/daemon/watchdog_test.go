@@ -8,6 +8,9 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/rollback-agent/rollback-agent/internal/api"
+	"github.com/rollback-agent/rollback-agent/internal/config"
+	"github.com/rollback-agent/rollback-agent/internal/journal"
 	"github.com/rollback-agent/rollback-agent/internal/testbed"
 )
 
@@ -77,5 +80,48 @@ func TestLoopDoAfterStop(t *testing.T) {
 	<-l.done
 	if err := l.Do(context.Background(), func() {}); err == nil {
 		t.Error("Do on a stopped loop succeeded")
+	}
+}
+
+// The daemon's heartbeat is not an empty job: it builds the status, so
+// an agent wedged on its own lock fails it (and the pings stop).
+func TestHeartbeatFailsWhileTheDaemonIsWedged(t *testing.T) {
+	dir := t.TempDir()
+	cfg, _, err := config.Parse("test.yaml", []byte("application: shop\nstate_dir: "+dir+"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	j, err := journal.Open(dir, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j.Close()
+	d := &Daemon{log: zap.NewNop(), loop: newLoop(), journal: j, sources: map[string]api.SourceState{}, sourceErrs: map[string]string{}}
+	d.cfg.Store(cfg)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go d.loop.run(ctx)
+
+	beat := func() error {
+		c, stop := context.WithTimeout(ctx, 300*time.Millisecond)
+		defer stop()
+		return d.heartbeat(c)
+	}
+	if err := beat(); err != nil {
+		t.Fatalf("healthy agent: %v", err)
+	}
+	d.mu.Lock()
+	err = beat()
+	if err == nil {
+		d.mu.Unlock()
+		t.Fatal("heartbeat answered while the daemon's lock was held")
+	}
+	d.mu.Unlock()
+	// The stuck job finishes once the lock is free; then it beats again.
+	deadline := time.Now().Add(5 * time.Second)
+	for beat() != nil {
+		if time.Now().After(deadline) {
+			t.Fatal("heartbeat did not recover")
+		}
 	}
 }

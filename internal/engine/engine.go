@@ -63,6 +63,10 @@ type Options struct {
 	BootID string
 	// GroupID is DEPLOYMENT_GROUP_ID for hooks: stable per host and app.
 	GroupID string
+	// MaxEventTime bounds the scripts of one lifecycle event together;
+	// zero means appspec.MaxEventTime (CodeDeploy's 3600 s). Tests
+	// shorten it.
+	MaxEventTime time.Duration
 }
 
 // Engine runs deployments.

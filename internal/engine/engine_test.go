@@ -33,6 +33,8 @@ type agent struct {
 	out    string
 	cancel context.CancelFunc
 	done   chan struct{}
+	// maxEvent, when set before start, shortens the per-event budget.
+	maxEvent time.Duration
 }
 
 func newAgent(t *testing.T, mutate func(*config.Config)) *agent {
@@ -74,7 +76,7 @@ func (a *agent) start() {
 	}
 	e, err := engine.New(engine.Options{
 		Config: func() *config.Config { return a.cfg }, Journal: j, Releases: rel, StateDir: a.cfg.StateDir,
-		Log: zaptest.NewLogger(a.t, zaptest.Level(zap.WarnLevel)), Fetcher: &source.Fetcher{}, GroupID: "group-uuid",
+		Log: zaptest.NewLogger(a.t, zaptest.Level(zap.WarnLevel)), Fetcher: &source.Fetcher{}, GroupID: "group-uuid", MaxEventTime: a.maxEvent,
 		Health: func() ([]health.Checker, health.Policy, error) {
 			c, err := health.New(a.cfg.Health.Checks, health.Deps{})
 			return c, health.PolicyFrom(a.cfg.Health), err

@@ -6,7 +6,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
+	"github.com/rollback-agent/rollback-agent/internal/appspec"
 	"github.com/rollback-agent/rollback-agent/internal/hooks"
 	"github.com/rollback-agent/rollback-agent/internal/install"
 	"github.com/rollback-agent/rollback-agent/internal/journal"
@@ -40,12 +42,24 @@ func (r *run) hookStep(ctx context.Context, event string, rel *releases.Release,
 		}
 		logPath := filepath.Join(logDir, LogFile(event, rung))
 		var done []string
+		budget := r.e.o.MaxEventTime
+		if budget <= 0 {
+			budget = appspec.MaxEventTime
+		}
+		start := time.Now()
 		for _, sc := range scripts {
+			// Each script gets its own timeout or what is left of the
+			// event's budget, whichever is smaller.
+			timeout := min(sc.Timeout, budget-time.Since(start))
+			if timeout <= 0 {
+				return strings.Join(done, "; "), fmt.Errorf("%s of revision %s: the event's scripts used up its %s before %s could start (%s, error code %d)",
+					event, rel.Revision, budget, sc.Location, hooks.ScriptTimedOut, int(hooks.ScriptTimedOut))
+			}
 			res := hooks.Run(ctx, hooks.Spec{
 				Event:       event,
 				Dir:         r.e.o.Releases.ArchiveDir(relID),
 				Location:    sc.Location,
-				Timeout:     sc.Timeout,
+				Timeout:     timeout,
 				RunAs:       sc.RunAs,
 				Env:         r.hookEnv(event, rel),
 				LogPath:     logPath,

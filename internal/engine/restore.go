@@ -11,6 +11,7 @@ import (
 
 	"github.com/rollback-agent/rollback-agent/internal/api"
 	"github.com/rollback-agent/rollback-agent/internal/checkpoint"
+	"github.com/rollback-agent/rollback-agent/internal/config"
 	"github.com/rollback-agent/rollback-agent/internal/journal"
 )
 
@@ -265,17 +266,53 @@ func (e *Engine) resumeRootRestore(ctx context.Context) error {
 		r.finish(api.StatusFailed, nil)
 		return nil
 	}
+	climbing := d.Kind != api.KindRestoreRoot // the ladder's root rung, not `checkpoint restore --root`
 	if err := r.step("Reboot", "", "", func() (string, error) { return e.finishRoot(ctx, r, *in) }); err != nil {
 		d.Error = err.Error()
 		status := api.StatusFailed
-		if d.Root != nil && d.Root.TaskState == checkpoint.TaskFailedDetached {
+		if climbing || (d.Root != nil && d.Root.TaskState == checkpoint.TaskFailedDetached) {
 			status = api.StatusNeedsOperator
 		}
 		r.finish(status, nil)
 		return nil
 	}
+	if climbing {
+		r.finishRootRung(ctx)
+		return nil
+	}
 	r.finish(api.StatusSucceeded, nil)
 	return nil
+}
+
+// finishRootRung ends a deployment whose ladder reached the root rung,
+// after the reboot onto the restored root: the host is as it was at the
+// deployment's checkpoint, so start what is installed there, assess it,
+// and end rolled_back (or needs_operator when it is still unhealthy).
+// The journal on this root predates the climb, so the rung is recorded
+// here.
+func (r *run) finishRootRung(ctx context.Context) {
+	if r.d.Error == "" {
+		r.d.Error = "the deployment failed and the rollback ladder reached the root rung"
+	}
+	if prev := r.previousGood(); prev != nil {
+		r.d.RolledBackTo = prev.ID
+	}
+	err := r.rung(config.RungRoot, func() (string, error) {
+		if err := r.startInstalled(ctx, config.RungRoot); err != nil {
+			return "", err
+		}
+		if err := r.assess(ctx, config.RungRoot); err != nil {
+			return "", err
+		}
+		return "root volume replaced from checkpoint " + r.d.Checkpoint + "; the host started again on it", nil
+	})
+	if err != nil {
+		r.d.Error = fmt.Sprintf("%s; the root rung did not make the host healthy (%s). The host needs an operator: look at `agentctl show %s`, fix the cause, then run `agentctl rollback --to <revision>`",
+			r.d.Error, firstLine(err.Error()), r.d.ID)
+		r.finish(api.StatusNeedsOperator, nil)
+		return
+	}
+	r.finish(api.StatusRolledBack, nil)
 }
 
 // startInstalled runs the start and validate hooks of the revision on
