@@ -10,6 +10,8 @@ NFPM         := github.com/goreleaser/nfpm/v2/cmd/nfpm
 NFPM_V       := v2.45.2
 # nfpm installed by `go install` cannot tell its version: a stamp per pin.
 NFPM_STAMP   := $(BIN)/.nfpm-$(NFPM_V)
+# The stamp names the pinned version: bumping IMDS_MOCK_V reinstalls.
+IMDS_STAMP   := $(BIN)/.ec2-metadata-mock-$(IMDS_MOCK_V)
 # Packages go here; DIST=... puts them elsewhere (the package tests do).
 DIST         ?= $(CURDIR)/dist
 # OS tools the tests drive, as command:Debian-package; `make ostools`
@@ -35,11 +37,12 @@ export PATH := $(BIN):$(PATH)
 all: build
 
 ## tools: pinned peers and tools into ./bin
-tools: $(BIN)/ec2-metadata-mock $(NFPM_STAMP)
+tools: $(IMDS_STAMP) $(NFPM_STAMP)
 
-$(BIN)/ec2-metadata-mock:
+$(IMDS_STAMP):
 	@mkdir -p $(BIN)
 	GOBIN=$(BIN) $(GO) install $(IMDS_MOCK)@$(IMDS_MOCK_V)
+	@rm -f $(BIN)/.ec2-metadata-mock-*; touch $@
 
 $(NFPM_STAMP):
 	@mkdir -p $(BIN)

@@ -154,7 +154,10 @@ func (b *bench) b5(ctx context.Context) (row, error) {
 	r.baseline = fmt.Sprintf("process start alone (`agentctl --help`): p50 %s, p99 %s; API round trip from a running client: p50 %s, p99 %s",
 		round(s50), round(s99), round(a50), round(a99))
 	r.measured = fmt.Sprintf("p50 %s, p99 %s, max %s", round(p50), round(p99), round(max))
-	r.verdict = verdict(p99 <= 10*time.Millisecond, "p99 "+round(p99).String())
+	// When it misses, say by how much and what the process start alone
+	// takes, which the daemon cannot change.
+	r.verdict = verdict(p99 <= 10*time.Millisecond, fmt.Sprintf("p99 %s, %s over the bar; the process start alone is p99 %s, the API round trip p99 %s",
+		round(p99), round(p99-10*time.Millisecond), round(s99), round(a99)))
 	return r, nil
 }
 

@@ -96,6 +96,12 @@ func TestChannelRefusesWhatFailsVerification(t *testing.T) {
 			seq++
 			r.point(seq, "v-tampered", m)
 		}},
+		{"bundle of another size", "is more than 20 bytes, the manifest says 20", func() {
+			m := r.release("demo", "v-longer", []byte("the bundle as signed"), &r.key)
+			r.put(r.layout.BundleKey("v-longer"), []byte("the bundle as signed, and then some"))
+			seq++
+			r.point(seq, "v-longer", m)
+		}},
 		{"replayed older sequence", "the sequence went backwards, this agent already applied sequence 2 (version v2)", func() {
 			// An attacker puts the old, validly signed document of
 			// sequence 1 back: a downgrade to v1.

@@ -118,7 +118,8 @@ func (b *Bed) BaseEnv() []string {
 }
 
 // CLIEnv is BaseEnv plus a region, for awscli and other tools that do
-// not read IMDS. endpoint chooses moto directly ("") or the proxy.
+// not read IMDS. It points at moto directly, not the proxy: what a test
+// looks at with awscli is what AWS holds, without the proxy's faults.
 func (b *Bed) CLIEnv() []string {
 	env := b.BaseEnv()
 	for i, kv := range env {

@@ -151,9 +151,11 @@ func (b *Bed) NewInstance(ctx context.Context, o InstanceOptions) (*Instance, er
 	return i, nil
 }
 
-// Env is the environment for an agent running "on" this instance.
+// Env is the environment for an agent running "on" this instance: AWS
+// through the proxy, IMDS through its proxy, credentials and the region
+// (the agent takes its region from IMDS; the variable is for tools).
 func (i *Instance) Env() []string {
-	return append(i.bed.BaseEnv(), "AWS_EC2_METADATA_SERVICE_ENDPOINT="+i.IMDSProxy.URL)
+	return append(i.bed.BaseEnv(), "AWS_EC2_METADATA_SERVICE_ENDPOINT="+i.IMDSProxy.URL, "AWS_REGION="+Region)
 }
 
 // Close stops the instance's IMDS mock and its proxy and, with a data

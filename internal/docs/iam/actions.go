@@ -47,7 +47,7 @@ func s3Actions(op string) []string {
 }
 
 // extraActions are the actions an operation needs beyond its own, as the
-// EC2 and S3 authorization references describe them.
+// EC2, S3 and CodeDeploy authorization references describe them.
 func extraActions(service, op string) []Need {
 	n := func(action, why string) Need { return Need{Action: action, Why: why} }
 	switch service + ":" + op {
@@ -64,6 +64,11 @@ func extraActions(service, op string) []Need {
 		}
 	case "s3:GetObject":
 		return []Need{n("s3:ListBucket", "without it a missing key answers 403 instead of 404")}
+	case "codedeploy:CreateDeployment":
+		return []Need{
+			n("codedeploy:GetDeploymentConfig", "CreateDeployment reads the group's deployment configuration as the caller"),
+			n("codedeploy:GetApplicationRevision", "CreateDeployment checks the registered revision as the caller"),
+		}
 	}
 	return nil
 }

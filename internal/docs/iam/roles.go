@@ -20,18 +20,6 @@ type Role struct {
 func Roles() []Role {
 	return []Role{
 		{Name: "instance", Main: Module + "/cmd/agent", Policy: "packaging/iam/instance-policy.json"},
-		{
-			Name: "workstation", Main: Module + "/cmd/agentctl", Policy: "packaging/iam/workstation-policy.json",
-			// `agentctl push` and its release commands (DESIGN.md §1) are
-			// landing beside this policy: upload the bundle and manifest
-			// (multipart for big bundles), read, move and tidy the channel
-			// and releases, and hand the revision to a CodeDeploy deployment
-			// group. The test logs the entries the code now needs.
-			Pending: []string{
-				"s3:PutObject", "s3:GetObject", "s3:ListBucket", "s3:DeleteObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts",
-				"codedeploy:RegisterApplicationRevision", "codedeploy:CreateDeployment", "codedeploy:GetDeployment",
-				"codedeploy:GetDeploymentConfig", "codedeploy:GetApplicationRevision",
-			},
-		},
+		{Name: "workstation", Main: Module + "/cmd/agentctl", Policy: "packaging/iam/workstation-policy.json"},
 	}
 }
