@@ -56,8 +56,11 @@ func TestCrashMatrixDeployAndRollback(t *testing.T) {
 		{name: "ApplicationStart hook", step: "ApplicationStart", arm: "ApplicationStart-v2", want: []string{api.StatusRolledBack}},
 		{name: "ValidateService hook", step: "ValidateService", arm: "ValidateService-v2", want: []string{api.StatusRolledBack}},
 		{name: "rollback: ApplicationStop of the failed revision", step: "ApplicationStop", arm: "ApplicationStop-v2", failV2: true, want: []string{api.StatusRolledBack}},
+		{name: "rollback: BeforeInstall of the last good", step: "BeforeInstall", arm: "BeforeInstall-v1", failV2: true, want: []string{api.StatusRolledBack}},
 		{name: "rollback: Install of the last good", step: "Install", v2Files: 20000, failV2: true, want: []string{api.StatusRolledBack}},
+		{name: "rollback: AfterInstall of the last good", step: "AfterInstall", arm: "AfterInstall-v1", failV2: true, want: []string{api.StatusRolledBack}},
 		{name: "rollback: ApplicationStart of the last good", step: "ApplicationStart", arm: "ApplicationStart-v1", failV2: true, want: []string{api.StatusRolledBack}},
+		{name: "rollback: ValidateService of the last good", step: "ValidateService", arm: "ValidateService-v1", failV2: true, want: []string{api.StatusRolledBack}},
 	}
 	var table []string
 	for _, c := range cases {
