@@ -243,6 +243,13 @@ func TestPermissions(t *testing.T) {
 		"app/bin/run.sh": "#!/bin/sh", "app/bin/tool": "t", "app/conf/a.conf": "a", "app/conf/secret.key": "k",
 		"app/conf/sub/deep.conf": "d", "app/single.txt": "s",
 	})
+	// Sources are 0600, so a file that ends 0644 got it from permissions.
+	filepath.WalkDir(r, func(p string, e fs.DirEntry, err error) error {
+		if err == nil && e.Type().IsRegular() {
+			os.Chmod(p, 0o600)
+		}
+		return nil
+	})
 	s := spec(appspec.File{Source: "app", Destination: h.dest})
 	nobody := "nobody"
 	s.Permissions = []appspec.Permission{
