@@ -16,6 +16,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	"github.com/aws/smithy-go"
 	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
 
 	"github.com/rollback-agent/rollback-agent/internal/api"
 	"github.com/rollback-agent/rollback-agent/internal/config"
@@ -181,7 +182,7 @@ func (m *Manager) createImage(ctx context.Context, meta Meta, ident api.Identity
 func (m *Manager) retryCreate(ctx context.Context, what string, create func(context.Context) error, lookup func(context.Context) (bool, error)) error {
 	var last error
 	for attempt := 1; ; attempt++ {
-		err := create(ctx)
+		err := m.frozen(ctx, create)
 		if err == nil {
 			return nil
 		}
@@ -205,6 +206,22 @@ func (m *Manager) retryCreate(ctx context.Context, what string, create func(cont
 		case <-time.After(d):
 		}
 	}
+}
+
+// frozen makes one create call with checkpoint.freeze's mounts frozen.
+// The call fixes the point in time, so the freeze covers it and nothing
+// else: not the backoff between attempts (writes must not block through
+// a 15 s wait), and it is thawed when the call returns or times out.
+func (m *Manager) frozen(ctx context.Context, call func(context.Context) error) error {
+	thaw, err := freeze(m.o.Config().Checkpoint.Freeze, m.o.Log)
+	if err != nil {
+		return err
+	}
+	defer thaw()
+	// Buffers of every filesystem reach the disks before the point in
+	// time is fixed (a crash-consistent snapshot of flushed data).
+	unix.Sync()
+	return call(ctx)
 }
 
 // classify says whether a failed create is worth retrying and the least

@@ -9,7 +9,6 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"go.uber.org/zap"
-	"golang.org/x/sys/unix"
 
 	"github.com/rollback-agent/rollback-agent/internal/api"
 	"github.com/rollback-agent/rollback-agent/internal/config"
@@ -89,13 +88,6 @@ func (m *Manager) Create(ctx context.Context, meta Meta) (*api.Checkpoint, error
 	if err := m.waitForRoom(bctx, ident); err != nil {
 		return nil, err
 	}
-	thaw, err := freeze(cfg.Checkpoint.Freeze, m.o.Log)
-	if err != nil {
-		return nil, fmt.Errorf("checkpoint %s: %w", meta.ID, err)
-	}
-	// Buffers of every filesystem reach the disks before the point in
-	// time is fixed (a crash-consistent snapshot of flushed data).
-	unix.Sync()
 	var errs []error
 	for _, kind := range meta.Kinds {
 		switch kind {
@@ -117,7 +109,6 @@ func (m *Manager) Create(ctx context.Context, meta Meta) (*api.Checkpoint, error
 			errs = append(errs, fmt.Errorf("checkpoint: unknown kind %q (ebs, ami)", kind))
 		}
 	}
-	thaw()
 	if cp.Snapshots != nil || cp.Image != nil {
 		// Whatever was created is tagged and in the catalogue, even when
 		// another kind failed: prune will find it.

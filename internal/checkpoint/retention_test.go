@@ -221,3 +221,49 @@ func writeSynced(t *testing.T, path string) {
 	fh.Sync()
 	fh.Close()
 }
+
+// The freeze covers each create call, not the backoff between attempts,
+// and a call that outlives checkpoint.create_timeout is thawed too.
+func TestFreezeIsNotHeldAcrossRetriesOrPastTheTimeout(t *testing.T) {
+	f := newFixture(t, true, nil)
+	mnt := filepath.Join(t.TempDir(), "data")
+	os.MkdirAll(mnt, 0o755)
+	if err := f.inst.Mount(f.inst.DataVolumeID, mnt); err != nil {
+		t.Fatal(err)
+	}
+	defer f.inst.Unmount(mnt)
+	defer exec.Command("fsfreeze", "-u", mnt).Run() // never leave it frozen on a failure
+	f.cfg.Checkpoint.Freeze = []string{mnt}
+	f.cfg.Checkpoint.CreateTimeout = 30 * time.Second
+
+	// Throttled once: the retry waits at least a second, unfrozen.
+	f.bed.AWS.AddFault(testbed.Fault{Service: "ec2", Action: "CreateSnapshots", Kind: testbed.FaultErrorCode, Code: "RequestLimitExceeded", Status: 503, Count: 1})
+	f.bed.AWS.ResetCounts()
+	created := make(chan struct{})
+	go func() {
+		defer close(created)
+		f.create(api.KindEBS)
+	}()
+	for f.bed.AWS.Count("ec2", "CreateSnapshots") == 0 {
+		time.Sleep(5 * time.Millisecond)
+	}
+	writeSynced(t, filepath.Join(mnt, "between-attempts"))
+	if n := f.bed.AWS.Count("ec2", "CreateSnapshots"); n != 1 {
+		t.Errorf("the write waited for attempt %d: the freeze was held across the backoff", n)
+	}
+	<-created
+
+	// Held past create_timeout: the checkpoint fails and the mount thaws.
+	f.cfg.Checkpoint.CreateTimeout = time.Second
+	f.bed.AWS.AddFault(testbed.Fault{Service: "ec2", Action: "CreateSnapshots", Kind: testbed.FaultLatency, Latency: 4 * time.Second, Count: 1})
+	if _, err := f.m.Create(context.Background(), checkpoint.Meta{Kinds: []string{api.KindEBS}}); err == nil {
+		t.Fatal("create succeeded past its timeout")
+	}
+	done := make(chan struct{})
+	go func() { writeSynced(t, filepath.Join(mnt, "after-timeout")); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the filesystem stayed frozen after a timed-out checkpoint")
+	}
+}
