@@ -319,3 +319,38 @@ func TestPersistentQuotaErrorFailsWithinTheBudget(t *testing.T) {
 		t.Errorf("snapshots left behind: %d", len(got))
 	}
 }
+
+// A replacement task the agent started but never recorded (it stopped
+// between the call and the intent tag) is found again by its checkpoint
+// tag, and only that one.
+func TestFindRootTaskByItsCheckpoint(t *testing.T) {
+	f := newFixture(t, true, nil)
+	cp := f.create(api.KindEBS)
+	f.waitState(cp.ID, api.CheckpointCompleted)
+	ctx := context.Background()
+	rr, err := f.m.PlanRootRestore(ctx, cp.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	since := time.Now()
+	if err := f.m.StartRootReplace(ctx, "op-find", rr); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.m.WaitRootTask(ctx, rr.TaskID, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		cp    string
+		since time.Time
+		want  string
+	}{
+		{cp.ID, since, rr.TaskID},
+		{"cp-000000000000", since, ""},    // another checkpoint's
+		{cp.ID, since.Add(time.Hour), ""}, // an older task
+	} {
+		got, err := f.m.FindRootTask(ctx, c.cp, c.since)
+		if err != nil || got != c.want {
+			t.Errorf("FindRootTask(%s, %s) = %q, %v; want %q", c.cp, c.since.Format(time.TimeOnly), got, err, c.want)
+		}
+	}
+}

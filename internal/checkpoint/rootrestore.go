@@ -137,6 +137,44 @@ func (m *Manager) StartRootReplace(ctx context.Context, opID string, rr *api.Roo
 	return nil
 }
 
+// FindRootTask looks for the replacement task of checkpoint cp that this
+// instance started at or after since: the agent can stop (or the host
+// reboot) after CreateReplaceRootVolumeTask returned and before the task
+// id reached the intent tag. "" when there is none.
+func (m *Manager) FindRootTask(ctx context.Context, cp string, since time.Time) (string, error) {
+	id := m.o.Identity().InstanceID
+	out, err := m.o.EC2.DescribeReplaceRootVolumeTasks(ctx, &ec2.DescribeReplaceRootVolumeTasksInput{
+		Filters: []types.Filter{{Name: aws.String("instance-id"), Values: []string{id}}},
+	})
+	if err != nil {
+		return "", fmt.Errorf("root restore: DescribeReplaceRootVolumeTasks for %s: %w", id, err)
+	}
+	var found string
+	var newest time.Time
+	for _, t := range out.ReplaceRootVolumeTasks {
+		if tagValue(t.Tags, TagCheckpoint) != cp {
+			continue
+		}
+		// A minute of slack for the clocks of this host and of EC2; a
+		// start time that does not parse does not rule the task out.
+		start, err := time.Parse(time.RFC3339, aws.ToString(t.StartTime))
+		if err == nil && (start.Before(since.Add(-time.Minute)) || (found != "" && !start.After(newest))) {
+			continue
+		}
+		found, newest = aws.ToString(t.ReplaceRootVolumeTaskId), start
+	}
+	return found, nil
+}
+
+func tagValue(tags []types.Tag, key string) string {
+	for _, t := range tags {
+		if aws.ToString(t.Key) == key {
+			return aws.ToString(t.Value)
+		}
+	}
+	return ""
+}
+
 // WaitRootTask polls the replacement task until it ends or timeout.
 func (m *Manager) WaitRootTask(ctx context.Context, taskID string, timeout time.Duration) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)

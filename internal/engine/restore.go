@@ -261,10 +261,23 @@ func (e *Engine) resumeRootRestore(ctx context.Context) error {
 	d.Steps = append(d.Steps, api.Step{Name: StepRecover, Status: api.StepSucceeded, StartedAt: now, EndedAt: now,
 		Detail: "started again after the root volume replacement; this record comes from the instance tag " + checkpoint.TagRestoreIntent})
 	if in.TaskID == "" {
-		d.Error = "the agent stopped before the replacement task started; nothing was replaced"
-		e.o.Checkpoints.ClearRootIntent(ctx)
-		r.finish(api.StatusFailed, nil)
-		return nil
+		// The task may have started without its id reaching the tag.
+		id, err := e.o.Checkpoints.FindRootTask(ctx, in.Checkpoint, in.Started)
+		if err != nil {
+			d.Error = fmt.Sprintf("the agent stopped before it recorded the replacement task, and looking for the task failed: %v; check the instance's root volume replacement tasks in EC2, then clear the instance tag %s", err, checkpoint.TagRestoreIntent)
+			r.finish(api.StatusNeedsOperator, nil)
+			return nil
+		}
+		if id == "" {
+			d.Error = "the agent stopped before the replacement task started; nothing was replaced"
+			e.o.Checkpoints.ClearRootIntent(ctx)
+			r.finish(api.StatusFailed, nil)
+			return nil
+		}
+		in.TaskID = id
+		if d.Root != nil {
+			d.Root.TaskID = id
+		}
 	}
 	climbing := d.Kind != api.KindRestoreRoot // the ladder's root rung, not `checkpoint restore --root`
 	if err := r.step("Reboot", "", "", func() (string, error) { return e.finishRoot(ctx, r, *in) }); err != nil {
