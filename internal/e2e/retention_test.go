@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -109,5 +110,33 @@ func TestDeployTakesAnAMIWhenConfigured(t *testing.T) {
 	json.Unmarshal([]byte(h.ctl("checkpoint", "show", d.Checkpoint, "-o", "json").stdout), &b)
 	if b.Checkpoint.Image == nil || b.Checkpoint.Image.ImageID != img.ImageId || !strings.Contains(strings.Join(b.Checkpoint.Kinds, ","), "ami") {
 		t.Errorf("checkpoint show: %+v", b.Checkpoint)
+	}
+}
+
+// `agentctl rollback --to DEPLOYMENT-ID --wait` goes back to exactly that
+// deployment's revision and exits 0 once it succeeded.
+func TestRollbackToADeploymentIDAndWait(t *testing.T) {
+	h := newHost(t, "")
+	h.start()
+	dest := filepath.Join(h.dir, "srv", "app")
+	rev := func(v string) string {
+		return h.bundle(v, testbed.Revision{Dest: dest, Files: map[string]testbed.File{"v": {Content: v}}})
+	}
+	d1 := h.deployRecord(rev("v1"), 0)
+	h.deployRecord(rev("v2"), 0)
+	h.deployRecord(rev("v3"), 0)
+	r := h.ctl("rollback", "--to", d1.ID, "--wait")
+	if r.code != 0 {
+		t.Fatalf("rollback --to %s --wait: exit %d\n%s%s", d1.ID, r.code, r.stdout, r.stderr)
+	}
+	d := lastDeployment(h)
+	if d.Kind != api.KindRollback || d.Status != api.StatusSucceeded || d.RollbackTo != d1.ID {
+		t.Errorf("rollback record: kind %s status %s to %q, want a succeeded rollback to %s", d.Kind, d.Status, d.RollbackTo, d1.ID)
+	}
+	if st := h.status(); st.Current == nil || st.Current.Revision != "v1" {
+		t.Errorf("current after the rollback: %+v", st.Current)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dest, "v")); string(b) != "v1" {
+		t.Errorf("files after the rollback: v=%q", b)
 	}
 }
