@@ -160,6 +160,18 @@ func TestCheckpointCommands(t *testing.T) {
 	if r := h.ctl("checkpoint", "create", "--kind", "zfs"); r.code != 2 {
 		t.Errorf("bad kind: exit %d", r.code)
 	}
+	// pin ID on an existing checkpoint: then it cannot be deleted.
+	if r := h.ctl("checkpoint", "pin", ids[2]); r.code != 0 || !strings.Contains(r.stdout, "checkpoint "+ids[2]+" pinned=true") {
+		t.Errorf("pin: %d %s%s", r.code, r.stdout, r.stderr)
+	}
+	if r := h.ctl("checkpoint", "delete", ids[2]); r.code != 1 || !strings.Contains(r.stderr, "pinned") {
+		t.Errorf("delete after pin: %d %s", r.code, r.stderr)
+	}
+	for _, s := range snapshotsOf(t, h.bed, h.inst.Doc.InstanceID) {
+		if s.tag(checkpoint.TagCheckpoint) == ids[2] && s.tag(checkpoint.TagPinned) != "true" {
+			t.Errorf("the pin is not in AWS: snapshot of %s tagged %v", ids[2], s.Tags)
+		}
+	}
 	left := snapshotsOf(t, h.bed, h.inst.Doc.InstanceID)
 	if len(left) != 4 { // ids[2] and ids[3]: two sets of root+data
 		t.Errorf("%d snapshots left, want 4", len(left))
