@@ -201,6 +201,13 @@ func TestRestoreDataVolume(t *testing.T) {
 		t.Fatalf("deploy: %s%s", r.stdout, r.stderr)
 	}
 	os.WriteFile(filepath.Join(data, "state.txt"), []byte("data-v1\n"), 0o644)
+	// What the new volume and its mount must keep: a user tag and the
+	// volume's attributes in EC2, the mount options on the host.
+	awscli(t, h.bed, nil, "ec2", "create-tags", "--resources", h.inst.DataVolumeID, "--tags", "Key=team,Value=payments")
+	if out, err := exec.Command("mount", "-o", "remount,noatime", data).CombinedOutput(); err != nil {
+		t.Fatalf("remount noatime: %v %s", err, out)
+	}
+	optsBefore := mountOptions(t, data)
 	r := h.ctl("checkpoint", "create", "--wait", "-o", "json")
 	var b api.CheckpointBody
 	if err := json.Unmarshal([]byte(r.stdout), &b); err != nil {
@@ -250,6 +257,57 @@ func TestRestoreDataVolume(t *testing.T) {
 	if r := h.ctl("checkpoint", "list"); !strings.Contains(r.stdout, h.inst.DataVolumeID) || !strings.Contains(r.stdout, "undo") {
 		t.Errorf("list does not show the kept volume:\n%s", r.stdout)
 	}
+	if got := mountOptions(t, data); got != optsBefore || !strings.Contains(got, "noatime") {
+		t.Errorf("mount options after the restore %q, before %q", got, optsBefore)
+	}
+	var both struct {
+		Volumes []struct {
+			VolumeId, VolumeType, AvailabilityZone string
+			Size                                   int
+			Encrypted                              bool
+			Tags                                   []struct{ Key, Value string }
+		}
+	}
+	awscli(t, h.bed, &both, "ec2", "describe-volumes", "--volume-ids", h.inst.DataVolumeID, replacedBy)
+	if len(both.Volumes) != 2 {
+		t.Fatalf("describe-volumes: %+v", both.Volumes)
+	}
+	o, n := both.Volumes[0], both.Volumes[1]
+	if o.VolumeId != h.inst.DataVolumeID {
+		o, n = n, o
+	}
+	if n.VolumeType != o.VolumeType || n.Size != o.Size || n.Encrypted != o.Encrypted || n.AvailabilityZone != o.AvailabilityZone {
+		t.Errorf("new volume %+v does not copy the old one %+v", n, o)
+	}
+	team := ""
+	for _, tg := range n.Tags {
+		if tg.Key == "team" {
+			team = tg.Value
+		}
+	}
+	if team != "payments" {
+		t.Errorf("the new volume lost the user tag team=payments: %v", n.Tags)
+	}
+}
+
+// mountOptions is the per-mount options of the mount at dir, from
+// /proc/self/mountinfo.
+func mountOptions(t *testing.T, dir string) string {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := ""
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) > 5 && f[4] == dir {
+			opts = f[5] // the last mount there wins
+		}
+	}
+	if opts == "" {
+		t.Fatalf("%s is not a mount point", dir)
+	}
+	return opts
 }
 
 // agentctl restore-instance, from a "workstation" (AWS credentials in the
