@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -320,6 +321,9 @@ func TestRestoreInstanceCommand(t *testing.T) {
 	var eip struct{ AllocationId string }
 	awscli(t, h.bed, &eip, "ec2", "allocate-address", "--domain", "vpc")
 	awscli(t, h.bed, nil, "ec2", "associate-address", "--allocation-id", eip.AllocationId, "--instance-id", h.inst.Doc.InstanceID)
+	var prof struct{ InstanceProfile struct{ Arn string } }
+	awscli(t, h.bed, &prof, "iam", "create-instance-profile", "--instance-profile-name", "web-"+h.inst.Doc.InstanceID)
+	awscli(t, h.bed, nil, "ec2", "associate-iam-instance-profile", "--instance-id", h.inst.Doc.InstanceID, "--iam-instance-profile", "Arn="+prof.InstanceProfile.Arn)
 	cmd := exec.Command(h.bins.Agentctl, "restore-instance", "--instance", h.inst.Doc.InstanceID, "--image", img.ImageId, "--eip", eip.AllocationId, "-o", "json")
 	cmd.Env = h.bed.CLIEnv()
 	out, err := cmd.Output()
@@ -335,14 +339,29 @@ func TestRestoreInstanceCommand(t *testing.T) {
 	if len(addr.Addresses) != 1 || addr.Addresses[0].InstanceId != res.NewInstanceID {
 		t.Errorf("EIP on %+v, want %s", addr, res.NewInstanceID)
 	}
-	var desc struct {
-		Reservations []struct {
-			Instances []struct{ State struct{ Name string } }
-		}
+	type instance struct {
+		InstanceId, InstanceType, SubnetId string
+		State                              struct{ Name string }
+		IamInstanceProfile                 struct{ Arn string }
+		SecurityGroups                     []struct{ GroupId string }
 	}
-	awscli(t, h.bed, &desc, "ec2", "describe-instances", "--instance-ids", h.inst.Doc.InstanceID)
-	if s := desc.Reservations[0].Instances[0].State.Name; s != "stopped" && s != "stopping" {
+	describe := func(id string) instance {
+		var desc struct {
+			Reservations []struct{ Instances []instance }
+		}
+		awscli(t, h.bed, &desc, "ec2", "describe-instances", "--instance-ids", id)
+		if len(desc.Reservations) != 1 || len(desc.Reservations[0].Instances) != 1 {
+			t.Fatalf("describe-instances %s: %+v", id, desc)
+		}
+		return desc.Reservations[0].Instances[0]
+	}
+	oldI, newI := describe(h.inst.Doc.InstanceID), describe(res.NewInstanceID)
+	if s := oldI.State.Name; s != "stopped" && s != "stopping" {
 		t.Errorf("old instance %s", s)
+	}
+	if newI.IamInstanceProfile.Arn != prof.InstanceProfile.Arn || newI.InstanceType != oldI.InstanceType || newI.SubnetId != oldI.SubnetId ||
+		fmt.Sprint(newI.SecurityGroups) != fmt.Sprint(oldI.SecurityGroups) {
+		t.Errorf("the new instance does not keep the old one's settings:\nold %+v\nnew %+v", oldI, newI)
 	}
 	cmd = exec.Command(h.bins.Agentctl, "restore-instance", "--instance", h.inst.Doc.InstanceID)
 	cmd.Env = h.bed.CLIEnv()
