@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strings"
 	"syscall"
+	"testing"
 	"time"
 
 	"github.com/rollback-agent/rollback-agent/internal/api"
@@ -124,4 +125,64 @@ func (h *host) waitEnd(id string) *api.Deployment {
 	}
 	h.t.Fatalf("deployment %s did not end after the restart\n%s", id, h.agent.Output())
 	return nil
+}
+
+// SIGTERM while a hook ignores SIGTERM: the agent stops the hook's group
+// (SIGKILL after the grace), exits 0 on its own within its bound, leaves
+// no hook behind, and the next start finishes the deployment.
+func TestGracefulStopWithAHookThatIgnoresSIGTERM(t *testing.T) {
+	h := newHost(t, "")
+	h.start()
+	out := filepath.Join(h.dir, "out")
+	os.MkdirAll(out, 0o755)
+	dest := filepath.Join(h.dir, "srv", "app")
+	flag := filepath.Join(out, "hang")
+	v1 := h.bundle("v1", testbed.Revision{Dest: dest, Files: map[string]testbed.File{"v": {Content: "1"}}})
+	v2 := h.bundle("v2", testbed.Revision{Dest: dest, Files: map[string]testbed.File{"v": {Content: "2"}}, Hooks: map[string]string{
+		"BeforeInstall": fmt.Sprintf("if [ -f %s ]; then echo $$ > %s/pid; trap '' TERM; sleep 300; fi", flag, out),
+	}})
+	if r := h.ctl("deploy", v1, "--wait"); r.code != 0 {
+		t.Fatalf("deploy v1: %s%s", r.stdout, r.stderr)
+	}
+	os.WriteFile(flag, nil, 0o644)
+	r := h.ctl("deploy", v2)
+	if r.code != 0 {
+		t.Fatalf("deploy v2: %s", r.stderr)
+	}
+	id := strings.Fields(r.stdout)[1]
+	var pid int
+	deadline := time.Now().Add(60 * time.Second)
+	for pid == 0 {
+		if b, err := os.ReadFile(filepath.Join(out, "pid")); err == nil {
+			fmt.Sscan(string(b), &pid)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the hook never started\n%s", h.agent.Output())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	h.agent.Signal(syscall.SIGTERM)
+	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
+	defer cancel()
+	code, err := h.agent.Wait(ctx)
+	if err != nil || code != 0 {
+		h.agent.Kill()
+		t.Fatalf("the agent did not stop on its own (exit %d, %v)\n%s", code, err, h.agent.Output())
+	}
+	if err := syscall.Kill(pid, 0); err != syscall.ESRCH {
+		syscall.Kill(-pid, syscall.SIGKILL)
+		t.Errorf("the hook (pid %d) outlived the agent: %v", pid, err)
+	}
+
+	os.Remove(flag)
+	h.start()
+	d := h.waitEnd(id)
+	if d.Status != api.StatusRolledBack && d.Status != api.StatusSucceeded {
+		t.Fatalf("after the restart the deployment ended %s: %s", d.Status, d.Error)
+	}
+	want := map[string]string{api.StatusRolledBack: "1", api.StatusSucceeded: "2"}[d.Status]
+	if b, _ := os.ReadFile(filepath.Join(dest, "v")); string(b) != want {
+		t.Errorf("%s but v=%q", d.Status, b)
+	}
 }
