@@ -56,10 +56,12 @@ func (r *run) step(name, revision, rung string, fn func() (string, error)) error
 	r.d.Steps = append(r.d.Steps, api.Step{Name: name, Status: api.StepRunning, StartedAt: time.Now().UTC(), Revision: revision, Rung: rung})
 	i := len(r.d.Steps) - 1
 	r.save()
-	st := r.d.Steps[i]
-	r.e.bus.publish(api.Event{Type: api.EventStep, DeploymentID: r.d.ID, Step: &st})
+	// Each event gets its own copy of the step: subscribers encode it on
+	// their goroutines while this one goes on.
+	started := r.d.Steps[i]
+	r.e.bus.publish(api.Event{Type: api.EventStep, DeploymentID: r.d.ID, Step: &started})
 	detail, err := fn()
-	st = r.d.Steps[i]
+	st := r.d.Steps[i]
 	st.EndedAt = time.Now().UTC()
 	st.Detail = detail
 	switch {
