@@ -149,7 +149,11 @@ func runCrashCase(t *testing.T, c crashCase) string {
 		}
 	}
 	if interrupted != c.step {
-		t.Errorf("the journal says %q was interrupted, want %s", interrupted, c.step)
+		var steps []string
+		for _, s := range d.Steps {
+			steps = append(steps, fmt.Sprintf("%s/%s:%s[%s](%.60s)", s.Rung, s.Name, s.Status, s.EndedAt.Sub(s.StartedAt).Round(time.Millisecond), s.Error))
+		}
+		t.Errorf("the journal says %q was interrupted, want %s; steps: %s", interrupted, c.step, strings.Join(steps, " "))
 	}
 	lastGood := h.lastGoodCheckpointExists(v1id, d)
 	tagged := h.allSnapshotsTagged()
@@ -169,14 +173,26 @@ func (h *host) waitInStep(id string, c crashCase, out string) {
 			if _, err := os.Stat(filepath.Join(out, "started")); err == nil {
 				return
 			}
-		} else if st := h.status(); st.Operation != nil && st.Operation.DeploymentID == id && st.Operation.Step == c.step {
-			if !c.failV2 || st.Operation.Status == api.StatusRollingBack {
+		} else if d := h.deployment(id); d != nil && len(d.Steps) > 0 {
+			// The step itself must be running (not just be the last one
+			// on record, which it stays for a moment after it ended).
+			last := d.Steps[len(d.Steps)-1]
+			if last.Name == c.step && last.Status == api.StepRunning && (!c.failV2 || d.Status == api.StatusRollingBack) {
 				return
 			}
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
 	h.t.Fatalf("deployment %s never reached %s", id, c.step)
+}
+
+// deployment is the journal's record of id, nil when it cannot be read.
+func (h *host) deployment(id string) *api.Deployment {
+	var b api.DeploymentBody
+	if err := json.Unmarshal([]byte(h.ctl("show", id, "-o", "json").stdout), &b); err != nil || b.Deployment.ID == "" {
+		return nil
+	}
+	return &b.Deployment
 }
 
 // lastGoodCheckpointExists checks, in AWS, the checkpoint of the last good

@@ -103,11 +103,15 @@ func (b *Bed) BaseEnv() []string {
 	env := []string{}
 	for _, kv := range os.Environ() {
 		switch key, _, _ := strings.Cut(kv, "="); {
-		case strings.HasPrefix(key, "AWS_"), key == "NOTIFY_SOCKET", strings.HasPrefix(key, "WATCHDOG_"):
+		case strings.HasPrefix(key, "AWS_"), key == "NOTIFY_SOCKET", strings.HasPrefix(key, "WATCHDOG_"), key == "GORACE":
 			continue
 		}
 		env = append(env, kv)
 	}
+	// Binaries built with -race sleep a second at exit (to let late race
+	// reports out); every agentctl call of a test would pay it. Races are
+	// still reported when they happen, and still fail the exit status.
+	env = append(env, "GORACE="+strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0"))
 	return append(env,
 		"AWS_ACCESS_KEY_ID="+AccessKey,
 		"AWS_SECRET_ACCESS_KEY="+SecretKey,
