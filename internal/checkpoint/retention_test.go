@@ -153,17 +153,27 @@ func TestPruneGoesOnAfterAFailedDelete(t *testing.T) {
 	}
 }
 
-// freeze holds writes to a data filesystem only around the API call, and
-// thaws it also when the call fails.
-func TestFreezeOnlyAroundTheCallAndAlwaysThawed(t *testing.T) {
+// frozenFixture mounts the instance's data volume and names it in
+// checkpoint.freeze; the mount is never left frozen after the test.
+func frozenFixture(t *testing.T) (*fixture, string) {
+	t.Helper()
 	f := newFixture(t, true, nil)
 	mnt := filepath.Join(t.TempDir(), "data")
 	os.MkdirAll(mnt, 0o755)
 	if err := f.inst.Mount(f.inst.DataVolumeID, mnt); err != nil {
 		t.Fatal(err)
 	}
-	defer f.inst.Unmount(mnt)
+	// Cleanups run last in, first out: thaw, then unmount.
+	t.Cleanup(func() { f.inst.Unmount(mnt) })
+	t.Cleanup(func() { exec.Command("fsfreeze", "-u", mnt).Run() })
 	f.cfg.Checkpoint.Freeze = []string{mnt}
+	return f, mnt
+}
+
+// freeze holds writes to a data filesystem only around the API call, and
+// thaws it also when the call fails.
+func TestFreezeOnlyAroundTheCallAndAlwaysThawed(t *testing.T) {
+	f, mnt := frozenFixture(t)
 	f.cfg.Checkpoint.CreateTimeout = 3 * time.Second
 
 	// The call is held 2 s at the proxy. Once the request has reached the
@@ -225,15 +235,7 @@ func writeSynced(t *testing.T, path string) {
 // The freeze covers each create call, not the backoff between attempts,
 // and a call that outlives checkpoint.create_timeout is thawed too.
 func TestFreezeIsNotHeldAcrossRetriesOrPastTheTimeout(t *testing.T) {
-	f := newFixture(t, true, nil)
-	mnt := filepath.Join(t.TempDir(), "data")
-	os.MkdirAll(mnt, 0o755)
-	if err := f.inst.Mount(f.inst.DataVolumeID, mnt); err != nil {
-		t.Fatal(err)
-	}
-	defer f.inst.Unmount(mnt)
-	defer exec.Command("fsfreeze", "-u", mnt).Run() // never leave it frozen on a failure
-	f.cfg.Checkpoint.Freeze = []string{mnt}
+	f, mnt := frozenFixture(t)
 	f.cfg.Checkpoint.CreateTimeout = 30 * time.Second
 
 	// Throttled once: the retry waits at least a second, unfrozen.

@@ -152,7 +152,7 @@ func (m *Manager) FindRootTask(ctx context.Context, cp string, since time.Time) 
 	var found string
 	var newest time.Time
 	for _, t := range out.ReplaceRootVolumeTasks {
-		if tagValue(t.Tags, TagCheckpoint) != cp {
+		if tagMap(t.Tags)[TagCheckpoint] != cp {
 			continue
 		}
 		// A minute of slack for the clocks of this host and of EC2; a
@@ -164,15 +164,6 @@ func (m *Manager) FindRootTask(ctx context.Context, cp string, since time.Time) 
 		found, newest = aws.ToString(t.ReplaceRootVolumeTaskId), start
 	}
 	return found, nil
-}
-
-func tagValue(tags []types.Tag, key string) string {
-	for _, t := range tags {
-		if aws.ToString(t.Key) == key {
-			return aws.ToString(t.Value)
-		}
-	}
-	return ""
 }
 
 // WaitRootTask polls the replacement task until it ends or timeout.

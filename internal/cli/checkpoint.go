@@ -54,11 +54,9 @@ func newCheckpointCreateCmd(g *globals) *cobra.Command {
 				return err
 			}
 			if !wait {
-				if g.json() {
-					return writeJSON(g.stdout, checkpointBody(c))
-				}
-				fmt.Fprintf(g.stdout, "checkpoint %s taken (%s): %s\n", c.ID, strings.Join(c.Kinds, "+"), c.State)
-				return nil
+				return g.print(checkpointBody(c), func(w io.Writer) {
+					fmt.Fprintf(w, "checkpoint %s taken (%s): %s\n", c.ID, strings.Join(c.Kinds, "+"), c.State)
+				})
 			}
 			c, err = g.waitCheckpoint(cmd.Context(), c.ID)
 			if err != nil {

@@ -3,7 +3,7 @@ package cli
 import (
 	"context"
 	"fmt"
-	"github.com/rollback-agent/rollback-agent/internal/source/release"
+	"io"
 	"os"
 
 	"aead.dev/minisign"
@@ -14,6 +14,7 @@ import (
 
 	"github.com/rollback-agent/rollback-agent/internal/awsconf"
 	"github.com/rollback-agent/rollback-agent/internal/push"
+	"github.com/rollback-agent/rollback-agent/internal/source/release"
 )
 
 // keyPasswordEnv holds the password of an encrypted signing key, for CI;
@@ -132,11 +133,9 @@ func newPushCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if g.json() {
-				return writeJSON(g.stdout, res)
-			}
-			fmt.Fprintf(g.stdout, "pushed %s %s: s3://%s/%s\n", o.App, o.Version, res.Bucket, res.ManifestKey)
-			return nil
+			return g.print(res, func(w io.Writer) {
+				fmt.Fprintf(w, "pushed %s %s: s3://%s/%s\n", o.App, o.Version, res.Bucket, res.ManifestKey)
+			})
 		},
 	}
 	f := cmd.Flags()

@@ -29,11 +29,7 @@ func newReleasesCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if g.json() {
-				return writeJSON(g.stdout, l)
-			}
-			printReleases(g.stdout, l)
-			return nil
+			return g.print(l, func(w io.Writer) { printReleases(w, l) })
 		},
 	}
 	cmd.Flags().StringVar(&bucket, "bucket", "", "S3 bucket of the releases (required)")
@@ -103,11 +99,9 @@ func newPromoteCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if g.json() {
-				return writeJSON(g.stdout, ch)
-			}
-			fmt.Fprintf(g.stdout, "channel %s of %s now at %s (sequence %d)\n", ch.Channel, ch.App, ch.Version, ch.Sequence)
-			return nil
+			return g.print(ch, func(w io.Writer) {
+				fmt.Fprintf(w, "channel %s of %s now at %s (sequence %d)\n", ch.Channel, ch.App, ch.Version, ch.Sequence)
+			})
 		},
 	}
 	f := cmd.Flags()

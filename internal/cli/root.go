@@ -99,15 +99,21 @@ func query[T any](g *globals, ask func(context.Context, *client.Client, []string
 		if err != nil {
 			return err
 		}
-		if g.json() {
-			if body == nil {
-				return writeJSON(g.stdout, v)
-			}
-			return writeJSON(g.stdout, body(v))
+		var js any = v
+		if body != nil {
+			js = body(v)
 		}
-		text(g.stdout, v)
-		return nil
+		return g.print(js, func(w io.Writer) { text(w, v) })
 	}
+}
+
+// print writes a command's result: v as JSON with -o json, else text.
+func (g *globals) print(v any, text func(io.Writer)) error {
+	if g.json() {
+		return writeJSON(g.stdout, v)
+	}
+	text(g.stdout)
+	return nil
 }
 
 // checkpointBody is the JSON body of one checkpoint, as the API sends it.

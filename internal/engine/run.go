@@ -219,8 +219,8 @@ func (r *run) fail(ctx context.Context, cause error) {
 	case r.d.Kind == api.KindRollback:
 		r.d.Error = fmt.Sprintf("rollback failed: %v; the host may be half-installed: fix the cause, then run `agentctl rollback --to <revision>` or deploy a fixed revision", cause)
 		r.finish(api.StatusNeedsOperator, nil)
-	case !r.cfg.Rollback.Automatic || len(r.cfg.Rollback.Ladder) == 0:
-		r.d.Error = fmt.Sprintf("%v; automatic rollback is off (rollback.automatic / rollback.ladder): run `agentctl rollback` to restore the last good revision", cause)
+	case !r.automatic():
+		r.d.Error = fmt.Sprintf("%v; %s", cause, automaticOff)
 		r.finish(api.StatusFailed, nil)
 	default:
 		from := config.RungRevision
@@ -230,6 +230,12 @@ func (r *run) fail(ctx context.Context, cause error) {
 		r.climb(ctx, from)
 	}
 }
+
+// automatic reports whether a failure may climb the ladder by itself.
+func (r *run) automatic() bool { return r.cfg.Rollback.Automatic && len(r.cfg.Rollback.Ladder) > 0 }
+
+// automaticOff is the hint when it may not.
+const automaticOff = "automatic rollback is off (rollback.automatic / rollback.ladder): run `agentctl rollback` to restore the last good revision"
 
 func hasRung(cfg *config.Config, rung string) bool {
 	for _, r := range cfg.Rollback.Ladder {

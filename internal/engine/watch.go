@@ -129,9 +129,9 @@ func (e *Engine) rollBackSucceeded(ctx context.Context, id, reason string, sum *
 		r.d.Error = fmt.Sprintf("%s; this was a rollback, and a rollback never triggers another one: look at `agentctl show %s`, fix the cause, then run `agentctl rollback --to <revision>` or `agentctl checkpoint restore`",
 			reason, d.ID)
 		r.finish(api.StatusNeedsOperator, nil)
-	case !r.cfg.Rollback.Automatic || len(r.cfg.Rollback.Ladder) == 0:
+	case !r.automatic():
 		// The revision stays installed and current; a human decides.
-		r.d.Error = fmt.Sprintf("%s; automatic rollback is off (rollback.automatic / rollback.ladder): run `agentctl rollback` to restore the last good revision", reason)
+		r.d.Error = reason + "; " + automaticOff
 		r.finish(api.StatusNeedsOperator, nil)
 	default:
 		r.climb(ctx, config.RungRevision)
