@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
-	"github.com/rollback-agent/rollback-agent/internal/source/release"
 	"sync"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -22,6 +21,7 @@ import (
 	"github.com/rollback-agent/rollback-agent/internal/releases"
 	"github.com/rollback-agent/rollback-agent/internal/server"
 	"github.com/rollback-agent/rollback-agent/internal/source"
+	"github.com/rollback-agent/rollback-agent/internal/source/release"
 )
 
 // services are the parts that exist once the agent knows who it is.

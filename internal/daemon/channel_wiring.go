@@ -3,7 +3,6 @@ package daemon
 import (
 	"context"
 	"fmt"
-	"github.com/rollback-agent/rollback-agent/internal/source/release"
 	"path/filepath"
 
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -12,6 +11,7 @@ import (
 	"github.com/rollback-agent/rollback-agent/internal/config"
 	"github.com/rollback-agent/rollback-agent/internal/engine"
 	"github.com/rollback-agent/rollback-agent/internal/source"
+	"github.com/rollback-agent/rollback-agent/internal/source/release"
 )
 
 // startChannel starts the S3 release channel watcher when

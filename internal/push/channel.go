@@ -5,11 +5,12 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"github.com/rollback-agent/rollback-agent/internal/source/release"
 	"time"
 
 	"aead.dev/minisign"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/rollback-agent/rollback-agent/internal/source/release"
 )
 
 // PromoteOptions move a channel.

@@ -4,9 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"github.com/rollback-agent/rollback-agent/internal/source/release"
 	"strings"
 	"testing"
+
+	"github.com/rollback-agent/rollback-agent/internal/source/release"
 )
 
 // Every move of a channel is a new sequence, back to an older version

@@ -1,11 +1,12 @@
 package push
 
 import (
-	"github.com/rollback-agent/rollback-agent/internal/source/release"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/rollback-agent/rollback-agent/internal/source/release"
 )
 
 // keygen writes a minisign key pair the agent's keyring reads (as the

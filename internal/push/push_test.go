@@ -9,7 +9,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
-	"github.com/rollback-agent/rollback-agent/internal/source/release"
 	"io"
 	"os"
 	"path/filepath"
@@ -21,6 +20,7 @@ import (
 	"aead.dev/minisign"
 
 	"github.com/rollback-agent/rollback-agent/internal/appspec"
+	"github.com/rollback-agent/rollback-agent/internal/source/release"
 )
 
 func write(t *testing.T, root, rel, content string, mode os.FileMode) {

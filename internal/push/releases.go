@@ -3,12 +3,13 @@ package push
 import (
 	"context"
 	"fmt"
-	"github.com/rollback-agent/rollback-agent/internal/source/release"
 	"sort"
 	"strings"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/rollback-agent/rollback-agent/internal/source/release"
 )
 
 // Release is one uploaded version as `agentctl releases` shows it.

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/rollback-agent/rollback-agent/internal/source/release"
 	"math/rand/v2"
 	"os"
 	"sync"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/rollback-agent/rollback-agent/internal/api"
 	"github.com/rollback-agent/rollback-agent/internal/engine"
+	"github.com/rollback-agent/rollback-agent/internal/source/release"
 )
 
 // ChannelEngine is the engine's side the channel needs: it only queues.

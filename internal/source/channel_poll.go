@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/rollback-agent/rollback-agent/internal/source/release"
 	"io"
 	"net/http"
 	"os"
@@ -22,6 +21,7 @@ import (
 
 	"github.com/rollback-agent/rollback-agent/internal/api"
 	"github.com/rollback-agent/rollback-agent/internal/engine"
+	"github.com/rollback-agent/rollback-agent/internal/source/release"
 )
 
 // docTimeout bounds one GET of a small document, so a black-holed

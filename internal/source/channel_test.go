@@ -3,12 +3,12 @@ package source
 import (
 	"bytes"
 	"errors"
-	"github.com/rollback-agent/rollback-agent/internal/source/release"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/rollback-agent/rollback-agent/internal/api"
+	"github.com/rollback-agent/rollback-agent/internal/source/release"
 	"github.com/rollback-agent/rollback-agent/internal/testbed"
 )
 

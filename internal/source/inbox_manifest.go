@@ -5,12 +5,13 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"github.com/rollback-agent/rollback-agent/internal/source/release"
 	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/rollback-agent/rollback-agent/internal/source/release"
 )
 
 // A bundle in the inbox may come with its manifest and signature, as

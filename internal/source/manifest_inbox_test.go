@@ -6,7 +6,6 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
-	"github.com/rollback-agent/rollback-agent/internal/source/release"
 	"os"
 	"path/filepath"
 	"strings"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/rollback-agent/rollback-agent/internal/api"
 	"github.com/rollback-agent/rollback-agent/internal/bundle"
+	"github.com/rollback-agent/rollback-agent/internal/source/release"
 )
 
 // inboxEngine is fakeEngine plus the event stream the inbox subscribes to.
