@@ -123,7 +123,7 @@ func (r *rig) record(ctx context.Context, id string) (*api.Deployment, error) {
 		if err := json.Unmarshal([]byte(out), &b); err != nil {
 			return nil, err
 		}
-		if api.Terminal(b.Deployment.Status) {
+		if b.Deployment.Status.Terminal() {
 			if b.Deployment.Status != api.StatusSucceeded {
 				return &b.Deployment, fmt.Errorf("%s ended %s: %s", id, b.Deployment.Status, b.Deployment.Error)
 			}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -107,7 +108,7 @@ func testInstallTwice(t *testing.T, root string, b built) {
 		t.Fatalf("the written agent.yaml does not load: %v", err)
 	}
 	if cfg.Application != "demo" || cfg.Sources.Channel != "s3://releases/apps/demo/channels/prod.json" ||
-		!cfg.Checkpoint.PackageManagers || strings.Join(cfg.Rollback.Ladder, ",") != "revision,volumes" {
+		!cfg.Checkpoint.PackageManagers || fmt.Sprint(cfg.Rollback.Ladder) != "[revision volumes]" {
 		t.Errorf("agent.yaml does not say what the options said: %+v", cfg)
 	}
 

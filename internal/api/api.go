@@ -45,22 +45,24 @@ type ErrorBody struct {
 	Code          string `json:"code"`
 }
 
-// Agent states shown in Status.State.
+// AgentState is the state of the agent as a whole, in Status.State.
+type AgentState string
+
+// Agent states.
 const (
-	StateStarting      = "starting"
-	StateIdle          = "idle"
-	StateBusy          = "busy"
-	StateNeedsOperator = "needs_operator"
-	StateStopping      = "stopping"
+	StateStarting      AgentState = "starting"
+	StateIdle          AgentState = "idle"
+	StateBusy          AgentState = "busy"
+	StateNeedsOperator AgentState = "needs_operator"
+	StateStopping      AgentState = "stopping"
 )
 
 // Status is GET /v1/status.
 type Status struct {
-	SchemaVersion int    `json:"schema_version"`
-	Agent         Agent  `json:"agent"`
-	Application   string `json:"application"`
-	// State is one of the State* constants.
-	State string `json:"state"`
+	SchemaVersion int        `json:"schema_version"`
+	Agent         Agent      `json:"agent"`
+	Application   string     `json:"application"`
+	State         AgentState `json:"state"`
 	// Summary is the same human sentence as sd_notify STATUS.
 	Summary  string       `json:"summary"`
 	Identity Identity     `json:"identity"`
@@ -126,11 +128,11 @@ type RevisionRef struct {
 
 // Operation is the work in flight.
 type Operation struct {
-	Kind         string    `json:"kind"` // deploy, rollback, restore, guard, checkpoint
-	DeploymentID string    `json:"deployment_id,omitempty"`
-	Status       string    `json:"status"`
-	Step         string    `json:"step"`
-	StartedAt    time.Time `json:"started_at"`
+	Kind         DeploymentKind   `json:"kind"`
+	DeploymentID string           `json:"deployment_id,omitempty"`
+	Status       DeploymentStatus `json:"status"`
+	Step         string           `json:"step"`
+	StartedAt    time.Time        `json:"started_at"`
 }
 
 // CheckpointSummary is the checkpoint part of the status.
@@ -189,55 +191,91 @@ type OperatorAttention struct {
 	Since        time.Time `json:"since"`
 }
 
+// DeploymentStatus is where a deployment (or rollback, restore, guard)
+// is in its lifecycle. Only the engine changes it, through one function
+// checked against a table of allowed transitions (docs/design.md).
+type DeploymentStatus string
+
 // Deployment statuses.
 const (
-	StatusQueued        = "queued"
-	StatusRunning       = "running"
-	StatusSucceeded     = "succeeded"
-	StatusFailed        = "failed"
-	StatusRollingBack   = "rolling_back"
-	StatusRolledBack    = "rolled_back"
-	StatusNeedsOperator = "needs_operator"
+	StatusQueued        DeploymentStatus = "queued"
+	StatusRunning       DeploymentStatus = "running"
+	StatusSucceeded     DeploymentStatus = "succeeded"
+	StatusFailed        DeploymentStatus = "failed"
+	StatusRollingBack   DeploymentStatus = "rolling_back"
+	StatusRolledBack    DeploymentStatus = "rolled_back"
+	StatusNeedsOperator DeploymentStatus = "needs_operator"
 )
 
-// Terminal reports whether a deployment status is final.
-func Terminal(status string) bool {
-	switch status {
+// Terminal reports whether a deployment status is final: the operation
+// ended (a succeeded deployment may still be rolled back by its watch
+// window or a boot assessment, as a new climb of the same record).
+func (s DeploymentStatus) Terminal() bool {
+	switch s {
 	case StatusSucceeded, StatusFailed, StatusRolledBack, StatusNeedsOperator:
 		return true
 	}
 	return false
 }
 
+// StepStatus is the state of one step or one rung.
+type StepStatus string
+
 // Step states.
 const (
-	StepRunning   = "running"
-	StepSucceeded = "succeeded"
-	StepFailed    = "failed"
-	StepSkipped   = "skipped"
+	StepRunning   StepStatus = "running"
+	StepSucceeded StepStatus = "succeeded"
+	StepFailed    StepStatus = "failed"
+	StepSkipped   StepStatus = "skipped"
 )
+
+// StepEffect says what a step does to the host, so that recovery and the
+// sources read it from the record instead of knowing step names.
+type StepEffect string
+
+// Step effects. A record without one (written by an older agent) counts
+// as EffectHost: recovery then rolls back rather than starting over,
+// which is the safe side.
+const (
+	// EffectBundle: the step only reads the bundle (fetch, unpack,
+	// validate); failing here rejects the bundle.
+	EffectBundle StepEffect = "bundle"
+	// EffectNone: the step changes nothing on the host (plans, intents,
+	// AWS resources made for later use, a checkpoint before a restore).
+	EffectNone StepEffect = "none"
+	// EffectHost: the step may have changed the host (hooks, install,
+	// unmount, detach...).
+	EffectHost StepEffect = "host"
+)
+
+// DeploymentKind is what an operation does.
+type DeploymentKind string
 
 // Deployment kinds.
 const (
-	KindDeploy   = "deploy"
-	KindRollback = "rollback"
+	KindDeploy   DeploymentKind = "deploy"
+	KindRollback DeploymentKind = "rollback"
 	// KindRestore restores a checkpoint's data volumes; KindRestoreRoot its
 	// root volume.
-	KindRestore     = "restore"
-	KindRestoreRoot = "restore-root"
+	KindRestore     DeploymentKind = "restore"
+	KindRestoreRoot DeploymentKind = "restore-root"
 	// KindGuard wraps a local change (a package upgrade) with a checkpoint
 	// and a health check.
-	KindGuard = "guard"
+	KindGuard DeploymentKind = "guard"
 )
+
+// RungName names a rung of the rollback ladder. The names and their
+// climbing order belong to the engine (internal/engine/rung).
+type RungName string
 
 // Deployment is one deployment (or manual rollback) and its steps.
 type Deployment struct {
-	ID       string `json:"id"`
-	Kind     string `json:"kind"`
-	Revision string `json:"revision"`
-	Digest   string `json:"digest,omitempty"`
-	Source   Source `json:"source"`
-	Status   string `json:"status"`
+	ID       string           `json:"id"`
+	Kind     DeploymentKind   `json:"kind"`
+	Revision string           `json:"revision"`
+	Digest   string           `json:"digest,omitempty"`
+	Source   Source           `json:"source"`
+	Status   DeploymentStatus `json:"status"`
 	// Trigger says who asked: api, inbox, channel, recovery.
 	Trigger    string    `json:"trigger"`
 	CreatedAt  time.Time `json:"created_at"`
@@ -274,6 +312,24 @@ type Deployment struct {
 	ExitCode *int   `json:"exit_code,omitempty"`
 }
 
+// FailedStep is the deployment's own step (not a rung's) that failed
+// last, nil when none did.
+func (d *Deployment) FailedStep() *Step {
+	for i := len(d.Steps) - 1; i >= 0; i-- {
+		if s := &d.Steps[i]; s.Rung == "" && s.Status == StepFailed {
+			return s
+		}
+	}
+	return nil
+}
+
+// Rejected reports whether the deployment ended failed at a step that
+// only reads its bundle: the bundle was refused before anything changed.
+func (d *Deployment) Rejected() bool {
+	s := d.FailedStep()
+	return d.Status == StatusFailed && s != nil && s.Effect == EffectBundle
+}
+
 // Source is where a deployment's bundle came from.
 type Source struct {
 	Type      string `json:"type"` // file, dir, s3, inbox, channel, release
@@ -287,27 +343,35 @@ type Source struct {
 
 // Step is one journaled step of a deployment.
 type Step struct {
-	Name      string    `json:"name"`
-	Status    string    `json:"status"`
-	StartedAt time.Time `json:"started_at"`
-	EndedAt   time.Time `json:"ended_at,omitzero"`
+	Name      string     `json:"name"`
+	Status    StepStatus `json:"status"`
+	StartedAt time.Time  `json:"started_at"`
+	EndedAt   time.Time  `json:"ended_at,omitzero"`
 	// Revision names whose scripts or files the step used, when that is
 	// not the deployment's own (ApplicationStop runs the previous one's).
 	Revision string `json:"revision,omitempty"`
 	Detail   string `json:"detail,omitempty"`
 	Error    string `json:"error,omitempty"`
 	// Rung is set for steps taken while climbing the rollback ladder.
-	Rung string `json:"rung,omitempty"`
+	Rung RungName `json:"rung,omitempty"`
+	// Effect is what the step does to the host (empty: EffectHost).
+	Effect StepEffect `json:"effect,omitempty"`
+}
+
+// ChangesHost reports whether the step may have changed the host, once
+// it started and was not skipped.
+func (s Step) ChangesHost() bool {
+	return s.Status != StepSkipped && s.Effect != EffectBundle && s.Effect != EffectNone
 }
 
 // Rung is one climb of the rollback ladder.
 type Rung struct {
-	Name      string    `json:"name"`
-	Status    string    `json:"status"`
-	StartedAt time.Time `json:"started_at"`
-	EndedAt   time.Time `json:"ended_at,omitzero"`
-	Detail    string    `json:"detail,omitempty"`
-	Error     string    `json:"error,omitempty"`
+	Name      RungName   `json:"name"`
+	Status    StepStatus `json:"status"`
+	StartedAt time.Time  `json:"started_at"`
+	EndedAt   time.Time  `json:"ended_at,omitzero"`
+	Detail    string     `json:"detail,omitempty"`
+	Error     string     `json:"error,omitempty"`
 }
 
 // DeployRequest is POST /v1/deployments.
@@ -328,9 +392,9 @@ type RollbackRequest struct {
 
 // DeploymentRef answers POST /v1/deployments and POST /v1/rollback.
 type DeploymentRef struct {
-	SchemaVersion int    `json:"schema_version"`
-	ID            string `json:"id"`
-	Status        string `json:"status"`
+	SchemaVersion int              `json:"schema_version"`
+	ID            string           `json:"id"`
+	Status        DeploymentStatus `json:"status"`
 }
 
 // DeploymentList is GET /v1/deployments.
@@ -351,20 +415,23 @@ type Event struct {
 	Time          time.Time `json:"time"`
 	// Type: snapshot (the deployment as it is when the stream starts),
 	// step, status, log.
-	Type         string      `json:"type"`
-	DeploymentID string      `json:"deployment_id,omitempty"`
-	Status       string      `json:"status,omitempty"`
-	Step         *Step       `json:"step,omitempty"`
-	Message      string      `json:"message,omitempty"`
-	Deployment   *Deployment `json:"deployment,omitempty"`
+	Type         EventType        `json:"type"`
+	DeploymentID string           `json:"deployment_id,omitempty"`
+	Status       DeploymentStatus `json:"status,omitempty"`
+	Step         *Step            `json:"step,omitempty"`
+	Message      string           `json:"message,omitempty"`
+	Deployment   *Deployment      `json:"deployment,omitempty"`
 }
+
+// EventType is the type of an Event.
+type EventType string
 
 // Event types.
 const (
-	EventSnapshot = "snapshot"
-	EventStep     = "step"
-	EventStatus   = "status"
-	EventMessage  = "message"
+	EventSnapshot EventType = "snapshot"
+	EventStep     EventType = "step"
+	EventStatus   EventType = "status"
+	EventMessage  EventType = "message"
 )
 
 // VolumeRestore is the journaled progress of restoring one data volume.

@@ -2,26 +2,32 @@ package api
 
 import "time"
 
+// CheckpointState is how far a checkpoint (or one of its resources) is.
+type CheckpointState string
+
 // Checkpoint states.
 const (
-	CheckpointPending   = "pending"
-	CheckpointCompleted = "completed"
-	CheckpointError     = "error"
+	CheckpointPending   CheckpointState = "pending"
+	CheckpointCompleted CheckpointState = "completed"
+	CheckpointError     CheckpointState = "error"
 )
+
+// CheckpointKind is what a checkpoint holds.
+type CheckpointKind string
 
 // Checkpoint kinds.
 const (
-	KindEBS = "ebs"
-	KindAMI = "ami"
+	KindEBS CheckpointKind = "ebs"
+	KindAMI CheckpointKind = "ami"
 )
 
 // Checkpoint is one rollback point of the host: an EBS snapshot set of the
 // instance's volumes, an AMI, or both, taken at one moment.
 type Checkpoint struct {
-	ID    string   `json:"id"`
-	Kinds []string `json:"kinds"`
+	ID    string           `json:"id"`
+	Kinds []CheckpointKind `json:"kinds"`
 	// State is pending until every resource is complete, error if any failed.
-	State string `json:"state"`
+	State CheckpointState `json:"state"`
 	// Progress is the least advanced snapshot's progress ("57%").
 	Progress   string             `json:"progress,omitempty"`
 	CreatedAt  time.Time          `json:"created_at"`
@@ -38,28 +44,28 @@ type Checkpoint struct {
 
 // CheckpointVolume is one snapshot of a snapshot set.
 type CheckpointVolume struct {
-	SnapshotID string `json:"snapshot_id"`
-	VolumeID   string `json:"volume_id"`
-	DeviceName string `json:"device_name,omitempty"`
-	Root       bool   `json:"root,omitempty"`
-	SizeGiB    int32  `json:"size_gib,omitempty"`
-	State      string `json:"state"`
-	Progress   string `json:"progress,omitempty"`
+	SnapshotID string          `json:"snapshot_id"`
+	VolumeID   string          `json:"volume_id"`
+	DeviceName string          `json:"device_name,omitempty"`
+	Root       bool            `json:"root,omitempty"`
+	SizeGiB    int32           `json:"size_gib,omitempty"`
+	State      CheckpointState `json:"state"`
+	Progress   string          `json:"progress,omitempty"`
 }
 
 // CheckpointImage is the AMI of a checkpoint.
 type CheckpointImage struct {
-	ImageID     string   `json:"image_id"`
-	Name        string   `json:"name"`
-	State       string   `json:"state"`
-	SnapshotIDs []string `json:"snapshot_ids,omitempty"`
+	ImageID     string          `json:"image_id"`
+	Name        string          `json:"name"`
+	State       CheckpointState `json:"state"`
+	SnapshotIDs []string        `json:"snapshot_ids,omitempty"`
 }
 
 // CheckpointRequest is POST /v1/checkpoints.
 type CheckpointRequest struct {
-	Kinds []string `json:"kinds,omitempty"` // default: checkpoint.before_deploy, or ebs
-	Label string   `json:"label,omitempty"`
-	Pin   bool     `json:"pin,omitempty"`
+	Kinds []CheckpointKind `json:"kinds,omitempty"` // default: checkpoint.before_deploy, or ebs
+	Label string           `json:"label,omitempty"`
+	Pin   bool             `json:"pin,omitempty"`
 	// Reason defaults to manual.
 	Reason string `json:"reason,omitempty"`
 }

@@ -60,7 +60,7 @@ func (m *Manager) Catalogue(ctx context.Context) (*api.CheckpointList, error) {
 		}
 		for _, s := range out.Snapshots {
 			tags := tagMap(s.Tags)
-			if tags[TagKind] != api.KindEBS || tags[TagCheckpoint] == "" {
+			if api.CheckpointKind(tags[TagKind]) != api.KindEBS || tags[TagCheckpoint] == "" {
 				continue // an AMI's snapshots belong to the image
 			}
 			c := get(tags)
@@ -71,7 +71,7 @@ func (m *Manager) Catalogue(ctx context.Context) (*api.CheckpointList, error) {
 			}
 			c.Snapshots = append(c.Snapshots, api.CheckpointVolume{
 				SnapshotID: aws.ToString(s.SnapshotId), VolumeID: aws.ToString(s.VolumeId), DeviceName: dev, Root: v.Root || (dev != "" && dev == ident.RootDeviceName),
-				SizeGiB: aws.ToInt32(s.VolumeSize), State: string(s.State), Progress: aws.ToString(s.Progress),
+				SizeGiB: aws.ToInt32(s.VolumeSize), State: api.CheckpointState(s.State), Progress: aws.ToString(s.Progress),
 			})
 			if c.CreatedAt.IsZero() && s.StartTime != nil {
 				c.CreatedAt = *s.StartTime
@@ -120,7 +120,7 @@ func (m *Manager) Catalogue(ctx context.Context) (*api.CheckpointList, error) {
 		return nil, err
 	}
 	list.ReplacedVolumes = replaced
-	if err := m.o.Journal.ReplaceCheckpoints(list.Checkpoints, started.Add(-time.Second)); err != nil {
+	if err := m.o.Cache.ReplaceCheckpoints(list.Checkpoints, started.Add(-time.Second)); err != nil {
 		m.o.Log.Warn("refresh the checkpoint cache", zap.Error(err))
 	}
 	m.kick()
@@ -175,7 +175,7 @@ func (m *Manager) Get(ctx context.Context, id string) (*api.Checkpoint, error) {
 
 // Cached returns a checkpoint from the cache (no AWS call).
 func (m *Manager) Cached(id string) (*api.Checkpoint, error) {
-	cps, err := m.o.Journal.Checkpoints()
+	cps, err := m.o.Cache.Checkpoints()
 	if err != nil {
 		return nil, err
 	}
@@ -189,7 +189,7 @@ func (m *Manager) Cached(id string) (*api.Checkpoint, error) {
 
 // Summary is the checkpoint part of the status, from the cache.
 func (m *Manager) Summary() api.CheckpointSummary {
-	cps, err := m.o.Journal.Checkpoints()
+	cps, err := m.o.Cache.Checkpoints()
 	if err != nil {
 		return api.CheckpointSummary{}
 	}
@@ -222,7 +222,7 @@ func (m *Manager) SetPinned(ctx context.Context, id string, pin bool) (*api.Chec
 		return nil, fmt.Errorf("checkpoint %s: tag %v: %w", id, ids, err)
 	}
 	c.Pinned = pin
-	if err := m.o.Journal.PutCheckpoint(c); err != nil {
+	if err := m.o.Cache.PutCheckpoint(c); err != nil {
 		m.o.Log.Warn("cache checkpoint", zap.Error(err))
 	}
 	return c, nil

@@ -83,7 +83,7 @@ func newFixture(t *testing.T, dataPlane bool, mutate func(*config.Config)) *fixt
 	f := &fixture{t: t, bed: bed, inst: inst, ec2: c, j: j, cfg: cfg, ident: ident, protected: map[string]string{}}
 	f.m = checkpoint.New(checkpoint.Options{
 		EC2: c, Identity: func() api.Identity { return f.ident }, Config: func() *config.Config { return f.cfg },
-		Journal: j, Log: zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)), PollInterval: 200 * time.Millisecond,
+		Cache: j, Log: zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)), PollInterval: 200 * time.Millisecond,
 		Protected: func() map[string]string { return f.protected },
 	})
 	rctx, cancel := context.WithCancel(ctx)
@@ -93,7 +93,7 @@ func newFixture(t *testing.T, dataPlane bool, mutate func(*config.Config)) *fixt
 	return f
 }
 
-func (f *fixture) create(kinds ...string) *api.Checkpoint {
+func (f *fixture) create(kinds ...api.CheckpointKind) *api.Checkpoint {
 	f.t.Helper()
 	c, err := f.m.Create(context.Background(), checkpoint.Meta{Kinds: kinds, Reason: checkpoint.ReasonDeploy, Revision: "v1", Deployment: "d-TEST12345"})
 	if err != nil {
@@ -121,7 +121,7 @@ func tagsOf(tags []types.Tag) map[string]string {
 	return m
 }
 
-func (f *fixture) waitState(id, state string) *api.Checkpoint {
+func (f *fixture) waitState(id string, state api.CheckpointState) *api.Checkpoint {
 	f.t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for time.Now().Before(deadline) {
@@ -194,7 +194,7 @@ func TestVolumeSelection(t *testing.T) {
 		t.Errorf("volumes: [root] took %+v", c.Snapshots)
 	}
 	f.cfg.Checkpoint.Volumes = config.VolumeSelector{Mode: config.VolumesList, IDs: []string{"vol-0123456789abcdef0"}}
-	if _, err := f.m.Create(context.Background(), checkpoint.Meta{Kinds: []string{api.KindEBS}}); err == nil || !strings.Contains(err.Error(), "not attached") {
+	if _, err := f.m.Create(context.Background(), checkpoint.Meta{Kinds: []api.CheckpointKind{api.KindEBS}}); err == nil || !strings.Contains(err.Error(), "not attached") {
 		t.Errorf("a volume that is not attached: %v", err)
 	}
 }
@@ -252,7 +252,7 @@ func TestCompletionIsTrackedInTheBackground(t *testing.T) {
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
 		cur, _ := f.m.Cached(c.ID)
-		seen[cur.State+" "+cur.Progress] = true
+		seen[string(cur.State)+" "+cur.Progress] = true
 		if cur.State == api.CheckpointCompleted {
 			break
 		}
@@ -311,7 +311,7 @@ func TestResetAfterTheCallReachedEC2MakesNoDuplicate(t *testing.T) {
 func TestPersistentQuotaErrorFailsWithinTheBudget(t *testing.T) {
 	f := newFixture(t, false, func(c *config.Config) { c.Checkpoint.CreateTimeout = 2 * time.Second })
 	f.bed.AWS.AddFault(testbed.Fault{Service: "ec2", Action: "CreateSnapshots", Kind: testbed.FaultErrorCode, Code: "ConcurrentSnapshotLimitExceeded"})
-	_, err := f.m.Create(context.Background(), checkpoint.Meta{Kinds: []string{api.KindEBS}})
+	_, err := f.m.Create(context.Background(), checkpoint.Meta{Kinds: []api.CheckpointKind{api.KindEBS}})
 	if err == nil || !strings.Contains(err.Error(), "ConcurrentSnapshotLimitExceeded") || !strings.Contains(err.Error(), "CreateSnapshots for "+f.inst.Doc.InstanceID) {
 		t.Fatalf("err = %v", err)
 	}

@@ -100,7 +100,7 @@ func (m *Manager) createSnapshots(ctx context.Context, meta Meta, ident api.Iden
 	var snaps []api.CheckpointVolume
 	for _, s := range out {
 		v := byVol[aws.ToString(s.VolumeId)]
-		state := string(s.State)
+		state := api.CheckpointState(s.State)
 		if state == "" {
 			state = api.CheckpointPending
 		}
@@ -119,7 +119,7 @@ func (m *Manager) findSnapshots(ctx context.Context, id string) ([]types.Snapsho
 		OwnerIds: []string{"self"},
 		Filters: []types.Filter{
 			{Name: aws.String("tag:" + TagCheckpoint), Values: []string{id}},
-			{Name: aws.String("tag:" + TagKind), Values: []string{api.KindEBS}},
+			{Name: aws.String("tag:" + TagKind), Values: []string{string(api.KindEBS)}},
 		},
 	})
 	if err != nil {

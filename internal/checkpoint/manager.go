@@ -7,20 +7,30 @@ import (
 	"sync"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"go.uber.org/zap"
 
 	"github.com/rollback-agent/rollback-agent/internal/api"
 	"github.com/rollback-agent/rollback-agent/internal/config"
-	"github.com/rollback-agent/rollback-agent/internal/journal"
 )
+
+// Cache holds the catalogue between calls to AWS, so that the deploy's
+// critical path and status never wait on EC2. AWS stays the truth: the
+// catalogue is rebuilt from it. The journal implements it.
+type Cache interface {
+	Checkpoints() ([]api.Checkpoint, error)
+	PutCheckpoint(c *api.Checkpoint) error
+	DeleteCheckpoint(id string) error
+	// ReplaceCheckpoints replaces the cache with list, keeping entries
+	// written since `since` (created while the list was being read).
+	ReplaceCheckpoints(list []api.Checkpoint, since time.Time) error
+}
 
 // Options wire a Manager.
 type Options struct {
-	EC2      *ec2.Client
+	EC2      EC2
 	Identity func() api.Identity
 	Config   func() *config.Config
-	Journal  *journal.Journal
+	Cache    Cache
 	Log      *zap.Logger
 	// OnChange is called when a checkpoint is created or changes state.
 	OnChange func()
@@ -112,7 +122,7 @@ func (m *Manager) Create(ctx context.Context, meta Meta) (*api.Checkpoint, error
 	if cp.Snapshots != nil || cp.Image != nil {
 		// Whatever was created is tagged and in the catalogue, even when
 		// another kind failed: prune will find it.
-		if err := m.o.Journal.PutCheckpoint(cp); err != nil {
+		if err := m.o.Cache.PutCheckpoint(cp); err != nil {
 			m.o.Log.Warn("cache checkpoint", zap.Error(err))
 		}
 		// The first completion poll waits a poll interval: a snapshot is
@@ -124,7 +134,7 @@ func (m *Manager) Create(ctx context.Context, meta Meta) (*api.Checkpoint, error
 	if err := errors.Join(errs...); err != nil {
 		return cp, err
 	}
-	m.o.Log.Info("checkpoint taken", zap.String("checkpoint", cp.ID), zap.Strings("kinds", cp.Kinds), zap.String("reason", cp.Reason),
+	m.o.Log.Info("checkpoint taken", zap.String("checkpoint", cp.ID), zap.Any("kinds", cp.Kinds), zap.String("reason", cp.Reason),
 		zap.Int("snapshots", len(cp.Snapshots)))
 	return cp, nil
 }
@@ -145,7 +155,7 @@ func maxPendingPerVolume(volumeType string) int {
 func (m *Manager) waitForRoom(ctx context.Context, ident api.Identity) error {
 	for {
 		full := ""
-		cached, _ := m.o.Journal.Checkpoints()
+		cached, _ := m.o.Cache.Checkpoints()
 		pending := map[string]int{}
 		for _, c := range cached {
 			for _, s := range c.Snapshots {

@@ -145,7 +145,7 @@ func (m *Manager) delete(ctx context.Context, c *api.Checkpoint) error {
 		}
 	}
 	if len(errs) == 0 {
-		if err := m.o.Journal.DeleteCheckpoint(c.ID); err != nil {
+		if err := m.o.Cache.DeleteCheckpoint(c.ID); err != nil {
 			m.o.Log.Warn("uncache checkpoint", zap.Error(err))
 		}
 	}

@@ -141,7 +141,8 @@ func (m *Manager) findVolume(ctx context.Context, marker string) (string, error)
 
 // Unmount records every mount of the old volume's device (once) and
 // unmounts them.
-func (m *Manager) Unmount(vr *api.VolumeRestore, byIDDir string) error {
+func (m *Manager) Unmount(vr *api.VolumeRestore) error {
+	byIDDir := m.o.Config().Devices.ByIDDir
 	dev, err := identity.FindDevice(byIDDir, vr.OldVolumeID, vr.DeviceName)
 	if err == nil {
 		mounts, err := mountsOf(dev)
@@ -192,7 +193,8 @@ func (m *Manager) Detach(ctx context.Context, checkpointID string, vr *api.Volum
 
 // Attach attaches the new volume at the old device name and waits for its
 // block device to appear; it returns the device path.
-func (m *Manager) Attach(ctx context.Context, vr *api.VolumeRestore, byIDDir string) (string, error) {
+func (m *Manager) Attach(ctx context.Context, vr *api.VolumeRestore) (string, error) {
+	byIDDir := m.o.Config().Devices.ByIDDir
 	ident := m.o.Identity()
 	st, err := m.volumeState(ctx, vr.NewVolumeID)
 	if err != nil {

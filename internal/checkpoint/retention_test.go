@@ -208,7 +208,7 @@ func TestFreezeOnlyAroundTheCallAndAlwaysThawed(t *testing.T) {
 
 	// A failing call (persistent error) still thaws.
 	f.bed.AWS.AddFault(testbed.Fault{Service: "ec2", Action: "CreateSnapshots", Kind: testbed.FaultErrorCode, Code: "UnauthorizedOperation", Status: 403})
-	if _, err := f.m.Create(context.Background(), checkpoint.Meta{Kinds: []string{api.KindEBS}}); err == nil {
+	if _, err := f.m.Create(context.Background(), checkpoint.Meta{Kinds: []api.CheckpointKind{api.KindEBS}}); err == nil {
 		t.Fatal("create succeeded through a persistent error")
 	}
 	done := make(chan struct{})
@@ -258,7 +258,7 @@ func TestFreezeIsNotHeldAcrossRetriesOrPastTheTimeout(t *testing.T) {
 	// Held past create_timeout: the checkpoint fails and the mount thaws.
 	f.cfg.Checkpoint.CreateTimeout = time.Second
 	f.bed.AWS.AddFault(testbed.Fault{Service: "ec2", Action: "CreateSnapshots", Kind: testbed.FaultLatency, Latency: 4 * time.Second, Count: 1})
-	if _, err := f.m.Create(context.Background(), checkpoint.Meta{Kinds: []string{api.KindEBS}}); err == nil {
+	if _, err := f.m.Create(context.Background(), checkpoint.Meta{Kinds: []api.CheckpointKind{api.KindEBS}}); err == nil {
 		t.Fatal("create succeeded past its timeout")
 	}
 	done := make(chan struct{})

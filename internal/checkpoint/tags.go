@@ -14,6 +14,8 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+
+	"github.com/rollback-agent/rollback-agent/internal/api"
 )
 
 // Tags on every resource the agent creates (DESIGN.md §2).
@@ -55,7 +57,7 @@ const (
 // Meta describes a checkpoint being created.
 type Meta struct {
 	ID         string
-	Kinds      []string
+	Kinds      []api.CheckpointKind
 	Reason     string
 	Label      string
 	Revision   string
@@ -72,10 +74,10 @@ func NewID() string {
 }
 
 // tags returns the tag set of one resource of the checkpoint.
-func (m Meta) tags(app, instance, kind string) []types.Tag {
+func (m Meta) tags(app, instance string, kind api.CheckpointKind) []types.Tag {
 	kv := map[string]string{
 		TagApp: app, TagCheckpoint: m.ID, TagRevision: m.Revision, TagReason: m.Reason,
-		TagInstance: instance, TagManaged: "true", TagKind: kind, TagCreated: m.Created.UTC().Format(time.RFC3339Nano),
+		TagInstance: instance, TagManaged: "true", TagKind: string(kind), TagCreated: m.Created.UTC().Format(time.RFC3339Nano),
 	}
 	if m.Label != "" {
 		kv[TagLabel] = m.Label

@@ -54,7 +54,7 @@ func (m *Manager) Run(ctx context.Context) {
 }
 
 func (m *Manager) pending() []api.Checkpoint {
-	cached, err := m.o.Journal.Checkpoints()
+	cached, err := m.o.Cache.Checkpoints()
 	if err != nil {
 		return nil
 	}
@@ -122,11 +122,11 @@ func (m *Manager) poll(ctx context.Context, cps []api.Checkpoint) (bool, error) 
 		c := cps[i]
 		if m.apply(&c, snaps, images) {
 			changed = true
-			if err := m.o.Journal.PutCheckpoint(&c); err != nil {
+			if err := m.o.Cache.PutCheckpoint(&c); err != nil {
 				errs = append(errs, err)
 			}
 			if c.State != api.CheckpointPending {
-				m.o.Log.Info("checkpoint "+c.State, zap.String("checkpoint", c.ID))
+				m.o.Log.Info("checkpoint "+string(c.State), zap.String("checkpoint", c.ID))
 			}
 		}
 	}
@@ -139,7 +139,7 @@ func (m *Manager) apply(c *api.Checkpoint, snaps map[string]types.Snapshot, imag
 	for i := range c.Snapshots {
 		s := &c.Snapshots[i]
 		if got, ok := snaps[s.SnapshotID]; ok {
-			s.State = string(got.State)
+			s.State = api.CheckpointState(got.State)
 			s.Progress = aws.ToString(got.Progress)
 			if s.State == api.CheckpointCompleted && s.Progress == "" {
 				s.Progress = "100%"
@@ -163,7 +163,7 @@ func (m *Manager) apply(c *api.Checkpoint, snaps map[string]types.Snapshot, imag
 
 // rollup: error if anything failed, pending while anything is, else
 // completed; progress is the least advanced snapshot's.
-func rollup(c *api.Checkpoint) (string, string) {
+func rollup(c *api.Checkpoint) (api.CheckpointState, string) {
 	state := api.CheckpointCompleted
 	least := 100
 	for _, s := range c.Snapshots {

@@ -36,14 +36,16 @@ func newCheckpointCreateCmd(g *globals) *cobra.Command {
 		Short: "Take a checkpoint now (returns once the point in time is fixed; --wait for completion)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			var want []api.CheckpointKind
 			for _, k := range kinds {
-				if k != api.KindEBS && k != api.KindAMI {
+				if k := api.CheckpointKind(k); k != api.KindEBS && k != api.KindAMI {
 					return usageErr("--kind %q: want ebs or ami", k)
 				}
+				want = append(want, api.CheckpointKind(k))
 			}
 			ctx, cancel := g.ctx(cmd.Context())
 			defer cancel()
-			c, err := g.client().CreateCheckpoint(ctx, api.CheckpointRequest{Kinds: kinds, Label: label, Pin: pin, Reason: reason})
+			c, err := g.client().CreateCheckpoint(ctx, api.CheckpointRequest{Kinds: want, Label: label, Pin: pin, Reason: reason})
 			var ae *client.APIError
 			if errors.As(err, &ae) && ae.Code == api.CodeDisabled {
 				// Not an error for the package manager hook that asked.
@@ -55,7 +57,7 @@ func newCheckpointCreateCmd(g *globals) *cobra.Command {
 			}
 			if !wait {
 				return g.print(checkpointBody(c), func(w io.Writer) {
-					fmt.Fprintf(w, "checkpoint %s taken (%s): %s\n", c.ID, strings.Join(c.Kinds, "+"), c.State)
+					fmt.Fprintf(w, "checkpoint %s taken (%s): %s\n", c.ID, joinKinds(c.Kinds), c.State)
 				})
 			}
 			c, err = g.waitCheckpoint(cmd.Context(), c.ID)
@@ -138,7 +140,7 @@ func printCheckpoints(w io.Writer, l *api.CheckpointList) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tKINDS\tSTATE\tPROGRESS\tCREATED\tREASON\tREVISION\tLABEL\tKEPT BECAUSE")
 	for _, c := range l.Checkpoints {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", c.ID, strings.Join(c.Kinds, "+"), c.State, orDash(c.Progress),
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", c.ID, joinKinds(c.Kinds), c.State, orDash(c.Progress),
 			c.CreatedAt.Local().Format(time.DateTime), orDash(c.Reason), orDash(c.Revision), orDash(c.Label), orDash(c.Protected))
 	}
 	tw.Flush()
@@ -167,7 +169,7 @@ func newCheckpointShowCmd(g *globals) *cobra.Command {
 func printCheckpoint(w io.Writer, c *api.Checkpoint) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	for _, r := range [][2]string{
-		{"ID", c.ID}, {"KINDS", strings.Join(c.Kinds, "+")}, {"STATE", c.State}, {"PROGRESS", c.Progress},
+		{"ID", c.ID}, {"KINDS", joinKinds(c.Kinds)}, {"STATE", string(c.State)}, {"PROGRESS", c.Progress},
 		{"CREATED", c.CreatedAt.Local().Format(time.DateTime)}, {"REASON", c.Reason}, {"REVISION", c.Revision},
 		{"DEPLOYMENT", c.Deployment}, {"LABEL", c.Label}, {"PINNED", fmt.Sprint(c.Pinned)}, {"KEPT BECAUSE", c.Protected},
 	} {
@@ -293,4 +295,13 @@ func newCheckpointRestoreCmd(g *globals) *cobra.Command {
 	cmd.Flags().BoolVar(&root, "root", false, "replace the root volume (EC2 reboots the host)")
 	cmd.Flags().BoolVar(&wait, "wait", false, "follow it to its end")
 	return cmd
+}
+
+// joinKinds is a checkpoint's kinds as one word: ebs+ami.
+func joinKinds(ks []api.CheckpointKind) string {
+	parts := make([]string, len(ks))
+	for i, k := range ks {
+		parts[i] = string(k)
+	}
+	return strings.Join(parts, "+")
 }

@@ -118,7 +118,7 @@ func (g *globals) follow(ctx context.Context, id string) (*api.Deployment, error
 			for i := range ev.Deployment.Steps {
 				p.step(&ev.Deployment.Steps[i])
 			}
-			if api.Terminal(ev.Status) {
+			if ev.Status.Terminal() {
 				final = ev.Deployment
 				return false
 			}
@@ -126,7 +126,7 @@ func (g *globals) follow(ctx context.Context, id string) (*api.Deployment, error
 			p.step(ev.Step)
 		case api.EventStatus:
 			p.status(ev.Status)
-			if api.Terminal(ev.Status) {
+			if ev.Status.Terminal() {
 				return false
 			}
 		}
@@ -161,7 +161,7 @@ type progress struct {
 	spin    int
 }
 
-func stepKey(s *api.Step) string { return s.Name + "|" + s.Rung + "|" + s.StartedAt.String() }
+func stepKey(s *api.Step) string { return s.Name + "|" + string(s.Rung) + "|" + s.StartedAt.String() }
 
 func (p *progress) step(s *api.Step) {
 	if p.quiet || s == nil {
@@ -186,7 +186,7 @@ func (p *progress) step(s *api.Step) {
 	fmt.Fprintln(p.w, stepLine(s))
 }
 
-func (p *progress) status(status string) {
+func (p *progress) status(status api.DeploymentStatus) {
 	if p.quiet {
 		return
 	}
@@ -242,11 +242,11 @@ func rungPrefix(s *api.Step) string {
 	if s.Rung == "" {
 		return ""
 	}
-	return "[rollback: " + s.Rung + "] "
+	return "[rollback: " + string(s.Rung) + "] "
 }
 
 func stepLine(s *api.Step) string {
-	mark := map[string]string{api.StepSucceeded: "ok  ", api.StepFailed: "FAIL", api.StepSkipped: "skip"}[s.Status]
+	mark := map[api.StepStatus]string{api.StepSucceeded: "ok  ", api.StepFailed: "FAIL", api.StepSkipped: "skip"}[s.Status]
 	line := fmt.Sprintf("%s  %s %s%-18s %6s", s.StartedAt.Local().Format(time.TimeOnly), mark, rungPrefix(s), s.Name, s.EndedAt.Sub(s.StartedAt).Round(time.Millisecond))
 	if s.Revision != "" && s.Revision != "-" {
 		line += "  [" + s.Revision + "]"
@@ -261,7 +261,7 @@ func stepLine(s *api.Step) string {
 }
 
 func printOutcome(w io.Writer, d *api.Deployment) {
-	fmt.Fprintf(w, "deployment %s (%s %s): %s\n", d.ID, d.Kind, d.Revision, strings.ToUpper(d.Status))
+	fmt.Fprintf(w, "deployment %s (%s %s): %s\n", d.ID, d.Kind, d.Revision, strings.ToUpper(string(d.Status)))
 	if d.RolledBackTo != "" {
 		fmt.Fprintf(w, "rolled back to deployment %s\n", d.RolledBackTo)
 	}

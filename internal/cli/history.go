@@ -85,7 +85,7 @@ func newShowCmd(g *globals) *cobra.Command {
 func printDeployment(w io.Writer, d *api.Deployment) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	rows := [][2]string{
-		{"ID", d.ID}, {"KIND", d.Kind}, {"REVISION", d.Revision}, {"STATUS", d.Status}, {"TRIGGER", d.Trigger},
+		{"ID", d.ID}, {"KIND", string(d.Kind)}, {"REVISION", d.Revision}, {"STATUS", string(d.Status)}, {"TRIGGER", d.Trigger},
 		{"SOURCE", d.Source.Type + " " + d.Source.Location}, {"DIGEST", d.Digest}, {"CHECKPOINT", d.Checkpoint},
 		{"CREATED", d.CreatedAt.Local().Format(time.DateTime)}, {"TOOK", took(*d)},
 	}

@@ -60,7 +60,7 @@ func printStatus(w io.Writer, st *api.Status) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	id := st.Identity
 	rows := [][2]string{
-		{"STATE", st.State},
+		{"STATE", string(st.State)},
 		{"APPLICATION", st.Application},
 		{"INSTANCE", id.InstanceID},
 		{"REGION", id.Region},
@@ -79,7 +79,7 @@ func printStatus(w io.Writer, st *api.Status) {
 	cp := st.Checkpoints
 	cps := fmt.Sprintf("%d (%d pending)", cp.Total, cp.Pending)
 	if cp.Newest != nil {
-		cps += fmt.Sprintf("; newest %s (%s, %s, %s)", cp.Newest.ID, strings.Join(cp.Newest.Kinds, "+"), cp.Newest.State, cp.Newest.CreatedAt.Local().Format(time.DateTime))
+		cps += fmt.Sprintf("; newest %s (%s, %s, %s)", cp.Newest.ID, joinKinds(cp.Newest.Kinds), cp.Newest.State, cp.Newest.CreatedAt.Local().Format(time.DateTime))
 	}
 	rows = append(rows,
 		[2]string{"CHECKPOINTS", cps},

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/rollback-agent/rollback-agent/internal/engine/rung"
 	"github.com/rollback-agent/rollback-agent/internal/yamlx"
 )
 
@@ -173,7 +174,7 @@ func checkAccepted(t *testing.T, c *Config) {
 	}
 	last := -1
 	for _, r := range c.Rollback.Ladder {
-		i := slices.Index(Ladder, r)
+		i := rung.Index(r)
 		if i <= last {
 			t.Fatalf("accepted ladder %v", c.Rollback.Ladder)
 		}

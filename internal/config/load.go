@@ -7,25 +7,16 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"slices"
 	"strings"
 	"time"
 
+	"github.com/rollback-agent/rollback-agent/internal/api"
+	"github.com/rollback-agent/rollback-agent/internal/engine/rung"
 	"github.com/rollback-agent/rollback-agent/internal/yamlx"
 )
 
 // DefaultPath is where the daemon looks without --config.
 const DefaultPath = "/etc/rollback-agent/agent.yaml"
-
-// Rungs of the rollback ladder, in climbing order.
-const (
-	RungRevision = "revision"
-	RungVolumes  = "volumes"
-	RungRoot     = "root"
-)
-
-// Ladder is the full ladder in climbing order.
-var Ladder = []string{RungRevision, RungVolumes, RungRoot}
 
 // The name patterns leave the length to validName: a counted repetition
 // such as {0,62} compiles to one instruction per count, which every
@@ -215,11 +206,11 @@ func (v *validator) validateSources() {
 
 func (v *validator) validateCheckpoint() {
 	c := v.cfg.Checkpoint
-	seen := map[string]bool{}
+	seen := map[api.CheckpointKind]bool{}
 	for i, k := range c.BeforeDeploy {
 		p := fmt.Sprintf("checkpoint.before_deploy[%d]", i)
 		switch {
-		case k != "ebs" && k != "ami":
+		case k != api.KindEBS && k != api.KindAMI:
 			v.errorf(p, "%q: want ebs or ami", k)
 		case seen[k]:
 			v.errorf(p, "%q is listed twice", k)
@@ -333,7 +324,7 @@ func (v *validator) validateLadder() {
 	last := -1
 	for i, r := range v.cfg.Rollback.Ladder {
 		p := fmt.Sprintf("rollback.ladder[%d]", i)
-		idx := slices.Index(Ladder, r)
+		idx := rung.Index(r)
 		switch {
 		case idx < 0:
 			v.errorf(p, "%q: want revision, volumes or root", r)

@@ -2,7 +2,12 @@
 // loader that reports every problem at once with its line.
 package config
 
-import "time"
+import (
+	"time"
+
+	"github.com/rollback-agent/rollback-agent/internal/api"
+	"github.com/rollback-agent/rollback-agent/internal/engine/rung"
+)
 
 // The doc tags feed the generated config reference in the README.
 
@@ -47,10 +52,10 @@ type Sources struct {
 
 // Checkpoint is the rollback-point policy.
 type Checkpoint struct {
-	BeforeDeploy []string       `yaml:"before_deploy" doc:"Kinds taken before each deployment: ebs, ami; [] for none."`
-	Volumes      VolumeSelector `yaml:"volumes" doc:"all, data, or a list of volume ids."`
-	Freeze       []string       `yaml:"freeze" doc:"Data mount points frozen (fsfreeze) around the snapshot call only."`
-	Required     bool           `yaml:"required" doc:"No rollback point, no deploy."`
+	BeforeDeploy []api.CheckpointKind `yaml:"before_deploy" doc:"Kinds taken before each deployment: ebs, ami; [] for none."`
+	Volumes      VolumeSelector       `yaml:"volumes" doc:"all, data, or a list of volume ids."`
+	Freeze       []string             `yaml:"freeze" doc:"Data mount points frozen (fsfreeze) around the snapshot call only."`
+	Required     bool                 `yaml:"required" doc:"No rollback point, no deploy."`
 	// CreateTimeout bounds the create calls with their retries (throttling,
 	// snapshot rate limits), not the snapshots' completion.
 	CreateTimeout time.Duration `yaml:"create_timeout" doc:"How long the create calls may keep retrying (throttling, rate limits) before the checkpoint fails."`
@@ -121,8 +126,8 @@ type CloudWatchCheck struct {
 
 // Rollback says what the agent may do by itself.
 type Rollback struct {
-	Automatic bool     `yaml:"automatic" doc:"Roll back by itself when health fails."`
-	Ladder    []string `yaml:"ladder" doc:"Rungs the agent may climb by itself: revision, volumes, root."`
+	Automatic bool           `yaml:"automatic" doc:"Roll back by itself when health fails."`
+	Ladder    []api.RungName `yaml:"ladder" doc:"Rungs the agent may climb by itself: revision, volumes, root."`
 	// The limits stop a host that keeps failing from climbing forever (a
 	// root rung reboots: without them, a reboot loop).
 	MaxClimbsPerBoot int `yaml:"max_climbs_per_boot" doc:"Automatic climbs allowed per boot; beyond it: needs_operator."`
@@ -161,7 +166,7 @@ func Default() *Config {
 			PollInterval: 30 * time.Second,
 		},
 		Checkpoint: Checkpoint{
-			BeforeDeploy:  []string{"ebs"},
+			BeforeDeploy:  []api.CheckpointKind{api.KindEBS},
 			Volumes:       VolumeSelector{Mode: VolumesAll},
 			Required:      true,
 			CreateTimeout: 3 * time.Minute,
@@ -182,7 +187,7 @@ func Default() *Config {
 			AssessTimeout:   60 * time.Second,
 			WatchWindow:     5 * time.Minute,
 		},
-		Rollback: Rollback{Automatic: true, Ladder: []string{"revision", "volumes"}, MaxClimbsPerBoot: 3, MaxClimbsPerDay: 10},
+		Rollback: Rollback{Automatic: true, Ladder: []api.RungName{rung.Revision, rung.Volumes}, MaxClimbsPerBoot: 3, MaxClimbsPerDay: 10},
 		Boot:     Boot{Assess: true, IDFile: "/proc/sys/kernel/random/boot_id"},
 		Devices:  Devices{ByIDDir: "/dev/disk/by-id"},
 	}

@@ -52,8 +52,15 @@ func (d *Daemon) startServices(ctx context.Context, cfg *config.Config, awsCfg a
 	ec2c := ec2.NewFromConfig(awsCfg)
 	d.svc = &services{awsCfg: awsCfg, ec2: ec2c}
 	cps := checkpoint.New(checkpoint.Options{
-		EC2: ec2c, Identity: d.identity, Config: d.cfg.Load, Journal: d.journal, Log: d.log,
-		OnChange: func() { d.notify.status(d.summary()) }, Protected: d.protectedCheckpoints,
+		EC2: ec2c, Identity: d.identity, Config: d.cfg.Load, Cache: d.journal, Log: d.log,
+		OnChange: func() { d.notify.status(d.summary()) },
+		Protected: func() map[string]string {
+			var op *api.Deployment
+			if d.svc.engine != nil {
+				op = d.svc.engine.Active()
+			}
+			return engine.ProtectedCheckpoints(d.journal, op)
+		},
 	})
 	d.svc.checkpoints = cps
 	d.deps = d.healthDeps()
@@ -62,7 +69,7 @@ func (d *Daemon) startServices(ctx context.Context, cfg *config.Config, awsCfg a
 	d.mu.Unlock()
 	eng, err := engine.New(engine.Options{
 		Config: d.cfg.Load, Journal: d.journal, Releases: rel, StateDir: cfg.StateDir,
-		Log: d.log, Fetcher: fetcher, GroupID: groupID, Checkpointer: cps, Checkpoints: cps,
+		Log: d.log, Fetcher: fetcher, GroupID: groupID, Checkpoints: cps,
 		RefreshIdentity: d.refreshIdentity, Health: d.checkers, OnHealth: d.onHealth, BootID: bootID,
 	})
 	if err != nil {

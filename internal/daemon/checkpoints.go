@@ -37,29 +37,6 @@ func (d *Daemon) refreshIdentity(ctx context.Context) error {
 	return nil
 }
 
-// protectedCheckpoints are those prune must keep besides pinned ones.
-func (d *Daemon) protectedCheckpoints() map[string]string {
-	out := map[string]string{}
-	for _, p := range [][2]string{{journal.PointerCurrent, "current deployment's"}, {journal.PointerLastGood, "last good deployment's"}} {
-		if id, _ := d.journal.Pointer(p[0]); id != "" {
-			if dep, err := d.journal.Deployment(id); err == nil && dep.Checkpoint != "" {
-				out[dep.Checkpoint] = p[1]
-			}
-		}
-	}
-	if d.svc != nil && d.svc.engine != nil {
-		if op := d.svc.engine.Active(); op != nil {
-			if op.Checkpoint != "" {
-				out[op.Checkpoint] = "in use by " + op.ID
-			}
-			if op.Root != nil && op.Root.PreRestore != "" {
-				out[op.Root.PreRestore] = "undo point of " + op.ID
-			}
-		}
-	}
-	return out
-}
-
 func checkpointErr(err error) error {
 	switch {
 	case errors.Is(err, checkpoint.ErrNotFound):
@@ -84,7 +61,7 @@ func (d *Daemon) CreateCheckpoint(ctx context.Context, req api.CheckpointRequest
 		kinds = d.cfg.Load().Checkpoint.BeforeDeploy
 	}
 	if len(kinds) == 0 {
-		kinds = []string{api.KindEBS}
+		kinds = []api.CheckpointKind{api.KindEBS}
 	}
 	for _, k := range kinds {
 		if k != api.KindEBS && k != api.KindAMI {

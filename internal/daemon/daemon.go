@@ -105,7 +105,7 @@ type Daemon struct {
 	started time.Time
 
 	mu          sync.Mutex
-	state       string
+	state       api.AgentState
 	phase       string
 	ident       api.Identity
 	bootID      string
@@ -307,7 +307,7 @@ func readBootID(path string) string {
 	return strings.TrimSpace(string(b))
 }
 
-func (d *Daemon) setPhase(state, phase string) {
+func (d *Daemon) setPhase(state api.AgentState, phase string) {
 	d.mu.Lock()
 	d.state, d.phase = state, phase
 	d.mu.Unlock()

@@ -40,7 +40,7 @@ func (d *Daemon) Metrics(ctx context.Context) string {
 	if deps, err := d.journal.Deployments(0); err == nil {
 		byStatus := map[string]int{}
 		for _, dep := range deps {
-			byStatus[dep.Status]++
+			byStatus[string(dep.Status)]++
 		}
 		keys := make([]string, 0, len(byStatus))
 		for k := range byStatus {

@@ -187,7 +187,7 @@ func (d *Daemon) deploymentFacts() (cur, op, attention *api.Deployment) {
 	// The newest finished deployment says whether someone must act.
 	if recent, err := d.journal.Deployments(10); err == nil {
 		for i := range recent {
-			if !api.Terminal(recent[i].Status) {
+			if !recent[i].Status.Terminal() {
 				continue
 			}
 			if recent[i].Status == api.StatusNeedsOperator {

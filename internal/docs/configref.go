@@ -153,6 +153,14 @@ func formatValue(v reflect.Value) string {
 		return strconv.Itoa(x)
 	}
 	if v.Kind() == reflect.Slice {
+		if v.Type().Elem().Kind() == reflect.String {
+			// Named string types: checkpoint kinds, rung names.
+			parts := make([]string, v.Len())
+			for i := range parts {
+				parts[i] = v.Index(i).String()
+			}
+			return "[" + strings.Join(parts, ", ") + "]"
+		}
 		if v.Len() == 0 {
 			return "[]"
 		}

@@ -93,10 +93,16 @@ func TestDefaultConfigIsTheDefaults(t *testing.T) {
 // normalise makes nil and empty slices equal for the comparison.
 func normalise(c *config.Config) config.Config {
 	n := *c
-	for _, s := range []*[]string{&n.Checkpoint.Freeze, &n.Trust.PublicKeys, &n.Checkpoint.BeforeDeploy, &n.Rollback.Ladder} {
+	for _, s := range []*[]string{&n.Checkpoint.Freeze, &n.Trust.PublicKeys} {
 		if len(*s) == 0 {
 			*s = nil
 		}
+	}
+	if len(n.Checkpoint.BeforeDeploy) == 0 {
+		n.Checkpoint.BeforeDeploy = nil
+	}
+	if len(n.Rollback.Ladder) == 0 {
+		n.Rollback.Ladder = nil
 	}
 	if len(n.Health.Checks) == 0 {
 		n.Health.Checks = nil

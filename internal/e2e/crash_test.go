@@ -118,7 +118,7 @@ func (h *host) waitEnd(id string) *api.Deployment {
 	for ctx.Err() == nil {
 		r := h.ctl("show", id, "-o", "json")
 		var b api.DeploymentBody
-		if json.Unmarshal([]byte(r.stdout), &b) == nil && api.Terminal(b.Deployment.Status) {
+		if json.Unmarshal([]byte(r.stdout), &b) == nil && b.Deployment.Status.Terminal() {
 			return &b.Deployment
 		}
 		time.Sleep(50 * time.Millisecond)
@@ -181,7 +181,7 @@ func TestGracefulStopWithAHookThatIgnoresSIGTERM(t *testing.T) {
 	if d.Status != api.StatusRolledBack && d.Status != api.StatusSucceeded {
 		t.Fatalf("after the restart the deployment ended %s: %s", d.Status, d.Error)
 	}
-	want := map[string]string{api.StatusRolledBack: "1", api.StatusSucceeded: "2"}[d.Status]
+	want := map[api.DeploymentStatus]string{api.StatusRolledBack: "1", api.StatusSucceeded: "2"}[d.Status]
 	if b, _ := os.ReadFile(filepath.Join(dest, "v")); string(b) != want {
 		t.Errorf("%s but v=%q", d.Status, b)
 	}

@@ -32,7 +32,7 @@ type crashCase struct {
 	// revision rollback.
 	failV2 bool
 	// want are the acceptable outcomes.
-	want []string
+	want []api.DeploymentStatus
 }
 
 // The crash matrix: the daemon is SIGKILLed at every step of a
@@ -44,23 +44,23 @@ func TestCrashMatrixDeployAndRollback(t *testing.T) {
 		return &testbed.Fault{Service: service, Action: action, Kind: testbed.FaultLatency, Latency: 8 * time.Second, Count: 1}
 	}
 	cases := []crashCase{
-		{name: "download", step: "Fetch", fromS3: true, fault: hold("s3", "GET object"), want: []string{api.StatusSucceeded}},
-		{name: "unpack", step: "Unpack", v2Files: 30000, want: []string{api.StatusSucceeded}},
-		{name: "ApplicationStop hook", step: "ApplicationStop", arm: "ApplicationStop-v1", want: []string{api.StatusRolledBack}},
+		{name: "download", step: "Fetch", fromS3: true, fault: hold("s3", "GET object"), want: []api.DeploymentStatus{api.StatusSucceeded}},
+		{name: "unpack", step: "Unpack", v2Files: 30000, want: []api.DeploymentStatus{api.StatusSucceeded}},
+		{name: "ApplicationStop hook", step: "ApplicationStop", arm: "ApplicationStop-v1", want: []api.DeploymentStatus{api.StatusRolledBack}},
 		// Killed at its checkpoint, the deployment installed nothing: it
 		// ends failed (no rollback point, no deploy) with v1 started again.
-		{name: "CreateSnapshots held by the proxy", step: "Checkpoint", fault: hold("ec2", "CreateSnapshots"), want: []string{api.StatusFailed}},
-		{name: "BeforeInstall hook", step: "BeforeInstall", arm: "BeforeInstall-v2", want: []string{api.StatusRolledBack}},
-		{name: "Install", step: "Install", v2Files: 20000, want: []string{api.StatusRolledBack}},
-		{name: "AfterInstall hook", step: "AfterInstall", arm: "AfterInstall-v2", want: []string{api.StatusRolledBack}},
-		{name: "ApplicationStart hook", step: "ApplicationStart", arm: "ApplicationStart-v2", want: []string{api.StatusRolledBack}},
-		{name: "ValidateService hook", step: "ValidateService", arm: "ValidateService-v2", want: []string{api.StatusRolledBack}},
-		{name: "rollback: ApplicationStop of the failed revision", step: "ApplicationStop", arm: "ApplicationStop-v2", failV2: true, want: []string{api.StatusRolledBack}},
-		{name: "rollback: BeforeInstall of the last good", step: "BeforeInstall", arm: "BeforeInstall-v1", failV2: true, want: []string{api.StatusRolledBack}},
-		{name: "rollback: Install of the last good", step: "Install", v2Files: 20000, failV2: true, want: []string{api.StatusRolledBack}},
-		{name: "rollback: AfterInstall of the last good", step: "AfterInstall", arm: "AfterInstall-v1", failV2: true, want: []string{api.StatusRolledBack}},
-		{name: "rollback: ApplicationStart of the last good", step: "ApplicationStart", arm: "ApplicationStart-v1", failV2: true, want: []string{api.StatusRolledBack}},
-		{name: "rollback: ValidateService of the last good", step: "ValidateService", arm: "ValidateService-v1", failV2: true, want: []string{api.StatusRolledBack}},
+		{name: "CreateSnapshots held by the proxy", step: "Checkpoint", fault: hold("ec2", "CreateSnapshots"), want: []api.DeploymentStatus{api.StatusFailed}},
+		{name: "BeforeInstall hook", step: "BeforeInstall", arm: "BeforeInstall-v2", want: []api.DeploymentStatus{api.StatusRolledBack}},
+		{name: "Install", step: "Install", v2Files: 20000, want: []api.DeploymentStatus{api.StatusRolledBack}},
+		{name: "AfterInstall hook", step: "AfterInstall", arm: "AfterInstall-v2", want: []api.DeploymentStatus{api.StatusRolledBack}},
+		{name: "ApplicationStart hook", step: "ApplicationStart", arm: "ApplicationStart-v2", want: []api.DeploymentStatus{api.StatusRolledBack}},
+		{name: "ValidateService hook", step: "ValidateService", arm: "ValidateService-v2", want: []api.DeploymentStatus{api.StatusRolledBack}},
+		{name: "rollback: ApplicationStop of the failed revision", step: "ApplicationStop", arm: "ApplicationStop-v2", failV2: true, want: []api.DeploymentStatus{api.StatusRolledBack}},
+		{name: "rollback: BeforeInstall of the last good", step: "BeforeInstall", arm: "BeforeInstall-v1", failV2: true, want: []api.DeploymentStatus{api.StatusRolledBack}},
+		{name: "rollback: Install of the last good", step: "Install", v2Files: 20000, failV2: true, want: []api.DeploymentStatus{api.StatusRolledBack}},
+		{name: "rollback: AfterInstall of the last good", step: "AfterInstall", arm: "AfterInstall-v1", failV2: true, want: []api.DeploymentStatus{api.StatusRolledBack}},
+		{name: "rollback: ApplicationStart of the last good", step: "ApplicationStart", arm: "ApplicationStart-v1", failV2: true, want: []api.DeploymentStatus{api.StatusRolledBack}},
+		{name: "rollback: ValidateService of the last good", step: "ValidateService", arm: "ValidateService-v1", failV2: true, want: []api.DeploymentStatus{api.StatusRolledBack}},
 	}
 	var table []string
 	for _, c := range cases {
@@ -136,7 +136,7 @@ func runCrashCase(t *testing.T, c crashCase) string {
 	case "v2":
 		diff = sameTree(destTree(dest), v2files)
 	}
-	if wantRev := map[string]string{api.StatusSucceeded: "v2", api.StatusRolledBack: "v1", api.StatusFailed: "v1"}[d.Status]; onDisk != wantRev {
+	if wantRev := map[api.DeploymentStatus]string{api.StatusSucceeded: "v2", api.StatusRolledBack: "v1", api.StatusFailed: "v1"}[d.Status]; onDisk != wantRev {
 		t.Errorf("status %s but the current revision is %s", d.Status, onDisk)
 	}
 	if diff != "" {

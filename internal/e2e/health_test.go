@@ -28,7 +28,7 @@ func fastHealth(checks string, window time.Duration) string {
 `, checks, window)
 }
 
-func (h *host) waitStatus(id string, want ...string) *api.Deployment {
+func (h *host) waitStatus(id string, want ...api.DeploymentStatus) *api.Deployment {
 	h.t.Helper()
 	deadline := time.Now().Add(90 * time.Second)
 	for time.Now().Before(deadline) {

@@ -5,7 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"strings"
+	"slices"
 	"testing"
 	"time"
 
@@ -108,7 +108,7 @@ func TestDeployTakesAnAMIWhenConfigured(t *testing.T) {
 	}
 	var b api.CheckpointBody
 	json.Unmarshal([]byte(h.ctl("checkpoint", "show", d.Checkpoint, "-o", "json").stdout), &b)
-	if b.Checkpoint.Image == nil || b.Checkpoint.Image.ImageID != img.ImageId || !strings.Contains(strings.Join(b.Checkpoint.Kinds, ","), "ami") {
+	if b.Checkpoint.Image == nil || b.Checkpoint.Image.ImageID != img.ImageId || !slices.Contains(b.Checkpoint.Kinds, api.KindAMI) {
 		t.Errorf("checkpoint show: %+v", b.Checkpoint)
 	}
 }

@@ -30,7 +30,7 @@ var (
 func (r *run) deploy(ctx context.Context) error {
 	dl := filepath.Join(r.e.o.downloadsDir(), r.d.ID+".bundle")
 	defer os.Remove(dl)
-	err := r.step(StepFetch, "", "", func() (string, error) {
+	err := r.step(StepFetch, api.EffectBundle, "", "", func() (string, error) {
 		os.Remove(dl)
 		digest, size, err := r.e.o.Fetcher.Fetch(ctx, &r.d.Source, dl)
 		if err != nil {
@@ -50,7 +50,7 @@ func (r *run) deploy(ctx context.Context) error {
 		return nil
 	}
 	lim := r.cfg.Limits
-	err = r.step(StepUnpack, "", "", func() (string, error) {
+	err = r.step(StepUnpack, api.EffectBundle, "", "", func() (string, error) {
 		res, err := r.e.o.Releases.Unpack(ctx, r.d.ID, dl, bundle.Limits{
 			MaxTotalBytes: int64(lim.MaxUnpackedBytes), MaxFiles: lim.MaxFiles, MaxFileBytes: int64(lim.MaxFileBytes),
 		})
@@ -68,7 +68,7 @@ func (r *run) deploy(ctx context.Context) error {
 		return err
 	}
 	var rel *releases.Release
-	err = r.step(StepValidate, "", "", func() (string, error) {
+	err = r.step(StepValidate, api.EffectBundle, "", "", func() (string, error) {
 		var err error
 		rel, err = r.e.o.Releases.Validate(r.d.ID, r.d.Revision, appspec.Options{})
 		if err != nil {
@@ -99,7 +99,7 @@ func (r *run) deploy(ctx context.Context) error {
 // stopPrevious runs the traffic and stop hooks of the revision whose
 // files are on disk (CodeDeploy's last successful install), if any.
 // Under a rollback rung, failures are logged and not fatal.
-func (r *run) stopPrevious(ctx context.Context, rung string, tolerate bool) error {
+func (r *run) stopPrevious(ctx context.Context, rung api.RungName, tolerate bool) error {
 	prevID, _ := r.e.o.Journal.Pointer(journal.PointerInstalled)
 	var prev *releases.Release
 	if prevID != "" {
@@ -132,11 +132,11 @@ func revisionOf(rel *releases.Release) string {
 // checkpoint takes the rollback point between ApplicationStop and
 // BeforeInstall.
 func (r *run) checkpoint(ctx context.Context) error {
-	return r.step(StepCheckpoint, "", "", func() (string, error) {
-		if r.e.o.Checkpointer == nil {
+	return r.step(StepCheckpoint, api.EffectNone, "", "", func() (string, error) {
+		if r.e.o.Checkpoints == nil {
 			return "no checkpoint provider", errSkipped
 		}
-		id, detail, err := r.e.o.Checkpointer.BeforeDeploy(ctx, r.d)
+		id, detail, err := r.e.o.Checkpoints.BeforeDeploy(ctx, r.d)
 		if err != nil {
 			return "", err
 		}
@@ -150,13 +150,13 @@ func (r *run) checkpoint(ctx context.Context) error {
 
 // installRelease runs BeforeInstall, Install, and the hooks after it, of
 // rel.
-func (r *run) installRelease(ctx context.Context, rel *releases.Release, rung string) error {
+func (r *run) installRelease(ctx context.Context, rel *releases.Release, rung api.RungName) error {
 	for _, ev := range eventsBeforeCopy {
 		if err := r.hookStep(ctx, ev, rel, rel.ID, rung); err != nil {
 			return err
 		}
 	}
-	if err := r.step(StepInstall, rel.Revision, rung, func() (string, error) { return r.e.install(ctx, rel) }); err != nil {
+	if err := r.step(StepInstall, api.EffectHost, rel.Revision, rung, func() (string, error) { return r.e.install(ctx, rel) }); err != nil {
 		return err
 	}
 	for _, ev := range eventsAfterCopy {

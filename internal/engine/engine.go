@@ -19,7 +19,6 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/rollback-agent/rollback-agent/internal/api"
-	"github.com/rollback-agent/rollback-agent/internal/checkpoint"
 	"github.com/rollback-agent/rollback-agent/internal/config"
 	"github.com/rollback-agent/rollback-agent/internal/health"
 	"github.com/rollback-agent/rollback-agent/internal/journal"
@@ -33,25 +32,17 @@ type Fetcher interface {
 	Fetch(ctx context.Context, src *api.Source, dst string) (digest string, size int64, err error)
 }
 
-// Checkpointer takes the rollback point before a deployment changes the
-// host. A nil Checkpointer takes none.
-type Checkpointer interface {
-	// BeforeDeploy returns the checkpoint id ("" when the policy takes
-	// none) and a detail line for the step.
-	BeforeDeploy(ctx context.Context, d *api.Deployment) (id, detail string, err error)
-}
-
 // Options wire an Engine.
 type Options struct {
-	Config       func() *config.Config
-	Journal      *journal.Journal
-	Releases     *releases.Store
-	StateDir     string
-	Log          *zap.Logger
-	Fetcher      Fetcher
-	Checkpointer Checkpointer
-	// Checkpoints restores checkpoints; nil: restores are not available.
-	Checkpoints *checkpoint.Manager
+	Config   func() *config.Config
+	Journal  *journal.Journal
+	Releases *releases.Store
+	StateDir string
+	Log      *zap.Logger
+	Fetcher  Fetcher
+	// Checkpoints takes and restores rollback points; nil: none are
+	// taken and restores are not available (no AWS).
+	Checkpoints Checkpoints
 	// RefreshIdentity re-reads the instance's volumes after they changed.
 	RefreshIdentity func(context.Context) error
 	// Health builds the health checkers and policy from the current config;
@@ -67,6 +58,30 @@ type Options struct {
 	// zero means appspec.MaxEventTime (CodeDeploy's 3600 s). Tests
 	// shorten it.
 	MaxEventTime time.Duration
+	// OnTransition is told every status change of a record, after it is
+	// journaled (metrics, notifications, tests checking the lifecycle).
+	OnTransition func(d api.Deployment, from api.DeploymentStatus)
+	// OnStep is told when a step starts (its intent is journaled, its
+	// side effects not done yet) and when its work returned (done, its
+	// result not journaled yet): tracing, and tests that stop the engine
+	// at exactly those points as a crash would.
+	OnStep func(d *api.Deployment, s api.Step, at StepPoint)
+}
+
+// StepPoint is a point in a step's life that OnStep is told about.
+type StepPoint int
+
+// Step points.
+const (
+	StepStarted StepPoint = iota
+	StepReturned
+)
+
+// observe calls OnStep, if set.
+func (e *Engine) observe(d *api.Deployment, s api.Step, at StepPoint) {
+	if e.o.OnStep != nil {
+		e.o.OnStep(d, s, at)
+	}
 }
 
 // Engine runs deployments.

@@ -144,7 +144,7 @@ func (a *agent) wait(id string) *api.Deployment {
 		if err != nil {
 			a.t.Fatal(err)
 		}
-		if api.Terminal(d.Status) {
+		if d.Status.Terminal() {
 			return d
 		}
 		time.Sleep(20 * time.Millisecond)
@@ -172,14 +172,14 @@ func stepNames(d *api.Deployment) []string {
 	for _, s := range d.Steps {
 		n := s.Name
 		if s.Rung != "" {
-			n = s.Rung + ":" + n
+			n = string(s.Rung) + ":" + n
 		}
-		out = append(out, n+"="+s.Status)
+		out = append(out, n+"="+string(s.Status))
 	}
 	return out
 }
 
-func mustStatus(t *testing.T, d *api.Deployment, want string) *api.Deployment {
+func mustStatus(t *testing.T, d *api.Deployment, want api.DeploymentStatus) *api.Deployment {
 	t.Helper()
 	if d.Status != want {
 		t.Fatalf("deployment %s: status %s, want %s; error %q\nsteps %v", d.ID, d.Status, want, d.Error, strings.Join(stepNames(d), " "))

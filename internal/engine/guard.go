@@ -96,10 +96,10 @@ func (r *run) guard(ctx context.Context) error {
 		// Queued before a restart: nobody is running the command any more.
 		return errors.New("the agent restarted before the guarded command ran; nothing was changed by the guard")
 	}
-	err := r.step(StepCheckpoint, "", "", func() (string, error) {
+	err := r.step(StepCheckpoint, api.EffectNone, "", "", func() (string, error) {
 		kinds := r.cfg.Checkpoint.BeforeDeploy
 		if len(kinds) == 0 {
-			kinds = []string{api.KindEBS}
+			kinds = []api.CheckpointKind{api.KindEBS}
 		}
 		cp, err := r.e.o.Checkpoints.Create(ctx, checkpoint.Meta{Kinds: kinds, Reason: checkpoint.ReasonGuard, Label: r.d.Label, Revision: r.d.Revision, Deployment: r.d.ID})
 		if err != nil {
@@ -112,7 +112,7 @@ func (r *run) guard(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	err = r.step(StepCommand, "", "", func() (string, error) {
+	err = r.step(StepCommand, api.EffectHost, "", "", func() (string, error) {
 		select {
 		case code := <-gs.done:
 			r.d.ExitCode = &code

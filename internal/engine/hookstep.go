@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/rollback-agent/rollback-agent/internal/api"
 	"github.com/rollback-agent/rollback-agent/internal/appspec"
 	"github.com/rollback-agent/rollback-agent/internal/hooks"
 	"github.com/rollback-agent/rollback-agent/internal/install"
@@ -17,9 +18,9 @@ import (
 
 // LogFile names the output file of an event within a deployment's log
 // directory; steps taken on a rollback rung get the rung as prefix.
-func LogFile(event, rung string) string {
+func LogFile(event string, rung api.RungName) string {
 	if rung != "" {
-		return rung + "-" + event + ".log"
+		return string(rung) + "-" + event + ".log"
 	}
 	return event + ".log"
 }
@@ -27,8 +28,8 @@ func LogFile(event, rung string) string {
 // hookStep runs the scripts rel's appspec lists for event, as one step.
 // rel nil (nothing installed yet) or no scripts: the step is skipped, as
 // CodeDeploy reports a no-op.
-func (r *run) hookStep(ctx context.Context, event string, rel *releases.Release, relID, rung string) error {
-	return r.step(event, revisionOf(rel), rung, func() (string, error) {
+func (r *run) hookStep(ctx context.Context, event string, rel *releases.Release, relID string, rung api.RungName) error {
+	return r.step(event, api.EffectHost, revisionOf(rel), rung, func() (string, error) {
 		if rel == nil {
 			return "no revision installed", errSkipped
 		}

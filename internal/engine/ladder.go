@@ -13,6 +13,7 @@ import (
 
 	"github.com/rollback-agent/rollback-agent/internal/api"
 	"github.com/rollback-agent/rollback-agent/internal/config"
+	"github.com/rollback-agent/rollback-agent/internal/engine/rung"
 	"github.com/rollback-agent/rollback-agent/internal/health"
 	"github.com/rollback-agent/rollback-agent/internal/journal"
 )
@@ -27,9 +28,11 @@ const checkpointWait = 30 * time.Minute
 // When the last allowed rung fails the operation ends needs_operator,
 // saying what failed and what to run next. A rollback never triggers
 // another: the climb is the only one for this operation.
-func (r *run) climb(ctx context.Context, from string) {
+func (r *run) climb(ctx context.Context, from api.RungName) {
 	r.setStatus(api.StatusRollingBack)
 	if why := r.e.climbLimit(r.cfg); why != "" {
+		// A record of past climbs that cannot be read counts as the limit
+		// reached: a safety limit fails closed.
 		r.d.Error = fmt.Sprintf("%s; no automatic rollback: %s (rollback.max_climbs_per_boot/_per_day stop a host that keeps failing from looping). "+
 			"Look at `agentctl show %s`, fix the cause, then run `agentctl rollback` or `agentctl checkpoint restore`", r.d.Error, why, r.d.ID)
 		r.finish(api.StatusNeedsOperator, nil)
@@ -43,10 +46,7 @@ func (r *run) climb(ctx context.Context, from string) {
 // it was on (every rung is safe to repeat); it is the same climb, so the
 // limits are not counted again.
 func (r *run) resumeClimb(ctx context.Context) {
-	from := config.RungRevision
-	if r.d.Kind == api.KindGuard {
-		from = config.RungVolumes
-	}
+	from := r.firstRung()
 	for i := range r.d.Rungs {
 		if g := &r.d.Rungs[i]; g.Status == api.StepRunning {
 			from = g.Name
@@ -57,8 +57,8 @@ func (r *run) resumeClimb(ctx context.Context) {
 	r.climbLadder(ctx, from)
 }
 
-func (r *run) climbLadder(ctx context.Context, from string) {
-	rungs := ladderFrom(r.cfg, from)
+func (r *run) climbLadder(ctx context.Context, from api.RungName) {
+	rungs := rung.From(r.cfg.Rollback.Ladder, from)
 	if len(rungs) == 0 {
 		r.d.Error = fmt.Sprintf("%s; rollback.ladder allows no rung from %s on: look at `agentctl show %s` and restore by hand (`agentctl checkpoint restore %s --volumes`)",
 			r.d.Error, from, r.d.ID, orNone(r.d.Checkpoint))
@@ -101,29 +101,16 @@ func firstLine(s string) string {
 	return s
 }
 
-// ladderFrom lists the rungs allowed by the config, in climbing order,
-// from `from` on.
-func ladderFrom(cfg *config.Config, from string) []string {
-	start := slices.Index(config.Ladder, from)
-	var out []string
-	for _, r := range config.Ladder[max(start, 0):] {
-		if slices.Contains(cfg.Rollback.Ladder, r) {
-			out = append(out, r)
-		}
-	}
-	return out
-}
-
 // climbRung does one rung and assesses the host after it.
-func (r *run) climbRung(ctx context.Context, name string) (string, error) {
+func (r *run) climbRung(ctx context.Context, name api.RungName) (string, error) {
 	var detail string
 	var err error
 	switch name {
-	case config.RungRevision:
+	case rung.Revision:
 		detail, err = r.revisionRung(ctx)
-	case config.RungVolumes:
+	case rung.Volumes:
 		detail, err = r.volumesRung(ctx)
-	case config.RungRoot:
+	case rung.Root:
 		if err = r.waitCheckpoint(ctx); err == nil {
 			r.d.Root = nil
 			err = r.restoreRoot(ctx, name)
@@ -145,7 +132,7 @@ func (r *run) volumesRung(ctx context.Context) (string, error) {
 	if err := r.waitCheckpoint(ctx); err != nil {
 		return "", err
 	}
-	if err := r.restoreVolumes(ctx, config.RungVolumes); err != nil {
+	if err := r.restoreVolumes(ctx, rung.Volumes); err != nil {
 		return "", err
 	}
 	var vols []string
@@ -193,13 +180,13 @@ func (r *run) waitCheckpoint(ctx context.Context) error {
 // a boot) stops being the last good one.
 func (r *run) climbed() {
 	pointers := map[string]string{}
-	if slices.ContainsFunc(r.d.Rungs, func(g api.Rung) bool { return g.Name == config.RungRevision }) {
+	if slices.ContainsFunc(r.d.Rungs, func(g api.Rung) bool { return g.Name == rung.Revision }) {
 		pointers[journal.PointerCurrent] = r.d.RolledBackTo
 		if lg, _ := r.e.o.Journal.Pointer(journal.PointerLastGood); lg == r.d.ID {
 			pointers[journal.PointerLastGood] = r.d.RolledBackTo
 		}
 	}
-	if r.failedStep() == StepCheckpoint {
+	if s := r.d.FailedStep(); s != nil && s.Name == StepCheckpoint {
 		// No rollback point, no deploy: nothing of the new revision was
 		// installed, the rung only started the previous one again.
 		r.d.Error += "; nothing of this revision was installed and the previous revision was started again"
@@ -228,8 +215,8 @@ func (r *run) previousGood() *api.Deployment {
 }
 
 // assess runs the health assessment as a step; unhealthy is an error.
-func (r *run) assess(ctx context.Context, rung string) error {
-	return r.step(StepAssess, "", rung, func() (string, error) {
+func (r *run) assess(ctx context.Context, rung api.RungName) error {
+	return r.step(StepAssess, api.EffectNone, "", rung, func() (string, error) {
 		if r.e.o.Health == nil {
 			return "no health checks", errSkipped
 		}
@@ -279,21 +266,33 @@ type climbRecord struct {
 
 const metaClimbs = "climbs"
 
-func (e *Engine) climbs() []climbRecord {
+// climbs reads the record of past climbs. An error means the record
+// cannot be trusted: the limits it holds must not reset to zero.
+func (e *Engine) climbs() ([]climbRecord, error) {
 	v, err := e.o.Journal.GetMeta(metaClimbs)
-	if err != nil || v == "" {
-		return nil
+	if err != nil {
+		return nil, fmt.Errorf("read the record of past rollbacks: %w", err)
+	}
+	if v == "" {
+		return nil, nil
 	}
 	var out []climbRecord
-	_ = json.Unmarshal([]byte(v), &out)
-	return out
+	if err := json.Unmarshal([]byte(v), &out); err != nil {
+		return nil, fmt.Errorf("the record of past rollbacks in the journal is damaged (%w); "+
+			"move the journal aside to reset it (docs/design.md, recovery)", err)
+	}
+	return out, nil
 }
 
 // climbLimit says why no more automatic climbs are allowed now ("" if
 // they are).
 func (e *Engine) climbLimit(cfg *config.Config) string {
 	var thisBoot, today int
-	for _, c := range e.climbs() {
+	list, err := e.climbs()
+	if err != nil {
+		return err.Error()
+	}
+	for _, c := range list {
 		if c.Boot == e.o.BootID {
 			thisBoot++
 		}
@@ -311,7 +310,12 @@ func (e *Engine) climbLimit(cfg *config.Config) string {
 }
 
 func (e *Engine) recordClimb() {
-	list := append(e.climbs(), climbRecord{At: time.Now().UTC(), Boot: e.o.BootID})
+	list, err := e.climbs()
+	if err != nil {
+		// climbLimit refused already; never overwrite what it could not read.
+		return
+	}
+	list = append(list, climbRecord{At: time.Now().UTC(), Boot: e.o.BootID})
 	if len(list) > 100 {
 		list = list[len(list)-100:]
 	}

@@ -33,7 +33,7 @@ func (e *Engine) recover(ctx context.Context) error {
 		r := &run{e: e, d: d, cfg: e.o.Config(), log: e.o.Log}
 		interrupted := markInterrupted(d)
 		e.o.Log.Warn("recovering a deployment interrupted by an agent restart",
-			zap.String("deployment", d.ID), zap.String("status", d.Status), zap.String("step", interrupted))
+			zap.String("deployment", d.ID), zap.String("status", string(d.Status)), zap.String("step", interrupted))
 		switch {
 		case d.Status == api.StatusRunning && d.Kind == api.KindGuard && r.hostChanged():
 			// The command may or may not have run: health decides.
@@ -49,29 +49,30 @@ func (e *Engine) recover(ctx context.Context) error {
 		case d.Status == api.StatusRunning && (d.Kind == api.KindRollback || d.Kind == api.KindRestore || d.Kind == api.KindRestoreRoot):
 			// A manual rollback is an install of a known revision, and every
 			// stage of a restore is safe to repeat: do it again.
-			r.d.Steps = append(r.d.Steps, api.Step{Name: StepRecover, Status: api.StepSucceeded, StartedAt: time.Now().UTC(), EndedAt: time.Now().UTC(),
-				Detail: fmt.Sprintf("agent restarted during %s: the rollback starts over", interrupted)})
-			r.d.Status = api.StatusQueued
-			r.save()
-			e.mu.Lock()
-			e.active = nil
-			e.mu.Unlock()
+			r.startOver(fmt.Sprintf("agent restarted during %s: the rollback starts over", interrupted))
 		case d.Status == api.StatusRollingBack:
 			r.d.Error = appendError(r.d.Error, fmt.Sprintf("agent restarted during %s of the rollback; the rung starts over", interrupted))
 			r.resumeClimb(ctx)
 		case !r.hostChanged():
-			r.d.Steps = append(r.d.Steps, api.Step{Name: StepRecover, Status: api.StepSucceeded, StartedAt: time.Now().UTC(), EndedAt: time.Now().UTC(),
-				Detail: fmt.Sprintf("agent restarted during %s, before the host was changed: the deployment starts over", interrupted)})
-			r.d.Status = api.StatusQueued
-			r.save()
-			e.mu.Lock()
-			e.active = nil
-			e.mu.Unlock()
+			r.startOver(fmt.Sprintf("agent restarted during %s, before the host was changed: the deployment starts over", interrupted))
 		default:
 			r.fail(ctx, fmt.Errorf("FailedAfterRestart: the agent restarted during %s; failing in-progress lifecycle event after an agent restart", interrupted))
 		}
 	}
 	return nil
+}
+
+// startOver queues the operation again, with a step saying why.
+func (r *run) startOver(why string) {
+	r.recoverStep(why)
+	r.setStatus(api.StatusQueued)
+}
+
+// recoverStep records what recovery decided, as a step that changes
+// nothing.
+func (r *run) recoverStep(detail string) {
+	now := time.Now().UTC()
+	r.d.Steps = append(r.d.Steps, api.Step{Name: StepRecover, Status: api.StepSucceeded, StartedAt: now, EndedAt: now, Detail: detail, Effect: api.EffectNone})
 }
 
 // markInterrupted marks the step that was running when the agent died as

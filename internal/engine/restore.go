@@ -11,7 +11,7 @@ import (
 
 	"github.com/rollback-agent/rollback-agent/internal/api"
 	"github.com/rollback-agent/rollback-agent/internal/checkpoint"
-	"github.com/rollback-agent/rollback-agent/internal/config"
+	"github.com/rollback-agent/rollback-agent/internal/engine/rung"
 	"github.com/rollback-agent/rollback-agent/internal/journal"
 )
 
@@ -44,7 +44,7 @@ func (e *Engine) Restore(id string, root bool) (*api.Deployment, error) {
 	if err := e.o.Journal.PutDeployment(d); err != nil {
 		return nil, err
 	}
-	e.o.Log.Info("restore queued", zap.String("operation", d.ID), zap.String("checkpoint", id), zap.String("kind", kind))
+	e.o.Log.Info("restore queued", zap.String("operation", d.ID), zap.String("checkpoint", id), zap.String("kind", string(kind)))
 	e.bus.publish(api.Event{Type: api.EventStatus, DeploymentID: d.ID, Status: d.Status})
 	e.kick()
 	return d, nil
@@ -59,11 +59,10 @@ func before(stage, than string) bool { return slices.Index(stages, stage) < slic
 // detached (kept, tagged), new one attached at the same device and
 // mounted the same way, application started. Every stage is journaled
 // and safe to repeat, so a crash resumes where it stopped.
-func (r *run) restoreVolumes(ctx context.Context, rung string) error {
+func (r *run) restoreVolumes(ctx context.Context, rung api.RungName) error {
 	cps := r.e.o.Checkpoints
-	byID := r.cfg.Devices.ByIDDir
 	if len(r.d.Volumes) == 0 {
-		err := r.step(StepPlan, "", rung, func() (string, error) {
+		err := r.step(StepPlan, api.EffectNone, "", rung, func() (string, error) {
 			plan, err := cps.PlanVolumeRestore(ctx, r.d.Checkpoint)
 			if err != nil {
 				return "", err
@@ -78,7 +77,7 @@ func (r *run) restoreVolumes(ctx context.Context, rung string) error {
 	for i := range r.d.Volumes {
 		vr := &r.d.Volumes[i]
 		if before(vr.Stage, checkpoint.StageCreated) {
-			if err := r.step("CreateVolume "+vr.DeviceName, "", rung, func() (string, error) {
+			if err := r.step("CreateVolume "+vr.DeviceName, api.EffectNone, "", rung, func() (string, error) {
 				err := cps.CreateRestoreVolume(ctx, r.d.ID, r.d.Checkpoint, vr)
 				return fmt.Sprintf("%s from %s", vr.NewVolumeID, vr.SnapshotID), err
 			}); err != nil {
@@ -97,7 +96,7 @@ func (r *run) restoreVolumes(ctx context.Context, rung string) error {
 			fn    func() (string, error)
 		}{
 			{checkpoint.StageUnmounted, func() (string, error) {
-				err := cps.Unmount(vr, byID)
+				err := cps.Unmount(vr)
 				return fmt.Sprintf("%d mount(s) of %s", len(vr.Mounts), vr.OldVolumeID), err
 			}},
 			{checkpoint.StageDetached, func() (string, error) {
@@ -106,13 +105,13 @@ func (r *run) restoreVolumes(ctx context.Context, rung string) error {
 			}},
 			{checkpoint.StageAttached, func() (string, error) {
 				var err error
-				dev, err = cps.Attach(ctx, vr, byID)
+				dev, err = cps.Attach(ctx, vr)
 				return vr.NewVolumeID + " attached as " + dev, err
 			}},
 			{checkpoint.StageMounted, func() (string, error) {
 				if dev == "" {
 					var err error
-					if dev, err = cps.Attach(ctx, vr, byID); err != nil {
+					if dev, err = cps.Attach(ctx, vr); err != nil {
 						return "", err
 					}
 				}
@@ -123,7 +122,7 @@ func (r *run) restoreVolumes(ctx context.Context, rung string) error {
 			if !before(vr.Stage, st.stage) {
 				continue
 			}
-			if err := r.step(stageStep(st.stage)+" "+vr.DeviceName, "", rung, st.fn); err != nil {
+			if err := r.step(stageStep(st.stage)+" "+vr.DeviceName, api.EffectHost, "", rung, st.fn); err != nil {
 				return err
 			}
 		}
@@ -158,10 +157,10 @@ func stageStep(stage string) string {
 // pre-restore checkpoint first (so this can be undone), the intent in the
 // journal and in the instance's tags, then the replacement task. EC2
 // reboots the host; the agent finishes on the next start from the tag.
-func (r *run) restoreRoot(ctx context.Context, rung string) error {
+func (r *run) restoreRoot(ctx context.Context, rung api.RungName) error {
 	cps := r.e.o.Checkpoints
 	if r.d.Root == nil {
-		if err := r.step(StepPlan, "", rung, func() (string, error) {
+		if err := r.step(StepPlan, api.EffectNone, "", rung, func() (string, error) {
 			rr, err := cps.PlanRootRestore(ctx, r.d.Checkpoint)
 			if err != nil {
 				return "", err
@@ -174,8 +173,8 @@ func (r *run) restoreRoot(ctx context.Context, rung string) error {
 	}
 	rr := r.d.Root
 	if rr.PreRestore == "" {
-		if err := r.step(StepCheckpoint, "", rung, func() (string, error) {
-			cp, err := cps.Create(ctx, checkpoint.Meta{Kinds: []string{api.KindEBS}, Reason: checkpoint.ReasonPreRestore, Revision: r.d.Revision, Deployment: r.d.ID})
+		if err := r.step(StepCheckpoint, api.EffectNone, "", rung, func() (string, error) {
+			cp, err := cps.Create(ctx, checkpoint.Meta{Kinds: []api.CheckpointKind{api.KindEBS}, Reason: checkpoint.ReasonPreRestore, Revision: r.d.Revision, Deployment: r.d.ID})
 			if err != nil {
 				return "", fmt.Errorf("pre-restore checkpoint (without it the restore could not be undone): %w", err)
 			}
@@ -187,12 +186,12 @@ func (r *run) restoreRoot(ctx context.Context, rung string) error {
 	}
 	intent := checkpoint.RootIntent{Operation: r.d.ID, Checkpoint: rr.Checkpoint, SnapshotID: rr.SnapshotID, ImageID: rr.ImageID,
 		PreRestore: rr.PreRestore, TaskID: rr.TaskID, Revision: r.d.Revision, Started: time.Now().UTC()}
-	if err := r.step(StepIntent, "", rung, func() (string, error) {
+	if err := r.step(StepIntent, api.EffectNone, "", rung, func() (string, error) {
 		return "instance tag " + checkpoint.TagRestoreIntent, cps.SetRootIntent(ctx, intent)
 	}); err != nil {
 		return err
 	}
-	if err := r.step("ReplaceRoot", "", rung, func() (string, error) {
+	if err := r.step(StepReplaceRoot, api.EffectHost, "", rung, func() (string, error) {
 		if err := cps.StartRootReplace(ctx, r.d.ID, rr); err != nil {
 			return "", err
 		}
@@ -203,7 +202,7 @@ func (r *run) restoreRoot(ctx context.Context, rung string) error {
 		return err
 	}
 	// Normally the reboot ends this wait (and this process).
-	return r.step("Reboot", "", rung, func() (string, error) { return r.e.finishRoot(ctx, r, intent) })
+	return r.step(StepReboot, api.EffectHost, "", rung, func() (string, error) { return r.e.finishRoot(ctx, r, intent) })
 }
 
 // finishRoot waits for the replacement task to end, records it and
@@ -256,10 +255,16 @@ func (e *Engine) resumeRootRestore(ctx context.Context) error {
 	}
 	r := &run{e: e, d: d, cfg: e.o.Config(), log: e.o.Log}
 	markInterrupted(d)
-	d.Status = api.StatusRunning
-	now := time.Now().UTC()
-	d.Steps = append(d.Steps, api.Step{Name: StepRecover, Status: api.StepSucceeded, StartedAt: now, EndedAt: now,
-		Detail: "started again after the root volume replacement; this record comes from the instance tag " + checkpoint.TagRestoreIntent})
+	climbing := d.Kind != api.KindRestoreRoot // the ladder's root rung, not `checkpoint restore --root`
+	r.recoverStep("started again after the root volume replacement; this record comes from the instance tag " + checkpoint.TagRestoreIntent)
+	switch {
+	case climbing:
+		// The restored root's journal holds the deployment as it was when
+		// its checkpoint was taken (running): the climb goes on.
+		r.setStatus(api.StatusRollingBack)
+	case d.Status != api.StatusRunning:
+		r.setStatus(api.StatusRunning)
+	}
 	if in.TaskID == "" {
 		// The task may have started without its id reaching the tag.
 		id, err := e.o.Checkpoints.FindRootTask(ctx, in.Checkpoint, in.Started)
@@ -279,8 +284,7 @@ func (e *Engine) resumeRootRestore(ctx context.Context) error {
 			d.Root.TaskID = id
 		}
 	}
-	climbing := d.Kind != api.KindRestoreRoot // the ladder's root rung, not `checkpoint restore --root`
-	if err := r.step("Reboot", "", "", func() (string, error) { return e.finishRoot(ctx, r, *in) }); err != nil {
+	if err := r.step(StepReboot, api.EffectHost, "", "", func() (string, error) { return e.finishRoot(ctx, r, *in) }); err != nil {
 		d.Error = err.Error()
 		status := api.StatusFailed
 		if climbing || (d.Root != nil && d.Root.TaskState == checkpoint.TaskFailedDetached) {
@@ -310,11 +314,11 @@ func (r *run) finishRootRung(ctx context.Context) {
 	if prev := r.previousGood(); prev != nil {
 		r.d.RolledBackTo = prev.ID
 	}
-	err := r.rung(config.RungRoot, func() (string, error) {
-		if err := r.startInstalled(ctx, config.RungRoot); err != nil {
+	err := r.rung(rung.Root, func() (string, error) {
+		if err := r.startInstalled(ctx, rung.Root); err != nil {
 			return "", err
 		}
-		if err := r.assess(ctx, config.RungRoot); err != nil {
+		if err := r.assess(ctx, rung.Root); err != nil {
 			return "", err
 		}
 		return "root volume replaced from checkpoint " + r.d.Checkpoint + "; the host started again on it", nil
@@ -330,7 +334,7 @@ func (r *run) finishRootRung(ctx context.Context) {
 
 // startInstalled runs the start and validate hooks of the revision on
 // disk, without installing anything.
-func (r *run) startInstalled(ctx context.Context, rung string) error {
+func (r *run) startInstalled(ctx context.Context, rung api.RungName) error {
 	id, _ := r.e.o.Journal.Pointer(journal.PointerInstalled)
 	if id == "" {
 		return nil

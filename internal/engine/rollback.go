@@ -8,11 +8,12 @@ import (
 
 	"github.com/rollback-agent/rollback-agent/internal/api"
 	"github.com/rollback-agent/rollback-agent/internal/config"
+	"github.com/rollback-agent/rollback-agent/internal/engine/rung"
 	"github.com/rollback-agent/rollback-agent/internal/journal"
 )
 
 // rung records one climb of the ladder around fn.
-func (r *run) rung(name string, fn func() (string, error)) error {
+func (r *run) rung(name api.RungName, fn func() (string, error)) error {
 	r.d.Rungs = append(r.d.Rungs, api.Rung{Name: name, Status: api.StepRunning, StartedAt: time.Now().UTC()})
 	i := len(r.d.Rungs) - 1
 	r.save()
@@ -33,7 +34,7 @@ func (r *run) rung(name string, fn func() (string, error)) error {
 // reinstalled from releases/ (no download) with its hooks. With no last
 // good revision, the failed revision's files are removed.
 func (r *run) revisionRung(ctx context.Context) (string, error) {
-	rungName := config.RungRevision
+	rungName := rung.Revision
 	installed, _ := r.e.o.Journal.Pointer(journal.PointerInstalled)
 	intent, _ := r.e.o.Journal.InstallIntent()
 	if installed == r.d.Release || (intent != nil && intent.Target == r.d.Release) {
@@ -43,7 +44,7 @@ func (r *run) revisionRung(ctx context.Context) (string, error) {
 	}
 	lastGood := r.previousGood()
 	if lastGood == nil {
-		err := r.step(StepUninstall, r.d.Revision, rungName, func() (string, error) { return r.e.uninstall(ctx) })
+		err := r.step(StepUninstall, api.EffectHost, r.d.Revision, rungName, func() (string, error) { return r.e.uninstall(ctx) })
 		if err != nil {
 			return "", err
 		}
@@ -91,6 +92,32 @@ func (e *Engine) lastGood() *api.Deployment {
 		return nil
 	}
 	return d
+}
+
+// ProtectedCheckpoints are the checkpoints retention must keep besides
+// pinned ones, and why: the current and last good deployments' (the
+// ladder's volumes and root rungs restore them), and the one the
+// operation in flight (active, may be nil) uses or made as its undo
+// point. It reads the journal alone, so it answers before the engine
+// runs.
+func ProtectedCheckpoints(j *journal.Journal, op *api.Deployment) map[string]string {
+	out := map[string]string{}
+	for _, p := range [][2]string{{journal.PointerCurrent, "current deployment's"}, {journal.PointerLastGood, "last good deployment's"}} {
+		if id, _ := j.Pointer(p[0]); id != "" {
+			if dep, err := j.Deployment(id); err == nil && dep.Checkpoint != "" {
+				out[dep.Checkpoint] = p[1]
+			}
+		}
+	}
+	if op != nil {
+		if op.Checkpoint != "" {
+			out[op.Checkpoint] = "in use by " + op.ID
+		}
+		if op.Root != nil && op.Root.PreRestore != "" {
+			out[op.Root.PreRestore] = "undo point of " + op.ID
+		}
+	}
+	return out
 }
 
 // prune applies retention after a success: releases beyond keep_releases

@@ -4,13 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
+	"slices"
 	"time"
 
 	"go.uber.org/zap"
 
 	"github.com/rollback-agent/rollback-agent/internal/api"
 	"github.com/rollback-agent/rollback-agent/internal/config"
+	"github.com/rollback-agent/rollback-agent/internal/engine/rung"
 	"github.com/rollback-agent/rollback-agent/internal/journal"
 )
 
@@ -22,19 +23,22 @@ type run struct {
 	log *zap.Logger
 }
 
-// Step names besides the lifecycle events.
+// Step names besides the lifecycle events. Names are for people; what a
+// step does to the host is its Effect.
 const (
-	StepFetch      = "Fetch"
-	StepUnpack     = "Unpack"
-	StepValidate   = "Validate"
-	StepCheckpoint = "Checkpoint"
-	StepInstall    = "Install"
-	StepUninstall  = "Uninstall"
-	StepRecover    = "Recover"
-	StepPlan       = "Plan"
-	StepIntent     = "Intent"
-	StepAssess     = "Assess"
-	StepCommand    = "Command"
+	StepFetch       = "Fetch"
+	StepUnpack      = "Unpack"
+	StepValidate    = "Validate"
+	StepCheckpoint  = "Checkpoint"
+	StepInstall     = "Install"
+	StepUninstall   = "Uninstall"
+	StepRecover     = "Recover"
+	StepPlan        = "Plan"
+	StepIntent      = "Intent"
+	StepAssess      = "Assess"
+	StepCommand     = "Command"
+	StepReplaceRoot = "ReplaceRoot"
+	StepReboot      = "Reboot"
 )
 
 // save writes the record and tells subscribers. Journal failures are
@@ -43,24 +47,39 @@ func (r *run) save() {
 	if err := r.e.o.Journal.PutDeployment(r.d); err != nil {
 		r.log.Error("journal write failed", zap.Error(err))
 	}
-	r.e.mu.Lock()
-	c := *r.d
-	c.Steps = append([]api.Step(nil), r.d.Steps...)
-	r.e.active = &c
-	r.e.mu.Unlock()
+	r.e.setActive(r.d)
+}
+
+// setActive keeps a copy of d as the operation in flight while it runs
+// or rolls back, and clears it otherwise.
+func (e *Engine) setActive(d *api.Deployment) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if d.Status != api.StatusRunning && d.Status != api.StatusRollingBack {
+		if e.active != nil && e.active.ID == d.ID {
+			e.active = nil
+		}
+		return
+	}
+	c := *d
+	c.Steps = append([]api.Step(nil), d.Steps...)
+	e.active = &c
 }
 
 // step journals the intent, runs fn, and journals the result. fn returns
-// a detail line for the record.
-func (r *run) step(name, revision, rung string, fn func() (string, error)) error {
-	r.d.Steps = append(r.d.Steps, api.Step{Name: name, Status: api.StepRunning, StartedAt: time.Now().UTC(), Revision: revision, Rung: rung})
+// a detail line for the record. effect says what the step does to the
+// host; recovery reads it from the record.
+func (r *run) step(name string, effect api.StepEffect, revision string, rung api.RungName, fn func() (string, error)) error {
+	r.d.Steps = append(r.d.Steps, api.Step{Name: name, Status: api.StepRunning, StartedAt: time.Now().UTC(), Revision: revision, Rung: rung, Effect: effect})
 	i := len(r.d.Steps) - 1
 	r.save()
 	// Each event gets its own copy of the step: subscribers encode it on
 	// their goroutines while this one goes on.
 	started := r.d.Steps[i]
 	r.e.bus.publish(api.Event{Type: api.EventStep, DeploymentID: r.d.ID, Step: &started})
+	r.e.observe(r.d, started, StepStarted)
 	detail, err := fn()
+	r.e.observe(r.d, started, StepReturned)
 	st := r.d.Steps[i]
 	st.EndedAt = time.Now().UTC()
 	st.Detail = detail
@@ -77,7 +96,7 @@ func (r *run) step(name, revision, rung string, fn func() (string, error)) error
 	r.d.Steps[i] = st
 	r.save()
 	r.e.bus.publish(api.Event{Type: api.EventStep, DeploymentID: r.d.ID, Step: &st})
-	fields := []zap.Field{zap.String("deployment", r.d.ID), zap.String("step", name), zap.String("status", st.Status), zap.Duration("took", st.EndedAt.Sub(st.StartedAt))}
+	fields := []zap.Field{zap.String("deployment", r.d.ID), zap.String("step", name), zap.String("status", string(st.Status)), zap.Duration("took", st.EndedAt.Sub(st.StartedAt))}
 	if err != nil {
 		r.log.Warn("step failed", append(fields, zap.Error(err))...)
 	} else {
@@ -89,20 +108,33 @@ func (r *run) step(name, revision, rung string, fn func() (string, error)) error
 // errSkipped marks a step that had nothing to do.
 var errSkipped = errors.New("skipped")
 
-func (r *run) setStatus(status string) {
-	r.d.Status = status
-	if api.Terminal(status) {
-		r.d.EndedAt = time.Now().UTC()
-	}
-	r.save()
-	r.e.bus.publish(api.Event{Type: api.EventStatus, DeploymentID: r.d.ID, Status: status, Message: r.d.Error})
-}
+// setStatus moves the record to a status that is not the end of it.
+func (r *run) setStatus(status api.DeploymentStatus) { r.transition(status, nil) }
 
 // finish ends the deployment with a terminal status; pointers that follow
 // from it change in the same transaction.
-func (r *run) finish(status string, pointers map[string]string) {
-	r.d.Status = status
-	r.d.EndedAt = time.Now().UTC()
+func (r *run) finish(status api.DeploymentStatus, pointers map[string]string) {
+	r.transition(status, pointers)
+	r.log.Info("deployment ended", zap.String("deployment", r.d.ID), zap.String("status", string(r.d.Status)), zap.String("error", r.d.Error))
+}
+
+// transition is the one place a record's status changes: checked against
+// the lifecycle table (status.go), written with the pointers that follow
+// from it in one journal transaction, then told to subscribers. A change
+// the table does not allow is a bug; the record goes to needs_operator
+// saying so, and its pointers are left alone.
+func (r *run) transition(to api.DeploymentStatus, pointers map[string]string) {
+	from := r.d.Status
+	if !Allowed(from, to) {
+		bad := errTransition{id: r.d.ID, from: from, to: to}
+		r.log.Error("refused a status change", zap.Error(bad))
+		r.d.Error = appendError(r.d.Error, bad.Error())
+		to, pointers = api.StatusNeedsOperator, nil
+	}
+	r.d.Status = to
+	if to.Terminal() {
+		r.d.EndedAt = time.Now().UTC()
+	}
 	err := r.e.o.Journal.Update(func(t *journal.Tx) error {
 		if err := t.PutDeployment(r.d); err != nil {
 			return err
@@ -117,11 +149,11 @@ func (r *run) finish(status string, pointers map[string]string) {
 	if err != nil {
 		r.log.Error("journal write failed", zap.Error(err))
 	}
-	r.e.mu.Lock()
-	r.e.active = nil
-	r.e.mu.Unlock()
-	r.e.bus.publish(api.Event{Type: api.EventStatus, DeploymentID: r.d.ID, Status: status, Message: r.d.Error})
-	r.log.Info("deployment ended", zap.String("deployment", r.d.ID), zap.String("status", status), zap.String("error", r.d.Error))
+	r.e.setActive(r.d)
+	r.e.bus.publish(api.Event{Type: api.EventStatus, DeploymentID: r.d.ID, Status: to, Message: r.d.Error})
+	if r.e.o.OnTransition != nil {
+		r.e.o.OnTransition(*r.d, from)
+	}
 }
 
 // execute runs a queued deployment or rollback to its end.
@@ -177,31 +209,11 @@ func (r *run) succeed() {
 	r.finish(api.StatusSucceeded, map[string]string{journal.PointerCurrent: r.d.ID, journal.PointerLastGood: r.d.ID})
 }
 
-// hostChanged reports whether a step that changes the host has started:
-// before that, a failure leaves the host as it was.
+// hostChanged reports whether a step that changes the host has started
+// (each step says so in its record): before that, a failure leaves the
+// host as it was.
 func (r *run) hostChanged() bool {
-	for _, s := range r.d.Steps {
-		switch {
-		case s.Name == StepFetch, s.Name == StepUnpack, s.Name == StepValidate, s.Name == StepRecover,
-			s.Name == StepPlan, s.Name == StepIntent, strings.HasPrefix(s.Name, "CreateVolume "),
-			s.Name == StepCheckpoint && (r.d.Kind == api.KindRestoreRoot || r.d.Kind == api.KindGuard):
-			continue
-		}
-		if s.Status != api.StepSkipped {
-			return true
-		}
-	}
-	return false
-}
-
-// failedStep names the deployment's own step that failed (not a rung's).
-func (r *run) failedStep() string {
-	for i := len(r.d.Steps) - 1; i >= 0; i-- {
-		if s := r.d.Steps[i]; s.Rung == "" && s.Status == api.StepFailed {
-			return s.Name
-		}
-	}
-	return ""
+	return slices.ContainsFunc(r.d.Steps, api.Step.ChangesHost)
 }
 
 // fail decides what a failure leads to: a plain failure when the host was
@@ -223,11 +235,7 @@ func (r *run) fail(ctx context.Context, cause error) {
 		r.d.Error = fmt.Sprintf("%v; %s", cause, automaticOff)
 		r.finish(api.StatusFailed, nil)
 	default:
-		from := config.RungRevision
-		if r.d.Kind == api.KindGuard {
-			from = config.RungVolumes // a package upgrade is not a revision
-		}
-		r.climb(ctx, from)
+		r.climb(ctx, r.firstRung())
 	}
 }
 
@@ -237,11 +245,11 @@ func (r *run) automatic() bool { return r.cfg.Rollback.Automatic && len(r.cfg.Ro
 // automaticOff is the hint when it may not.
 const automaticOff = "automatic rollback is off (rollback.automatic / rollback.ladder): run `agentctl rollback` to restore the last good revision"
 
-func hasRung(cfg *config.Config, rung string) bool {
-	for _, r := range cfg.Rollback.Ladder {
-		if r == rung {
-			return true
-		}
+// firstRung is where a climb for this operation starts: a guarded
+// package upgrade is not a revision, so it starts at the volumes.
+func (r *run) firstRung() api.RungName {
+	if r.d.Kind == api.KindGuard {
+		return rung.Volumes
 	}
-	return false
+	return rung.Revision
 }

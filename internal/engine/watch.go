@@ -8,7 +8,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/rollback-agent/rollback-agent/internal/api"
-	"github.com/rollback-agent/rollback-agent/internal/config"
+	"github.com/rollback-agent/rollback-agent/internal/engine/rung"
 	"github.com/rollback-agent/rollback-agent/internal/health"
 	"github.com/rollback-agent/rollback-agent/internal/journal"
 )
@@ -134,7 +134,7 @@ func (e *Engine) rollBackSucceeded(ctx context.Context, id, reason string, sum *
 		r.d.Error = reason + "; " + automaticOff
 		r.finish(api.StatusNeedsOperator, nil)
 	default:
-		r.climb(ctx, config.RungRevision)
+		r.climb(ctx, rung.Revision)
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 
 	"github.com/rollback-agent/rollback-agent/internal/api"
 	"github.com/rollback-agent/rollback-agent/internal/config"
+	"github.com/rollback-agent/rollback-agent/internal/engine/rung"
 	"github.com/rollback-agent/rollback-agent/internal/testbed"
 )
 
@@ -41,7 +42,7 @@ func rev(v string) testbed.Revision {
 }
 
 // waitFor polls deployment id until its status is want, or fails.
-func (a *agent) waitFor(id, want string) *api.Deployment {
+func (a *agent) waitFor(id string, want api.DeploymentStatus) *api.Deployment {
 	a.t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -91,7 +92,7 @@ func TestNewDeploymentEndsThePreviousWatchWindow(t *testing.T) {
 	if d, _ := a.j.Deployment(d1.ID); d.Status != api.StatusSucceeded {
 		t.Errorf("v1's record changed to %s: its window was still acting", d.Status)
 	}
-	if !strings.Contains(d2.Error, "unhealthy in the watch window") || len(d2.Rungs) == 0 || d2.Rungs[0].Name != config.RungRevision {
+	if !strings.Contains(d2.Error, "unhealthy in the watch window") || len(d2.Rungs) == 0 || d2.Rungs[0].Name != rung.Revision {
 		t.Errorf("v2: rungs %+v, error %q", d2.Rungs, d2.Error)
 	}
 	if id, _ := a.e.Watching(); id != "" {
@@ -149,5 +150,25 @@ func TestClimbsPerBootLimit(t *testing.T) {
 	d3 = a.waitFor(d3.ID, api.StatusNeedsOperator)
 	if len(d3.Rungs) != 0 || !strings.Contains(d3.Error, "1 automatic rollbacks already since this boot") || a.destFile("v") != "3" {
 		t.Errorf("second climb of the boot: rungs %+v, v=%q, error %q", d3.Rungs, a.destFile("v"), d3.Error)
+	}
+}
+
+// A damaged record of past climbs fails closed: the limits it holds are
+// not reset to zero, so no automatic climb happens, and the operator is
+// told why and what to do.
+func TestDamagedClimbRecordFailsClosed(t *testing.T) {
+	a := newAgent(t, nil)
+	mustStatus(t, a.deploy(a.bundle("v1", rev("1"))), api.StatusSucceeded)
+	if err := a.j.SetMeta("climbs", `[{"at":"2026-12-05T10:00:00Z","boot":`); err != nil {
+		t.Fatal(err)
+	}
+	bad := rev("2")
+	bad.Hooks = map[string]string{"ValidateService": "exit 1"}
+	d := mustStatus(t, a.deploy(a.bundle("v2", bad)), api.StatusNeedsOperator)
+	if len(d.Rungs) != 0 || !strings.Contains(d.Error, "record of past rollbacks in the journal is damaged") {
+		t.Errorf("rungs %+v, error %q", d.Rungs, d.Error)
+	}
+	if v, _ := a.j.GetMeta("climbs"); v != `[{"at":"2026-12-05T10:00:00Z","boot":` {
+		t.Errorf("the damaged record was overwritten: %q", v)
 	}
 }

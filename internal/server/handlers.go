@@ -268,7 +268,7 @@ func (s *Server) getLog(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		cur, err := s.backend.Deployment(id)
-		if err != nil || api.Terminal(cur.Status) {
+		if err != nil || cur.Status.Terminal() {
 			for _, f := range files {
 				offsets[f] = copyFrom(w, filepath.Join(dir, f), offsets[f], false, f)
 			}
@@ -368,7 +368,7 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	}
 	if snap != nil {
 		enc.Encode(api.Event{SchemaVersion: api.SchemaVersion, Time: time.Now().UTC(), Type: api.EventSnapshot, DeploymentID: snap.ID, Status: snap.Status, Deployment: snap})
-		if !flush() || api.Terminal(snap.Status) {
+		if !flush() || snap.Status.Terminal() {
 			return
 		}
 	}
@@ -383,7 +383,7 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 			// The bus drops events for slow readers: look at the record so
 			// a stream never outlives its deployment.
 			if id != "" {
-				if d, err := s.backend.Deployment(id); err == nil && api.Terminal(d.Status) {
+				if d, err := s.backend.Deployment(id); err == nil && d.Status.Terminal() {
 					enc.Encode(api.Event{SchemaVersion: api.SchemaVersion, Time: time.Now().UTC(), Type: api.EventSnapshot, DeploymentID: d.ID, Status: d.Status, Deployment: d})
 					flush()
 					return
@@ -406,7 +406,7 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 			lastWrite = time.Now()
-			if id != "" && ev.Type == api.EventStatus && api.Terminal(ev.Status) {
+			if id != "" && ev.Type == api.EventStatus && ev.Status.Terminal() {
 				return
 			}
 		}

@@ -251,7 +251,7 @@ func (c *Channel) prune() {
 	}
 	needed := map[string]bool{}
 	for _, d := range deps {
-		if !api.Terminal(d.Status) {
+		if !d.Status.Terminal() {
 			needed[d.Source.Location] = true
 		}
 	}

@@ -112,7 +112,7 @@ func (in *Inbox) Run(ctx context.Context) error {
 				}
 			}
 		case ev := <-events:
-			if ev.Type == api.EventStatus && api.Terminal(ev.Status) {
+			if ev.Type == api.EventStatus && ev.Status.Terminal() {
 				in.reconcile()
 			}
 		case <-sweep.C:
@@ -244,22 +244,13 @@ func (in *Inbox) reconcile() {
 		switch {
 		case d == nil:
 			in.submit(path, "")
-		case !api.Terminal(d.Status):
-		case d.Status == api.StatusFailed && !validated(d):
+		case !d.Status.Terminal():
+		case d.Rejected():
 			in.reject(path, e.Name(), fmt.Sprintf("deployment %s: %s", d.ID, d.Error))
 		default:
 			in.settle(path, dirProcessed, e.Name(), fmt.Sprintf("deployment %s ended %s (revision %s)\n", d.ID, d.Status, d.Revision))
 		}
 	}
-}
-
-func validated(d *api.Deployment) bool {
-	for _, s := range d.Steps {
-		if s.Name == engine.StepValidate && s.Status == api.StepSucceeded {
-			return true
-		}
-	}
-	return false
 }
 
 func (in *Inbox) reject(path, name, reason string) {

@@ -62,7 +62,7 @@ func (d *demo) workstation(ctx context.Context, args ...string) error {
 // waitChannelDeploy waits until the agent has noticed the channel moved
 // to version and its deployment has ended, printing each step as the
 // agent reports it, and returns the deployment's final status.
-func (d *demo) waitChannelDeploy(ctx context.Context, version string) (string, error) {
+func (d *demo) waitChannelDeploy(ctx context.Context, version string) (api.DeploymentStatus, error) {
 	fmt.Printf("waiting for the agent to see channel prod move to %s (it polls every second)...\n", version)
 	c := client.New(d.socket)
 	defer c.Close()
@@ -82,7 +82,7 @@ func (d *demo) waitChannelDeploy(ctx context.Context, version string) (string, e
 				fmt.Println(line)
 				shown = line
 			}
-			if api.Terminal(dep.Status) {
+			if dep.Status.Terminal() {
 				if dep.Error != "" {
 					fmt.Print(indent(dep.Error))
 				}
@@ -98,8 +98,8 @@ func (d *demo) waitChannelDeploy(ctx context.Context, version string) (string, e
 }
 
 func progress(dep api.Deployment) string {
-	s := dep.Status
-	if n := len(dep.Steps); n > 0 && !api.Terminal(dep.Status) {
+	s := string(dep.Status)
+	if n := len(dep.Steps); n > 0 && !dep.Status.Terminal() {
 		s += " (" + dep.Steps[n-1].Name + ")"
 	}
 	if dep.Error != "" {

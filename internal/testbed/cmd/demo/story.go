@@ -112,7 +112,7 @@ func (d *demo) waitRolledBack(ctx context.Context, version string) error {
 	c := client.New(d.socket)
 	defer c.Close()
 	deadline := time.Now().Add(time.Minute)
-	last := "unknown"
+	last := api.DeploymentStatus("unknown")
 	for time.Now().Before(deadline) {
 		deps, err := c.Deployments(ctx, 5)
 		if err != nil {

@@ -1,0 +1,24 @@
+package main
+
+import (
+	"testing"
+
+	"github.com/rollback-agent/rollback-agent/internal/deptest"
+)
+
+// agentctl starts on every `agentctl status`: it links the client and the
+// workstation commands, never the daemon's machinery.
+func TestDeps(t *testing.T) {
+	const p = "github.com/rollback-agent/rollback-agent/internal/"
+	deptest.Forbid(t, ".", map[string]string{
+		"go.etcd.io/bbolt/...": "the journal belongs to the daemon (restore-instance and status read nothing of it)",
+		p + "journal":          "the journal belongs to the daemon",
+		p + "daemon":           "the daemon's wiring",
+		p + "engine":           "the deployment engine runs in the daemon",
+		p + "hooks":            "hooks run in the daemon",
+		p + "install":          "files are installed by the daemon",
+		p + "health":           "checks run in the daemon",
+		p + "server":           "the socket API's server side",
+		p + "testbed/...":      "test-only",
+	})
+}
