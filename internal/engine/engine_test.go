@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -35,6 +36,15 @@ type agent struct {
 	done   chan struct{}
 	// maxEvent, when set before start, shortens the per-event budget.
 	maxEvent time.Duration
+	// cps, when set before start, takes and restores checkpoints.
+	cps engine.Checkpoints
+	// killAt, when set before start, says where the engine dies: the
+	// worker stops there for good, as under SIGKILL (crash_test.go).
+	killAt func(d *api.Deployment, s api.Step, at engine.StepPoint) bool
+	killed chan struct{}
+	// transitions are every status change, as "id from→to".
+	mu          sync.Mutex
+	transitions []string
 }
 
 func newAgent(t *testing.T, mutate func(*config.Config)) *agent {
@@ -81,6 +91,7 @@ func (a *agent) start() {
 			c, err := health.New(a.cfg.Health.Checks, health.Deps{})
 			return c, health.PolicyFrom(a.cfg.Health), err
 		},
+		Checkpoints: a.cps, OnStep: a.onStep(), OnTransition: a.onTransition,
 	})
 	if err != nil {
 		a.t.Fatal(err)

@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/rollback-agent/rollback-agent/internal/api"
+	"github.com/rollback-agent/rollback-agent/internal/checkpoint"
 	"github.com/rollback-agent/rollback-agent/internal/config"
 	"github.com/rollback-agent/rollback-agent/internal/engine/rung"
 	"github.com/rollback-agent/rollback-agent/internal/health"
@@ -111,6 +112,13 @@ func (r *run) climbRung(ctx context.Context, name api.RungName) (string, error) 
 	case rung.Volumes:
 		detail, err = r.volumesRung(ctx)
 	case rung.Root:
+		if r.d.Root != nil && r.d.Root.TaskState == checkpoint.TaskSucceeded {
+			// The root was replaced and the host came back on it: what
+			// was left is starting the installed revision and assessing.
+			detail = "root volume replaced from checkpoint " + r.d.Checkpoint + "; the host started again on it"
+			err = r.startInstalled(ctx, name)
+			break
+		}
 		if err = r.waitCheckpoint(ctx); err == nil {
 			r.d.Root = nil
 			err = r.restoreRoot(ctx, name)
@@ -180,15 +188,23 @@ func (r *run) waitCheckpoint(ctx context.Context) error {
 // a boot) stops being the last good one.
 func (r *run) climbed() {
 	pointers := map[string]string{}
-	if slices.ContainsFunc(r.d.Rungs, func(g api.Rung) bool { return g.Name == rung.Revision }) {
+	installed, _ := r.e.o.Journal.Pointer(journal.PointerInstalled)
+	switch {
+	case slices.ContainsFunc(r.d.Rungs, func(g api.Rung) bool { return g.Name == rung.Revision }):
 		pointers[journal.PointerCurrent] = r.d.RolledBackTo
 		if lg, _ := r.e.o.Journal.Pointer(journal.PointerLastGood); lg == r.d.ID {
 			pointers[journal.PointerLastGood] = r.d.RolledBackTo
 		}
+	case r.d.Kind != api.KindGuard && installed != "" && installed == r.d.Release:
+		// The volumes rung kept this revision's files and started them
+		// again with the data as it was: it is what runs now.
+		pointers[journal.PointerCurrent] = r.d.ID
 	}
-	if s := r.d.FailedStep(); s != nil && s.Name == StepCheckpoint {
+	if s := r.d.FailedStep(); s != nil && s.Name == StepCheckpoint && r.d.Rungs[len(r.d.Rungs)-1].Name == rung.Revision {
 		// No rollback point, no deploy: nothing of the new revision was
-		// installed, the rung only started the previous one again.
+		// installed, the revision rung only started the previous one
+		// again. (A root rung also lands on a root taken during the
+		// checkpoint step, but it did restore a rollback point.)
 		r.d.Error += "; nothing of this revision was installed and the previous revision was started again"
 		r.finish(api.StatusFailed, pointers)
 		return

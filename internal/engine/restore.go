@@ -250,12 +250,19 @@ func (e *Engine) resumeRootRestore(ctx context.Context) error {
 	d, err := e.o.Journal.Deployment(in.Operation)
 	if err != nil {
 		d = &api.Deployment{ID: in.Operation, Kind: api.KindRestoreRoot, Revision: in.Revision, Source: api.Source{Type: "checkpoint", Location: in.Checkpoint},
-			Trigger: "api", CreatedAt: in.Started, StartedAt: in.Started, Checkpoint: in.Checkpoint, Steps: []api.Step{},
-			Root: &api.RootRestore{Checkpoint: in.Checkpoint, SnapshotID: in.SnapshotID, ImageID: in.ImageID, PreRestore: in.PreRestore, TaskID: in.TaskID}}
+			Trigger: "api", CreatedAt: in.Started, StartedAt: in.Started, Steps: []api.Step{}}
 	}
 	r := &run{e: e, d: d, cfg: e.o.Config(), log: e.o.Log}
 	markInterrupted(d)
 	climbing := d.Kind != api.KindRestoreRoot // the ladder's root rung, not `checkpoint restore --root`
+	if d.Root == nil {
+		// A record rebuilt from the intent, or one on the restored root
+		// that predates the climb: the intent says what was restored.
+		d.Root = &api.RootRestore{Checkpoint: in.Checkpoint, SnapshotID: in.SnapshotID, ImageID: in.ImageID, PreRestore: in.PreRestore, TaskID: in.TaskID}
+	}
+	if d.Checkpoint == "" {
+		d.Checkpoint = in.Checkpoint
+	}
 	r.recoverStep("started again after the root volume replacement; this record comes from the instance tag " + checkpoint.TagRestoreIntent)
 	switch {
 	case climbing:
@@ -274,8 +281,16 @@ func (e *Engine) resumeRootRestore(ctx context.Context) error {
 			return nil
 		}
 		if id == "" {
+			// Nothing was replaced and the host did not reboot.
+			if err := e.o.Checkpoints.ClearRootIntent(ctx); err != nil {
+				e.o.Log.Warn("clear the root restore intent", zap.Error(err))
+			}
+			if climbing {
+				// Recovery climbs the root rung again (safe to repeat).
+				r.save()
+				return nil
+			}
 			d.Error = "the agent stopped before the replacement task started; nothing was replaced"
-			e.o.Checkpoints.ClearRootIntent(ctx)
 			r.finish(api.StatusFailed, nil)
 			return nil
 		}
