@@ -12,11 +12,14 @@ NFPM_V       := v2.45.2
 NFPM_STAMP   := $(BIN)/.nfpm-$(NFPM_V)
 # The stamp names the pinned version: bumping IMDS_MOCK_V reinstalls.
 IMDS_STAMP   := $(BIN)/.ec2-metadata-mock-$(IMDS_MOCK_V)
+STATICCHECK  := honnef.co/go/tools/cmd/staticcheck
+STATICCHECK_V:= v0.8.2
+SC_STAMP     := $(BIN)/.staticcheck-$(STATICCHECK_V)
 # Packages go here; DIST=... puts them elsewhere (the package tests do).
 DIST         ?= $(CURDIR)/dist
 # OS tools the tests drive, as command:Debian-package; `make ostools`
 # installs the missing ones with apt-get.
-OS_TOOLS     := rpm:rpm dpkg-deb:dpkg systemd-analyze:systemd systemd-sysusers:systemd apt-config:apt shellcheck:shellcheck
+OS_TOOLS     := rpm:rpm dpkg-deb:dpkg systemd-analyze:systemd systemd-sysusers:systemd apt-config:apt shellcheck:shellcheck setfacl:acl
 VERSION      ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT       ?= $(shell git rev-parse --verify --quiet HEAD 2>/dev/null || echo unknown)
 PKG          := github.com/rollback-agent/rollback-agent
@@ -49,7 +52,12 @@ $(NFPM_STAMP):
 	GOBIN=$(BIN) $(GO) install $(NFPM)@$(NFPM_V)
 	@rm -f $(BIN)/.nfpm-* && touch $@
 
-## ostools: the OS tools the package tests drive (rpm, dpkg-deb, systemd-analyze, apt-config, shellcheck), with apt-get when missing
+$(SC_STAMP):
+	@mkdir -p $(BIN)
+	GOBIN=$(BIN) $(GO) install $(STATICCHECK)@$(STATICCHECK_V)
+	@rm -f $(BIN)/.staticcheck-* && touch $@
+
+## ostools: the OS tools the package tests drive (rpm, dpkg-deb, systemd-analyze, apt-config, shellcheck, setfacl), with apt-get when missing
 ostools:
 	@missing=""; for t in $(OS_TOOLS); do command -v "$${t%%:*}" >/dev/null || missing="$$missing $${t#*:}"; done; \
 	if [ -n "$$missing" ]; then \
@@ -106,10 +114,11 @@ docs:
 bench: tools build
 	$(GO) run ./bench -bin $(BIN)
 
-## lint: gofmt and go vet
-lint:
+## lint: gofmt, go vet and staticcheck (pinned, in ./bin); CI runs it
+lint: $(SC_STAMP)
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
-	$(GO) vet ./...
+	CGO_ENABLED=0 $(GO) vet -trimpath ./...
+	CGO_ENABLED=0 $(BIN)/staticcheck ./...
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')

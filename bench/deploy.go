@@ -67,8 +67,7 @@ func (b *bench) b1(ctx context.Context) (row, error) {
 			rg.close()
 			return r, err
 		}
-		d, err = rg.deploy(ctx, bundleA)
-		if err != nil {
+		if _, err = rg.deploy(ctx, bundleA); err != nil {
 			rg.close()
 			return r, err
 		}

@@ -90,14 +90,14 @@ func (m *Manager) RootIntentNow(ctx context.Context) (*RootIntent, error) {
 	if err != nil {
 		return nil, fmt.Errorf("root restore: DescribeTags of %s: %w", inst, err)
 	}
-	for _, t := range out.Tags {
-		var in RootIntent
-		if err := json.Unmarshal([]byte(aws.ToString(t.Value)), &in); err != nil {
-			return nil, fmt.Errorf("root restore: tag %s of %s is not an intent: %w", TagRestoreIntent, inst, err)
-		}
-		return &in, nil
+	if len(out.Tags) == 0 {
+		return nil, nil
 	}
-	return nil, nil
+	var in RootIntent
+	if err := json.Unmarshal([]byte(aws.ToString(out.Tags[0].Value)), &in); err != nil {
+		return nil, fmt.Errorf("root restore: tag %s of %s is not an intent: %w", TagRestoreIntent, inst, err)
+	}
+	return &in, nil
 }
 
 // ClearRootIntent removes the intent tag.

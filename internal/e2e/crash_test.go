@@ -79,24 +79,6 @@ func okIf(b bool) string {
 	return "MISMATCH"
 }
 
-// waitStep waits until deployment id is in step (for hooks: until the
-// armed hook says it started).
-func (h *host) waitStep(id, step, out string) {
-	h.t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for time.Now().Before(deadline) {
-		if step != "Install" {
-			if _, err := os.Stat(filepath.Join(out, "started")); err == nil {
-				return
-			}
-		} else if st := h.status(); st.Operation != nil && st.Operation.DeploymentID == id && st.Operation.Step == "Install" {
-			return
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	h.t.Fatalf("deployment %s never reached %s", id, step)
-}
-
 // killHookGroup ends the sleeping hook the crash left behind (under
 // systemd it would live on too, by design; here it would only waste time).
 func killHookGroup(out string) {

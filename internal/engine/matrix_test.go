@@ -32,8 +32,7 @@ const dataDevice = "/dev/sdf"
 func ladderAgent(t *testing.T, ladder ...api.RungName) (*agent, *fakeCheckpoints) {
 	t.Helper()
 	f := newFakeCheckpoints()
-	var a *agent
-	a = newAgentYAML(t, func(dir string) string {
+	a := newAgentYAML(t, func(dir string) string {
 		return fmt.Sprintf(`health:
   checks:
     - {name: app, command: {argv: [sh, -c, 'test "$(cat %s)" = ok && test "$(cat %s)" = good && test "$(cat %s)" = ok'], timeout: 5s}}
@@ -81,7 +80,6 @@ func (a *agent) breakSys() map[string]string {
 }
 
 type matrixCase struct {
-	name  string
 	step  string
 	rung  api.RungName
 	n     int // which run of the step (default 1)

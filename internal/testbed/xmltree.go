@@ -115,14 +115,6 @@ func (n *xnode) child(name string) *xnode {
 	return nil
 }
 
-// path follows child names; nil when any step is missing.
-func (n *xnode) path(names ...string) *xnode {
-	for _, name := range names {
-		n = n.child(name)
-	}
-	return n
-}
-
 // items are the <item> children of n (an EC2 list), nil-safe.
 func (n *xnode) items() []*xnode {
 	if n == nil {

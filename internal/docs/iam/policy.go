@@ -66,7 +66,7 @@ func LoadPolicy(file string) (*Policy, error) {
 func (p *Policy) validate() error {
 	var errs []error
 	if p.Version != "2012-10-17" {
-		errs = append(errs, fmt.Errorf("Version %q: want 2012-10-17 (policy variables need it)", p.Version))
+		errs = append(errs, fmt.Errorf("the policy's Version %q: want 2012-10-17 (policy variables need it)", p.Version))
 	}
 	sids := map[string]bool{}
 	for i, s := range p.Statement {
