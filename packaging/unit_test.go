@@ -35,7 +35,7 @@ func unitFile(t *testing.T, path string) map[string]map[string][]string {
 
 const unitPath = "packaging/systemd/rollback-agent.service"
 
-// TestUnitDirectives: what the issue and DESIGN.md ask of the unit.
+// TestUnitDirectives: what the design asks of the unit (Type=notify, watchdog, exit 78 not restarted).
 func TestUnitDirectives(t *testing.T) {
 	root := repoRoot(t)
 	u := unitFile(t, filepath.Join(root, unitPath))

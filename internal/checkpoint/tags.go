@@ -2,7 +2,8 @@
 // sets of the instance's own volumes (CreateSnapshots) and AMIs
 // (CreateImage, always NoReboot), their completion, their catalogue
 // (rebuilt from AWS by tags; the journal only caches it), retention, and
-// the primitives of restoring data and root volumes.
+// the primitives of restoring data and root volumes. docs/design.md says
+// how the engine uses them and which tags they leave.
 package checkpoint
 
 import (
@@ -18,7 +19,7 @@ import (
 	"github.com/rollback-agent/rollback-agent/internal/api"
 )
 
-// Tags on every resource the agent creates (DESIGN.md §2).
+// Tags on every resource the agent creates (docs/design.md).
 const (
 	TagPrefix     = "rollback-agent:"
 	TagApp        = TagPrefix + "app"

@@ -17,7 +17,7 @@ import (
 	"github.com/rollback-agent/rollback-agent/internal/client"
 )
 
-// Exit statuses of agentctl (DESIGN.md §7).
+// Exit statuses of agentctl (README, CLI reference).
 const (
 	ExitOK          = 0
 	ExitFailed      = 1

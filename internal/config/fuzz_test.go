@@ -12,7 +12,7 @@ import (
 	"github.com/rollback-agent/rollback-agent/internal/yamlx"
 )
 
-// fuzzDesignExample is the agent.yaml of DESIGN.md §6: the fuzzer starts
+// fuzzDesignExample is the design's example agent.yaml: the fuzzer starts
 // from a file that is valid, so its mutations reach the validator and not
 // only the YAML parser.
 const fuzzDesignExample = `application: demo

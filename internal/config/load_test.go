@@ -12,7 +12,7 @@ import (
 )
 
 func TestDesignExampleLoads(t *testing.T) {
-	// The example of DESIGN.md §6, verbatim apart from the application.
+	// The design's example agent.yaml, verbatim apart from the application.
 	src := `application: demo
 state_dir: /var/lib/rollback-agent
 socket: /run/rollback-agent/agent.sock

@@ -1,8 +1,10 @@
-// Package engine is the journaled state machine of deployments and
-// rollbacks (DESIGN.md §4). Every step is written to the journal before
-// its side effects and after, so a crash at any point is resumed or rolled
-// back deterministically on the next start. One operation runs at a time;
-// later ones wait in the queue.
+// Package engine is the journaled state machine of deployments,
+// rollbacks, restores and guards. Every step is written to the journal
+// before its side effects and after, so a crash at any point is resumed
+// or rolled back deterministically on the next start. One operation runs
+// at a time; later ones wait in the queue. docs/design.md draws the
+// lifecycle (status.go holds its table), says what recovery does at each
+// step (recover.go), and gives the lock order.
 package engine
 
 import (

@@ -33,7 +33,7 @@ func TestHostileCorpus(t *testing.T) {
 	if os.Geteuid() != 0 {
 		// The request cases are the API as root sees it, and the agent
 		// needs root for its socket group and its staging.
-		t.Fatal("the hostile suite runs as root, as every test bed test does (DESIGN.md §8)")
+		t.Fatal("the hostile suite runs as root, as every test bed test does (loop devices, mounts, other uids)")
 	}
 	if len(cases) < minCases {
 		t.Errorf("%d cases, want at least %d", len(cases), minCases)

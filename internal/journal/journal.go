@@ -1,6 +1,8 @@
 // Package journal is the agent's bbolt store: deployments and their steps,
 // the checkpoint cache and the pointers (current, last good). The database
 // file is locked exclusively, so one state directory has one daemon.
+// docs/design.md says how the engine writes it (intent before side
+// effects, result after).
 package journal
 
 import (
