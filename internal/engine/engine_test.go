@@ -18,7 +18,7 @@ import (
 	"github.com/rollback-agent/rollback-agent/internal/journal"
 	"github.com/rollback-agent/rollback-agent/internal/releases"
 	"github.com/rollback-agent/rollback-agent/internal/source"
-	"github.com/rollback-agent/rollback-agent/internal/testbed"
+	"github.com/rollback-agent/rollback-agent/internal/testbed/revision"
 )
 
 // agent is an engine over a real journal, real releases and real hooks,
@@ -105,7 +105,7 @@ func (a *agent) stop() {
 }
 
 // bundle writes r as a tgz and returns its path.
-func (a *agent) bundle(name string, r testbed.Revision) string {
+func (a *agent) bundle(name string, r revision.Revision) string {
 	a.t.Helper()
 	if r.Dest == "" && r.AppSpec == "" {
 		r.Dest = a.dest

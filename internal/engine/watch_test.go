@@ -11,7 +11,7 @@ import (
 	"github.com/rollback-agent/rollback-agent/internal/api"
 	"github.com/rollback-agent/rollback-agent/internal/config"
 	"github.com/rollback-agent/rollback-agent/internal/engine/rung"
-	"github.com/rollback-agent/rollback-agent/internal/testbed"
+	"github.com/rollback-agent/rollback-agent/internal/testbed/revision"
 )
 
 // watchedAgent is an agent whose one health check passes while the file
@@ -37,8 +37,8 @@ func watchedAgent(t *testing.T, window time.Duration, mutate func(*config.Config
 	return a, ok
 }
 
-func rev(v string) testbed.Revision {
-	return testbed.Revision{Files: map[string]testbed.File{"v": {Content: v}}}
+func rev(v string) revision.Revision {
+	return revision.Revision{Files: map[string]revision.File{"v": {Content: v}}}
 }
 
 // waitFor polls deployment id until its status is want, or fails.
