@@ -8,12 +8,14 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/rollback-agent/rollback-agent/internal/api"
 	"github.com/rollback-agent/rollback-agent/internal/config"
 	"github.com/rollback-agent/rollback-agent/internal/testbed/revision"
+	"github.com/rollback-agent/rollback-agent/internal/testutil"
 )
 
 // The lifecycle runs in CodeDeploy's order, ApplicationStop from the
@@ -224,8 +226,15 @@ func TestManualRollbackToEarlierRevision(t *testing.T) {
 
 func TestOneDeploymentAtATime(t *testing.T) {
 	a := newAgent(t, nil)
+	// The first deployment's ApplicationStart says it started, then
+	// waits on a FIFO the test opens once it has looked at the second.
+	gate := filepath.Join(a.out, "gate")
+	if err := syscall.Mkfifo(gate, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	started := filepath.Join(a.out, "slow-started")
 	slow := a.bundle("slow", revision.Revision{Files: map[string]revision.File{"v": {Content: "slow"}},
-		Hooks: map[string]string{"ApplicationStart": "sleep 1; echo slow >> " + filepath.Join(a.out, "seq")}})
+		Hooks: map[string]string{"ApplicationStart": fmt.Sprintf("touch %s; read go < %s; echo slow >> %s", started, gate, filepath.Join(a.out, "seq"))}})
 	fast := a.bundle("fast", revision.Revision{Files: map[string]revision.File{"v": {Content: "fast"}},
 		Hooks: map[string]string{"ApplicationStart": "echo fast >> " + filepath.Join(a.out, "seq")}})
 	d1, err := a.e.Submit(a.request(slow))
@@ -233,14 +242,35 @@ func TestOneDeploymentAtATime(t *testing.T) {
 		t.Fatal(err)
 	}
 	d2, _ := a.e.Submit(a.request(fast))
-	time.Sleep(300 * time.Millisecond)
+	testutil.WaitFor(t, time.Minute, "the first deployment's ApplicationStart", func() error {
+		_, err := os.Stat(started)
+		return err
+	})
 	if q, _ := a.j.Deployment(d2.ID); q.Status != api.StatusQueued {
 		t.Errorf("second deployment status %s while the first runs", q.Status)
 	}
+	openGate(t, gate)
 	mustStatus(t, a.wait(d1.ID), api.StatusSucceeded)
 	mustStatus(t, a.wait(d2.ID), api.StatusSucceeded)
 	if got := a.read("seq"); got != "slow\nfast\n" {
 		t.Errorf("order %q", got)
+	}
+}
+
+// openGate lets a hook blocked on `read < fifo` go on: it opens the FIFO
+// for writing once the hook has it open for reading (without a reader a
+// non-blocking open fails with ENXIO), and writes a line.
+func openGate(t *testing.T, fifo string) {
+	t.Helper()
+	var f *os.File
+	testutil.WaitFor(t, time.Minute, "a hook reading "+fifo, func() error {
+		var err error
+		f, err = os.OpenFile(fifo, os.O_WRONLY|syscall.O_NONBLOCK, 0)
+		return err
+	})
+	defer f.Close()
+	if _, err := f.WriteString("go\n"); err != nil {
+		t.Fatal(err)
 	}
 }
 
