@@ -166,7 +166,7 @@ func TestChannelEndToEnd(t *testing.T) {
 		t.Errorf("promote refused another app's manifest? exit %d %s", res.code, res.stderr)
 	}
 	r.pointAt(10, "b1")
-	w = r.waitWarning(`is for app "billing", this agent deploys "demo"`)
+	r.waitWarning(`is for app "billing", this agent deploys "demo"`)
 	untouched("another app")
 
 	// An S3 outage: the revision stays, status says so, and it ends.

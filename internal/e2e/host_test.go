@@ -308,7 +308,7 @@ func (h *host) waitEnd(id string) *api.Deployment {
 func (h *host) waitStep(id, step, out string) {
 	h.t.Helper()
 	if step != "Install" {
-		h.waitFile(60*time.Second, filepath.Join(out, "started"))
+		h.waitFile(90*time.Second, filepath.Join(out, "started"))
 		return
 	}
 	h.waitRunning(id, step, func(s api.Step, _ api.DeploymentStatus) bool { return s.Name == step })
@@ -320,7 +320,7 @@ func (h *host) waitStep(id, step, out string) {
 func (h *host) waitInStep(id string, c crashCase, out string) {
 	h.t.Helper()
 	if c.arm != "" {
-		h.waitFile(90*time.Second, filepath.Join(out, "started"))
+		h.waitStep(id, c.step, out)
 		return
 	}
 	h.waitRunning(id, c.step, func(s api.Step, st api.DeploymentStatus) bool {
