@@ -6,7 +6,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -55,12 +57,16 @@ func TestWatchWindowRollsBackWithoutACommand(t *testing.T) {
 	}
 	// v2 dies now, after ValidateService and the assessment, inside the
 	// watch window (the window is open: status said so).
-	pid, err := os.ReadFile(filepath.Join(app.Run, "web.pid"))
+	b, err := os.ReadFile(filepath.Join(app.Run, "web.pid"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if out, err := exec.Command("kill", strings.TrimSpace(string(pid))).CombinedOutput(); err != nil {
-		t.Fatalf("kill v2's server: %v %s", err, out)
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		t.Fatalf("web.pid %q: %v", b, err)
+	}
+	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
+		t.Fatalf("kill v2's server (pid %d): %v", pid, err)
 	}
 	d := h.waitStatus(id, api.StatusRolledBack, api.StatusNeedsOperator)
 	if d.Status != api.StatusRolledBack || !strings.Contains(d.Error, "watch window") {
