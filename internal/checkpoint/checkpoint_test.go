@@ -23,6 +23,7 @@ import (
 	"github.com/rollback-agent/rollback-agent/internal/identity"
 	"github.com/rollback-agent/rollback-agent/internal/journal"
 	"github.com/rollback-agent/rollback-agent/internal/testbed"
+	"github.com/rollback-agent/rollback-agent/internal/testutil"
 )
 
 var peers testbed.Lazy
@@ -123,16 +124,18 @@ func tagsOf(tags []types.Tag) map[string]string {
 
 func (f *fixture) waitState(id string, state api.CheckpointState) *api.Checkpoint {
 	f.t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for time.Now().Before(deadline) {
-		if c, err := f.m.Cached(id); err == nil && c.State == state {
-			return c
+	var c *api.Checkpoint
+	testutil.WaitFor(f.t, time.Minute, fmt.Sprintf("checkpoint %s to be %s", id, state), func() error {
+		var err error
+		if c, err = f.m.Cached(id); err != nil {
+			return err
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	c, _ := f.m.Cached(id)
-	f.t.Fatalf("checkpoint %s never %s: %+v", id, state, c)
-	return nil
+		if c.State != state {
+			return fmt.Errorf("it is %s: %+v", c.State, c)
+		}
+		return nil
+	})
+	return c
 }
 
 func TestSnapshotSetCoversTheVolumesWithAllTags(t *testing.T) {
@@ -170,16 +173,12 @@ func TestSnapshotSetCoversTheVolumesWithAllTags(t *testing.T) {
 		t.Errorf("volumes %v, want %v", vols, want)
 	}
 	// The device tags come in the background.
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		if len(f.snapshotsTagged(checkpoint.TagDevice, testbed.DataDevice)) == 1 {
-			break
+	testutil.WaitFor(t, 10*time.Second, "the data snapshot to be tagged with its device", func() error {
+		if n := len(f.snapshotsTagged(checkpoint.TagDevice, testbed.DataDevice)); n != 1 {
+			return fmt.Errorf("%d snapshots tagged %s=%s, want 1", n, checkpoint.TagDevice, testbed.DataDevice)
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	if len(f.snapshotsTagged(checkpoint.TagDevice, testbed.DataDevice)) != 1 {
-		t.Errorf("the data snapshot was never tagged with its device")
-	}
+		return nil
+	})
 }
 
 func TestVolumeSelection(t *testing.T) {
@@ -248,16 +247,19 @@ func TestCompletionIsTrackedInTheBackground(t *testing.T) {
 	if c.State != api.CheckpointPending {
 		t.Fatalf("state right after create: %s", c.State)
 	}
+	// Every state the cache shows on the way is recorded.
 	seen := map[string]bool{}
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		cur, _ := f.m.Cached(c.ID)
-		seen[string(cur.State)+" "+cur.Progress] = true
-		if cur.State == api.CheckpointCompleted {
-			break
+	testutil.WaitFor(t, 30*time.Second, "checkpoint "+c.ID+" to complete", func() error {
+		cur, err := f.m.Cached(c.ID)
+		if err != nil {
+			return testutil.Stop(err)
 		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		seen[string(cur.State)+" "+cur.Progress] = true
+		if cur.State != api.CheckpointCompleted {
+			return fmt.Errorf("seen %v", seen)
+		}
+		return nil
+	})
 	if !seen["completed 100%"] {
 		t.Fatalf("never completed: %v", seen)
 	}

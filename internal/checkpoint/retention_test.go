@@ -1,22 +1,29 @@
 package checkpoint_test
 
 import (
+	"bytes"
 	"context"
+	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"golang.org/x/sys/unix"
 
 	"github.com/rollback-agent/rollback-agent/internal/api"
 	"github.com/rollback-agent/rollback-agent/internal/checkpoint"
 	"github.com/rollback-agent/rollback-agent/internal/testbed"
+	"github.com/rollback-agent/rollback-agent/internal/testutil"
 )
 
 // foreignSnapshot makes a snapshot of the instance's data volume straight
@@ -174,30 +181,52 @@ func frozenFixture(t *testing.T) (*fixture, string) {
 // thaws it also when the call fails.
 func TestFreezeOnlyAroundTheCallAndAlwaysThawed(t *testing.T) {
 	f, mnt := frozenFixture(t)
-	f.cfg.Checkpoint.CreateTimeout = 3 * time.Second
+	f.cfg.Checkpoint.CreateTimeout = 30 * time.Second
 
-	// The call is held 2 s at the proxy. Once the request has reached the
-	// proxy the freeze is on (it is taken before the call), so a write
-	// started then must not finish until the call returns and thaws.
-	f.bed.AWS.AddFault(testbed.Fault{Service: "ec2", Action: "CreateSnapshots", Kind: testbed.FaultLatency, Latency: 2 * time.Second, Count: 1})
+	// The call is held at the proxy until the test lets it go. Once the
+	// request has reached the proxy the freeze is on (it is taken before
+	// the call): a write started then blocks in the kernel, and stays
+	// blocked until the call returns and the filesystem thaws.
+	hold := make(chan struct{})
+	letGo := sync.OnceFunc(func() { close(hold) })
+	defer letGo()
+	f.bed.AWS.AddFault(testbed.Fault{Service: "ec2", Action: "CreateSnapshots", Kind: testbed.FaultHold, Release: hold, Count: 1})
 	f.bed.AWS.ResetCounts()
 	created := make(chan struct{})
 	go func() {
 		defer close(created)
 		f.create(api.KindEBS)
 	}()
-	for f.bed.AWS.Count("ec2", "CreateSnapshots") == 0 {
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitCalled(t, f, "CreateSnapshots")
 	wrote := make(chan struct{})
-	go func() { writeSynced(t, filepath.Join(mnt, "during")); close(wrote) }()
-	select {
-	case <-wrote:
-		t.Errorf("a write went through while the filesystem should have been frozen")
-	case <-created:
-		t.Errorf("the checkpoint returned before the held call could have")
-	case <-time.After(500 * time.Millisecond):
+	writer := make(chan int, 1)
+	go func() {
+		runtime.LockOSThread() // the thread that blocks is this goroutine's
+		writer <- unix.Gettid()
+		writeSynced(t, filepath.Join(mnt, "during"))
+		close(wrote)
+	}()
+	tid := <-writer
+	testutil.WaitFor(t, 30*time.Second, "the write to block on the frozen filesystem", func() error {
+		select {
+		case <-wrote:
+			return testutil.Stop(errors.New("a write went through while the filesystem should have been frozen"))
+		default:
+		}
+		if st := threadState(t, tid); st != "D" {
+			return fmt.Errorf("the writing thread is in state %s, not blocked in the kernel (D)", st)
+		}
+		return nil
+	})
+	if err := refreeze(mnt); !errors.Is(err, unix.EBUSY) {
+		t.Errorf("a second FIFREEZE of %s while the call is held: %v, want EBUSY (already frozen)", mnt, err)
 	}
+	select {
+	case <-created:
+		t.Errorf("the checkpoint returned while its call was held")
+	default:
+	}
+	letGo()
 	<-created
 	select {
 	case <-wrote:
@@ -219,6 +248,51 @@ func TestFreezeOnlyAroundTheCallAndAlwaysThawed(t *testing.T) {
 		exec.Command("fsfreeze", "-u", mnt).Run()
 		t.Fatal("the filesystem stayed frozen after a failed checkpoint")
 	}
+}
+
+// waitCalled waits until the proxy has seen an EC2 call of action.
+func waitCalled(t *testing.T, f *fixture, action string) {
+	t.Helper()
+	testutil.WaitFor(t, 30*time.Second, action+" to reach the proxy", func() error {
+		if f.bed.AWS.Count("ec2", action) == 0 {
+			return errors.New("not seen yet")
+		}
+		return nil
+	})
+}
+
+// threadState is the state letter of thread tid of this process (R, S,
+// D, ...), from /proc/self/task/<tid>/stat.
+func threadState(t *testing.T, tid int) string {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/self/task/%d/stat", tid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The command name, in parentheses, may hold spaces: the state is
+	// the first field after the last ')'.
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	if len(f) == 0 {
+		t.Fatalf("thread %d: stat %q", tid, b)
+	}
+	return f[0]
+}
+
+// refreeze tries to freeze mnt. On a frozen filesystem the kernel
+// answers EBUSY; a freeze that succeeds (the filesystem was not frozen)
+// is undone at once.
+func refreeze(mnt string) error {
+	fh, err := os.Open(mnt)
+	if err != nil {
+		return err
+	}
+	defer fh.Close()
+	const fifreeze, fithaw = 0xC0045877, 0xC0045878 // _IOWR('X', 119/120, int)
+	if err := unix.IoctlSetInt(int(fh.Fd()), fifreeze, 0); err != nil {
+		return err
+	}
+	unix.IoctlSetInt(int(fh.Fd()), fithaw, 0)
+	return nil
 }
 
 func writeSynced(t *testing.T, path string) {
@@ -246,9 +320,7 @@ func TestFreezeIsNotHeldAcrossRetriesOrPastTheTimeout(t *testing.T) {
 		defer close(created)
 		f.create(api.KindEBS)
 	}()
-	for f.bed.AWS.Count("ec2", "CreateSnapshots") == 0 {
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitCalled(t, f, "CreateSnapshots")
 	writeSynced(t, filepath.Join(mnt, "between-attempts"))
 	if n := f.bed.AWS.Count("ec2", "CreateSnapshots"); n != 1 {
 		t.Errorf("the write waited for attempt %d: the freeze was held across the backoff", n)

@@ -2,7 +2,10 @@ package daemon
 
 import (
 	"context"
+	"fmt"
+	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -12,6 +15,7 @@ import (
 	"github.com/rollback-agent/rollback-agent/internal/config"
 	"github.com/rollback-agent/rollback-agent/internal/journal"
 	"github.com/rollback-agent/rollback-agent/internal/testbed"
+	"github.com/rollback-agent/rollback-agent/internal/testutil"
 )
 
 func countWatchdog(ns *testbed.NotifySocket) int {
@@ -38,8 +42,27 @@ func TestWatchdogPingsOnlyWhileLoopResponds(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go l.run(ctx)
+	// The probes' outcomes, as the watchdog saw them.
+	var mu sync.Mutex
+	answered, failed := 0, 0
+	probes := func() (int, int) {
+		mu.Lock()
+		defer mu.Unlock()
+		return answered, failed
+	}
+	probe := func(ctx context.Context) error {
+		err := l.probe(ctx)
+		mu.Lock()
+		defer mu.Unlock()
+		if err != nil {
+			failed++
+		} else {
+			answered++
+		}
+		return err
+	}
 	interval := 200 * time.Millisecond
-	w := &watchdog{interval: interval, probe: l.probe, notify: notifier{log: zap.NewNop()}, log: zap.NewNop()}
+	w := &watchdog{interval: interval, probe: probe, notify: notifier{log: zap.NewNop()}, log: zap.NewNop()}
 	go w.run(ctx)
 
 	wctx, wcancel := context.WithTimeout(ctx, 5*time.Second)
@@ -48,24 +71,44 @@ func TestWatchdogPingsOnlyWhileLoopResponds(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// Wedge the loop with a job that does not return.
+	// Wedge the loop with a job that does not return, and let three
+	// probes fail.
 	release := make(chan struct{})
 	go l.Do(context.Background(), func() { <-release })
-	time.Sleep(interval) // let an in-flight ping land
+	testutil.WaitFor(t, 10*time.Second, "three probes of the stuck loop to fail", func() error {
+		if _, f := probes(); f < 3 {
+			return fmt.Errorf("%d failed", f)
+		}
+		return nil
+	})
+	// A ping follows a probe that answered, in the watchdog's own
+	// goroutine: every ping sent so far is in the socket before a marker
+	// sent now. Up to the marker, the pings must be exactly the answered
+	// probes: none for the failed ones.
+	ok, _ := probes()
+	mark, err := net.Dial("unixgram", ns.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := mark.Write([]byte("TEST_MARKER=1")); err != nil {
+		t.Fatal(err)
+	}
+	mark.Close()
+	if _, err := ns.WaitFor(wctx, "TEST_MARKER=1"); err != nil {
+		t.Fatal(err)
+	}
 	before := countWatchdog(ns)
-	time.Sleep(5 * interval)
-	if after := countWatchdog(ns); after != before {
-		t.Fatalf("watchdog pinged %d times while the loop was stuck", after-before)
+	if before != ok {
+		t.Fatalf("%d pings for %d answered probes: the watchdog pinged while the loop was stuck", before, ok)
 	}
 
 	close(release)
-	deadline := time.Now().Add(5 * time.Second)
-	for countWatchdog(ns) == before {
-		if time.Now().After(deadline) {
-			t.Fatal("watchdog did not resume after the loop recovered")
+	testutil.WaitFor(t, 5*time.Second, "the watchdog to resume after the loop recovered", func() error {
+		if n := countWatchdog(ns); n == before {
+			return fmt.Errorf("still %d pings", n)
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 func TestLoopDoAfterStop(t *testing.T) {
@@ -118,10 +161,5 @@ func TestHeartbeatFailsWhileTheDaemonIsWedged(t *testing.T) {
 	}
 	d.mu.Unlock()
 	// The stuck job finishes once the lock is free; then it beats again.
-	deadline := time.Now().Add(5 * time.Second)
-	for beat() != nil {
-		if time.Now().After(deadline) {
-			t.Fatal("heartbeat did not recover")
-		}
-	}
+	testutil.WaitFor(t, 5*time.Second, "the heartbeat to recover", beat)
 }

@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -15,6 +14,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -27,6 +28,7 @@ import (
 	"github.com/rollback-agent/rollback-agent/internal/awsconf"
 	"github.com/rollback-agent/rollback-agent/internal/source/release"
 	"github.com/rollback-agent/rollback-agent/internal/testbed"
+	"github.com/rollback-agent/rollback-agent/internal/testbed/revision"
 )
 
 // workstation runs agentctl as a release engineer would: against AWS (moto
@@ -99,6 +101,13 @@ func startS3Wire(t *testing.T, upstream string) *s3Wire {
 	return w
 }
 
+// snapshot is what was recorded since the last reset.
+func (w *s3Wire) snapshot() []s3Seen {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return slices.Clone(w.seen)
+}
+
 func (w *s3Wire) reset() []s3Seen {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -152,9 +161,9 @@ func (r *releaseRig) generatedDir(version string) string {
 	dir := filepath.Join(r.t.TempDir(), version)
 	rev := r.app.Revision(version, "")
 	names := map[string]string{"ApplicationStop": "application_stop.sh", "ApplicationStart": "application_start.sh", "ValidateService": "validate_service.sh"}
-	files := map[string]testbed.File{"version.txt": {Content: version + "\n"}}
+	files := map[string]revision.File{"version.txt": {Content: version + "\n"}}
 	for ev, body := range rev.Hooks {
-		files["scripts/"+names[ev]] = testbed.File{Content: "#!/bin/sh\nset -e\n" + body + "\n", Mode: 0o755}
+		files["scripts/"+names[ev]] = revision.File{Content: "#!/bin/sh\nset -e\n" + body + "\n", Mode: 0o755}
 	}
 	for rel, f := range files {
 		p := filepath.Join(dir, rel)
@@ -179,38 +188,40 @@ func (r *releaseRig) ownDir(version string) string {
 // app answers it.
 func (r *releaseRig) waitServing(version string) api.Status {
 	r.t.Helper()
-	deadline := time.Now().Add(120 * time.Second)
-	for time.Now().Before(deadline) {
-		st := r.h.status()
-		if st.Current != nil && st.Current.Revision == version && st.Operation == nil && httpGet(r.app.URL()) == version {
-			return st
+	var st api.Status
+	r.h.waitFor(120*time.Second, "revision "+version+" to serve", func() error {
+		st = r.h.status()
+		if st.Current == nil || st.Current.Revision != version || st.Operation != nil {
+			return fmt.Errorf("current %+v, operation %+v", st.Current, st.Operation)
 		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	r.t.Fatalf("revision %s never served; status:\n%s\nhistory:\n%s\nagent:\n%s", version, r.h.ctl("status").stdout, r.h.ctl("history").stdout, r.h.agent.Output())
-	return api.Status{}
+		if got := httpGet(r.app.URL()); got != version {
+			return fmt.Errorf("the app answers %q", got)
+		}
+		return nil
+	})
+	return st
 }
 
 // waitWarning waits for a status warning of the channel containing sub.
 func (r *releaseRig) waitWarning(sub string) string {
 	r.t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for time.Now().Before(deadline) {
-		for _, w := range r.h.status().Warnings {
+	var found string
+	r.h.waitFor(60*time.Second, "a channel warning containing "+strconv.Quote(sub), func() error {
+		ws := r.h.status().Warnings
+		for _, w := range ws {
 			if strings.HasPrefix(w, "source channel: ") && strings.Contains(w, sub) {
-				return w
+				found = w
+				return nil
 			}
 		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	r.t.Fatalf("no channel warning containing %q; status:\n%s", sub, r.h.ctl("status").stdout)
-	return ""
+		return fmt.Errorf("warnings %q", ws)
+	})
+	return found
 }
 
 func (r *releaseRig) history() []api.Deployment {
-	var list api.DeploymentList
-	json.Unmarshal([]byte(r.h.ctl("history", "-o", "json").stdout), &list)
-	return list.Deployments
+	r.t.Helper()
+	return r.h.history()
 }
 
 func (r *releaseRig) get(key string) []byte {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -80,15 +81,28 @@ func TestChannelEndToEnd(t *testing.T) {
 
 	// Poll cost, idle: every S3 request is the conditional GET of the
 	// channel, answered 304 with no body, and there is about one per
-	// interval (1s, jittered ±20%: never more than one per 0.8s).
-	time.Sleep(1500 * time.Millisecond)
+	// interval (1s, jittered ±20%: never more than one per 0.8s). The
+	// watcher is idle once a poll was answered 304; from then on the
+	// window is as long as the polls take to come, four of them.
+	r.wire.reset()
+	r.h.waitFor(30*time.Second, "an idle poll (304) of the channel", func() error {
+		if !slices.ContainsFunc(r.wire.snapshot(), func(s s3Seen) bool { return s.status == http.StatusNotModified }) {
+			return fmt.Errorf("S3 requests %+v", r.wire.snapshot())
+		}
+		return nil
+	})
 	r.bed.AWS.ResetCounts()
 	r.wire.reset()
 	start := time.Now()
-	time.Sleep(5 * time.Second)
+	r.h.waitFor(30*time.Second, "four idle polls", func() error {
+		if n := len(r.wire.snapshot()); n < 4 {
+			return fmt.Errorf("%d S3 requests", n)
+		}
+		return nil
+	})
 	seen := r.wire.reset()
 	elapsed := time.Since(start)
-	if len(seen) < 2 || float64(len(seen)) > elapsed.Seconds()/0.8+1 {
+	if float64(len(seen)) > elapsed.Seconds()/0.8+1 {
 		t.Errorf("%d S3 requests in %s idle, want about one a second", len(seen), elapsed)
 	}
 	for _, s := range seen {
@@ -168,18 +182,25 @@ func TestChannelEndToEnd(t *testing.T) {
 	mustWork(t, push(r.ownDir("v5"), "v5"), "push v5")
 	r.pointAt(11, "v5")
 	r.waitServing("v5")
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) && strings.Contains(strings.Join(r.h.status().Warnings, "\n"), "source channel") {
-		time.Sleep(200 * time.Millisecond)
-	}
-	if ws := r.h.status().Warnings; strings.Contains(strings.Join(ws, "\n"), "source channel") {
-		t.Errorf("warnings after a good release: %v", ws)
-	}
+	r.h.waitFor(30*time.Second, "the channel warning to go after a good release", func() error {
+		if ws := r.h.status().Warnings; strings.Contains(strings.Join(ws, "\n"), "source channel") {
+			return fmt.Errorf("warnings after a good release: %v", ws)
+		}
+		return nil
+	})
 
-	// A restart does not deploy the applied release again.
+	// A restart does not deploy the applied release again. The restarted
+	// watcher's first poll decides it (a deployment is queued inside the
+	// poll, before its outcome reaches status as last_seen): once status
+	// shows a poll, the history must be as it was.
 	r.h.agent.Stop()
 	r.h.start("AWS_ENDPOINT_URL=" + r.wire.URL)
-	time.Sleep(3 * time.Second)
+	r.h.waitFor(30*time.Second, "the restarted watcher's first poll", func() error {
+		if src := r.h.status().Sources["channel"]; src.LastSeen.IsZero() {
+			return fmt.Errorf("channel source %+v", src)
+		}
+		return nil
+	})
 	if n := len(r.history()); n != 4 {
 		t.Errorf("%d deployments after a restart, want 4", n)
 	}
@@ -219,7 +240,7 @@ func TestCodeDeployHookAppSpec(t *testing.T) {
 	}
 	d := lastDeployment(h)
 	var list api.CheckpointList
-	json.Unmarshal([]byte(h.ctl("checkpoint", "list", "-o", "json").stdout), &list)
+	h.ctlJSON(&list, "checkpoint", "list")
 	if len(list.Checkpoints) != 1 || list.Checkpoints[0].Label != d.ID || list.Checkpoints[0].Reason != "manual" {
 		t.Errorf("checkpoints after the deploy: %+v (want one labelled %s, taken by the hook)", list.Checkpoints, d.ID)
 	}

@@ -13,27 +13,8 @@ import (
 	"github.com/rollback-agent/rollback-agent/internal/api"
 	"github.com/rollback-agent/rollback-agent/internal/checkpoint"
 	"github.com/rollback-agent/rollback-agent/internal/testbed"
+	"github.com/rollback-agent/rollback-agent/internal/testbed/revision"
 )
-
-type awsSnapshot struct {
-	SnapshotId, VolumeId, State string
-	Tags                        []struct{ Key, Value string }
-}
-
-func (s awsSnapshot) tag(k string) string {
-	for _, t := range s.Tags {
-		if t.Key == k {
-			return t.Value
-		}
-	}
-	return ""
-}
-
-func snapshotsOf(t *testing.T, bed *testbed.Bed, instance string) []awsSnapshot {
-	var out struct{ Snapshots []awsSnapshot }
-	awscli(t, bed, &out, "ec2", "describe-snapshots", "--owner-ids", "self", "--filters", "Name=tag:"+checkpoint.TagInstance+",Values="+instance)
-	return out.Snapshots
-}
 
 // A deploy takes exactly one snapshot set of the instance's volumes, with
 // every tag, and does not wait for it to complete: with completion held
@@ -45,13 +26,12 @@ func TestDeployCheckpointIsTakenButNotWaitedFor(t *testing.T) {
 	release := h.bed.HoldSnapshots(20 * time.Second)
 	defer release()
 	dest := filepath.Join(h.dir, "srv", "app")
-	p := h.bundle("v1", testbed.Revision{Dest: dest, Files: map[string]testbed.File{"v": {Content: "1"}}})
+	p := h.bundle("v1", revision.Revision{Dest: dest, Files: map[string]revision.File{"v": {Content: "1"}}})
 	if r := h.ctl("deploy", p, "--wait"); r.code != 0 || !strings.Contains(r.stdout, "ok   Checkpoint") {
 		t.Fatalf("deploy: %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
-	var list api.DeploymentList
-	json.Unmarshal([]byte(h.ctl("history", "-o", "json").stdout), &list)
-	cpID := list.Deployments[0].Checkpoint
+	list := h.history()
+	cpID := list[0].Checkpoint
 	st := h.status()
 	if st.Checkpoints.Newest == nil || st.Checkpoints.Newest.ID != cpID || st.Checkpoints.Newest.State != api.CheckpointPending || st.Checkpoints.Pending != 1 {
 		t.Fatalf("right after the deploy, status should show %s pending: %+v", cpID, st.Checkpoints)
@@ -62,22 +42,18 @@ func TestDeployCheckpointIsTakenButNotWaitedFor(t *testing.T) {
 	}
 	for _, s := range snaps {
 		for k, v := range map[string]string{checkpoint.TagApp: "demo", checkpoint.TagCheckpoint: cpID, checkpoint.TagRevision: "v1",
-			checkpoint.TagReason: "deploy", checkpoint.TagManaged: "true", checkpoint.TagDeployment: list.Deployments[0].ID} {
+			checkpoint.TagReason: "deploy", checkpoint.TagManaged: "true", checkpoint.TagDeployment: list[0].ID} {
 			if s.tag(k) != v {
 				t.Errorf("snapshot %s: tag %s = %q, want %q", s.SnapshotId, k, s.tag(k), v)
 			}
 		}
 	}
-	deadline := time.Now().Add(60 * time.Second)
-	for time.Now().Before(deadline) {
-		if st := h.status(); st.Checkpoints.Newest != nil && st.Checkpoints.Newest.State == api.CheckpointCompleted && st.Checkpoints.Pending == 0 {
-			break
+	h.waitFor(60*time.Second, "the checkpoint to complete in status", func() error {
+		if st := h.status(); st.Checkpoints.Newest == nil || st.Checkpoints.Newest.State != api.CheckpointCompleted || st.Checkpoints.Pending != 0 {
+			return fmt.Errorf("checkpoints %+v", st.Checkpoints)
 		}
-		time.Sleep(500 * time.Millisecond)
-	}
-	if st := h.status(); st.Checkpoints.Newest.State != api.CheckpointCompleted {
-		t.Errorf("checkpoint never completed in status: %+v", st.Checkpoints)
-	}
+		return nil
+	})
 	if r := h.ctl("status"); !strings.Contains(r.stdout, cpID) {
 		t.Errorf("status table does not show the newest checkpoint:\n%s", r.stdout)
 	}
@@ -89,8 +65,8 @@ func TestPersistentQuotaErrorFailsTheDeployBeforeInstall(t *testing.T) {
 	h := newHost(t, "checkpoint: {create_timeout: 3s}\n")
 	h.start()
 	dest := filepath.Join(h.dir, "srv", "app")
-	v1 := h.bundle("v1", testbed.Revision{Dest: dest, Files: map[string]testbed.File{"v": {Content: "1"}}})
-	v2 := h.bundle("v2", testbed.Revision{Dest: dest, Files: map[string]testbed.File{"v": {Content: "2"}}})
+	v1 := h.bundle("v1", revision.Revision{Dest: dest, Files: map[string]revision.File{"v": {Content: "1"}}})
+	v2 := h.bundle("v2", revision.Revision{Dest: dest, Files: map[string]revision.File{"v": {Content: "2"}}})
 	if r := h.ctl("deploy", v1, "--wait"); r.code != 0 {
 		t.Fatalf("deploy v1: %s%s", r.stdout, r.stderr)
 	}
@@ -100,9 +76,7 @@ func TestPersistentQuotaErrorFailsTheDeployBeforeInstall(t *testing.T) {
 	if r.code != 1 {
 		t.Fatalf("deploy v2: exit %d\n%s", r.code, r.stdout)
 	}
-	var list api.DeploymentList
-	json.Unmarshal([]byte(h.ctl("history", "-o", "json").stdout), &list)
-	d := list.Deployments[0]
+	d := lastDeployment(h)
 	if d.Status != api.StatusFailed || !strings.Contains(d.Error, "no rollback point, no deploy") || !strings.Contains(d.Error, "ConcurrentSnapshotLimitExceeded") {
 		t.Errorf("status %s error %q", d.Status, d.Error)
 	}
@@ -193,7 +167,7 @@ func TestRestoreDataVolume(t *testing.T) {
 	h.start()
 	out := filepath.Join(h.dir, "out")
 	os.MkdirAll(out, 0o755)
-	app := h.bundle("app", testbed.Revision{Dest: filepath.Join(h.dir, "srv", "app"), Files: map[string]testbed.File{"v": {Content: "1"}},
+	app := h.bundle("app", revision.Revision{Dest: filepath.Join(h.dir, "srv", "app"), Files: map[string]revision.File{"v": {Content: "1"}},
 		Hooks: map[string]string{
 			"ApplicationStop":  "echo stop >> " + filepath.Join(out, "events"),
 			"ApplicationStart": "echo start >> " + filepath.Join(out, "events") + "; cat " + filepath.Join(data, "state.txt") + " >> " + filepath.Join(out, "events") + " || true",

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io/fs"
 	"os"
@@ -14,7 +13,7 @@ import (
 	"time"
 
 	"github.com/rollback-agent/rollback-agent/internal/api"
-	"github.com/rollback-agent/rollback-agent/internal/testbed"
+	"github.com/rollback-agent/rollback-agent/internal/testbed/revision"
 )
 
 // crashHooks: every event of a revision runs this; when the test has
@@ -30,10 +29,10 @@ if [ -f "$arm" ]; then rm -f "$arm"; echo $$ > %[1]s/started; sleep 20; fi`, out
 	return h
 }
 
-func revisionFiles(version string, n int) map[string]testbed.File {
-	files := map[string]testbed.File{"version": {Content: version}, "only-" + version: {Content: version}}
+func revisionFiles(version string, n int) map[string]revision.File {
+	files := map[string]revision.File{"version": {Content: version}, "only-" + version: {Content: version}}
 	for i := range n {
-		files[fmt.Sprintf("bulk/%03d/f%05d", i%100, i)] = testbed.File{Content: fmt.Sprintf("%s %d", version, i)}
+		files[fmt.Sprintf("bulk/%03d/f%05d", i%100, i)] = revision.File{Content: fmt.Sprintf("%s %d", version, i)}
 	}
 	return files
 }
@@ -53,7 +52,7 @@ func destTree(root string) map[string]string {
 	return out
 }
 
-func sameTree(got map[string]string, want map[string]testbed.File) string {
+func sameTree(got map[string]string, want map[string]revision.File) string {
 	var diffs []string
 	for k, f := range want {
 		if got[k] != f.Content {
@@ -93,22 +92,6 @@ func killHookGroup(out string) {
 	}
 }
 
-func (h *host) waitEnd(id string) *api.Deployment {
-	h.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	for ctx.Err() == nil {
-		r := h.ctl("show", id, "-o", "json")
-		var b api.DeploymentBody
-		if json.Unmarshal([]byte(r.stdout), &b) == nil && b.Deployment.Status.Terminal() {
-			return &b.Deployment
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	h.t.Fatalf("deployment %s did not end after the restart\n%s", id, h.agent.Output())
-	return nil
-}
-
 // SIGTERM while a hook ignores SIGTERM: the agent stops the hook's group
 // (SIGKILL after the grace), exits 0 on its own within its bound, leaves
 // no hook behind, and the next start finishes the deployment.
@@ -119,8 +102,8 @@ func TestGracefulStopWithAHookThatIgnoresSIGTERM(t *testing.T) {
 	os.MkdirAll(out, 0o755)
 	dest := filepath.Join(h.dir, "srv", "app")
 	flag := filepath.Join(out, "hang")
-	v1 := h.bundle("v1", testbed.Revision{Dest: dest, Files: map[string]testbed.File{"v": {Content: "1"}}})
-	v2 := h.bundle("v2", testbed.Revision{Dest: dest, Files: map[string]testbed.File{"v": {Content: "2"}}, Hooks: map[string]string{
+	v1 := h.bundle("v1", revision.Revision{Dest: dest, Files: map[string]revision.File{"v": {Content: "1"}}})
+	v2 := h.bundle("v2", revision.Revision{Dest: dest, Files: map[string]revision.File{"v": {Content: "2"}}, Hooks: map[string]string{
 		"BeforeInstall": fmt.Sprintf("if [ -f %s ]; then echo $$ > %s/pid; trap '' TERM; sleep 300; fi", flag, out),
 	}})
 	if r := h.ctl("deploy", v1, "--wait"); r.code != 0 {
@@ -133,16 +116,16 @@ func TestGracefulStopWithAHookThatIgnoresSIGTERM(t *testing.T) {
 	}
 	id := strings.Fields(r.stdout)[1]
 	var pid int
-	deadline := time.Now().Add(60 * time.Second)
-	for pid == 0 {
-		if b, err := os.ReadFile(filepath.Join(out, "pid")); err == nil {
-			fmt.Sscan(string(b), &pid)
+	h.waitFor(60*time.Second, "the hook to start and write its pid", func() error {
+		b, err := os.ReadFile(filepath.Join(out, "pid"))
+		if err != nil {
+			return err
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the hook never started\n%s", h.agent.Output())
+		if _, err := fmt.Sscan(string(b), &pid); err != nil {
+			return fmt.Errorf("pid file %q: %w", b, err) // written but not yet flushed
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	})
 
 	h.agent.Signal(syscall.SIGTERM)
 	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)

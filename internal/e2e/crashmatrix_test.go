@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -10,8 +9,8 @@ import (
 	"time"
 
 	"github.com/rollback-agent/rollback-agent/internal/api"
-	"github.com/rollback-agent/rollback-agent/internal/checkpoint"
 	"github.com/rollback-agent/rollback-agent/internal/testbed"
+	"github.com/rollback-agent/rollback-agent/internal/testbed/revision"
 )
 
 // crashCase is one row of the crash matrix: how to get the agent into the
@@ -83,8 +82,8 @@ func runCrashCase(t *testing.T, c crashCase) string {
 	if c.failV2 {
 		hooks2["ValidateService"] += "\nexit 1"
 	}
-	v1 := h.bundle("v1", testbed.Revision{Dest: dest, Files: v1files, Hooks: crashHooks(out)})
-	v2 := h.bundle("v2", testbed.Revision{Dest: dest, Files: v2files, Hooks: hooks2})
+	v1 := h.bundle("v1", revision.Revision{Dest: dest, Files: v1files, Hooks: crashHooks(out)})
+	v2 := h.bundle("v2", revision.Revision{Dest: dest, Files: v2files, Hooks: hooks2})
 	h.start()
 	if r := h.ctl("deploy", v1, "--wait"); r.code != 0 {
 		t.Fatalf("deploy v1: %s %s", r.stdout, r.stderr)
@@ -161,79 +160,4 @@ func runCrashCase(t *testing.T, c crashCase) string {
 		t.Errorf("an operation is still in flight: %+v", st.Operation)
 	}
 	return fmt.Sprintf("| %s | %s | %s %s | %s | %s |", c.name, d.Status, onDisk, okIf(diff == ""), okIf(lastGood), okIf(tagged))
-}
-
-// waitInStep waits until the deployment is inside the case's step: an
-// armed hook says it started, or the record shows the step running.
-func (h *host) waitInStep(id string, c crashCase, out string) {
-	h.t.Helper()
-	deadline := time.Now().Add(90 * time.Second)
-	for time.Now().Before(deadline) {
-		if c.arm != "" {
-			if _, err := os.Stat(filepath.Join(out, "started")); err == nil {
-				return
-			}
-		} else if d := h.deployment(id); d != nil && len(d.Steps) > 0 {
-			// The step itself must be running (not just be the last one
-			// on record, which it stays for a moment after it ended).
-			last := d.Steps[len(d.Steps)-1]
-			if last.Name == c.step && last.Status == api.StepRunning && (!c.failV2 || d.Status == api.StatusRollingBack) {
-				return
-			}
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	h.t.Fatalf("deployment %s never reached %s", id, c.step)
-}
-
-// deployment is the journal's record of id, nil when it cannot be read.
-func (h *host) deployment(id string) *api.Deployment {
-	var b api.DeploymentBody
-	if err := json.Unmarshal([]byte(h.ctl("show", id, "-o", "json").stdout), &b); err != nil || b.Deployment.ID == "" {
-		return nil
-	}
-	return &b.Deployment
-}
-
-// lastGoodCheckpointExists checks, in AWS, the checkpoint of the last good
-// deployment after the case (the deployment the host is on).
-func (h *host) lastGoodCheckpointExists(v1id string, d *api.Deployment) bool {
-	h.t.Helper()
-	st := h.status()
-	if st.LastGood == nil {
-		h.t.Error("no last good deployment")
-		return false
-	}
-	var b api.DeploymentBody
-	json.Unmarshal([]byte(h.ctl("show", st.LastGood.DeploymentID, "-o", "json").stdout), &b)
-	cp := b.Deployment.Checkpoint
-	if cp == "" {
-		h.t.Errorf("last good deployment %s has no checkpoint", st.LastGood.DeploymentID)
-		return false
-	}
-	var out struct{ Snapshots []awsSnapshot }
-	awscli(h.t, h.bed, &out, "ec2", "describe-snapshots", "--owner-ids", "self", "--filters", "Name=tag:"+checkpoint.TagCheckpoint+",Values="+cp)
-	if len(out.Snapshots) != 2 {
-		h.t.Errorf("last good checkpoint %s has %d snapshots in AWS, want 2", cp, len(out.Snapshots))
-		return false
-	}
-	return true
-}
-
-// allSnapshotsTagged checks that every snapshot of the instance's volumes
-// carries the agent's tags: nothing untagged, so nothing the catalogue
-// (and prune) cannot see.
-func (h *host) allSnapshotsTagged() bool {
-	h.t.Helper()
-	var out struct{ Snapshots []awsSnapshot }
-	awscli(h.t, h.bed, &out, "ec2", "describe-snapshots", "--owner-ids", "self", "--filters",
-		"Name=volume-id,Values="+h.inst.RootVolumeID+","+h.inst.DataVolumeID)
-	ok := true
-	for _, s := range out.Snapshots {
-		if s.tag(checkpoint.TagManaged) != "true" || s.tag(checkpoint.TagCheckpoint) == "" || s.tag(checkpoint.TagInstance) != h.inst.Doc.InstanceID {
-			h.t.Errorf("snapshot %s is not tagged as the agent's: %+v", s.SnapshotId, s.Tags)
-			ok = false
-		}
-	}
-	return ok
 }

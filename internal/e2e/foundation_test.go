@@ -409,10 +409,7 @@ func TestSdNotifyLifecycle(t *testing.T) {
 	if _, err := ns.WaitFor(ctx, "reload failed"); err != nil {
 		t.Fatal(err)
 	}
-	var st api.Status
-	r := h.ctl("status", "-o", "json")
-	json.Unmarshal([]byte(r.stdout), &st)
-	if !strings.Contains(st.Config.ReloadError, `unknown key "bogus_key"`) {
+	if st := h.status(); !strings.Contains(st.Config.ReloadError, `unknown key "bogus_key"`) {
 		t.Errorf("status does not show the failed reload: %+v", st.Config)
 	}
 	h.agent.Stop()

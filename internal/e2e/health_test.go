@@ -1,17 +1,21 @@
 package e2e
 
 import (
-	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/rollback-agent/rollback-agent/internal/api"
 	"github.com/rollback-agent/rollback-agent/internal/testbed"
+	"github.com/rollback-agent/rollback-agent/internal/testbed/revision"
+	"github.com/rollback-agent/rollback-agent/internal/testutil"
 )
 
 // fastHealth is a health section with short timings for tests.
@@ -28,33 +32,6 @@ func fastHealth(checks string, window time.Duration) string {
 `, checks, window)
 }
 
-func (h *host) waitStatus(id string, want ...api.DeploymentStatus) *api.Deployment {
-	h.t.Helper()
-	deadline := time.Now().Add(90 * time.Second)
-	for time.Now().Before(deadline) {
-		var b api.DeploymentBody
-		if json.Unmarshal([]byte(h.ctl("show", id, "-o", "json").stdout), &b) == nil {
-			for _, w := range want {
-				if b.Deployment.Status == w {
-					return &b.Deployment
-				}
-			}
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	h.t.Fatalf("deployment %s never reached %v\n%s", id, want, h.ctl("show", id).stdout)
-	return nil
-}
-
-func lastDeployment(h *host) api.Deployment {
-	var list api.DeploymentList
-	json.Unmarshal([]byte(h.ctl("history", "-o", "json").stdout), &list)
-	if len(list.Deployments) == 0 {
-		h.t.Fatal("no deployments")
-	}
-	return list.Deployments[0]
-}
-
 // v1 healthy; v2 passes ValidateService, then its HTTP check fails inside
 // the watch window: the agent rolls back by itself, v1 answers again.
 func TestWatchWindowRollsBackWithoutACommand(t *testing.T) {
@@ -64,11 +41,7 @@ func TestWatchWindowRollsBackWithoutACommand(t *testing.T) {
 	app := testbed.WebApp{Dir: filepath.Join(h.dir, "srv", "web"), Run: filepath.Join(h.dir, "run"), Port: port}
 	t.Cleanup(app.Stop)
 	v1 := h.bundle("v1", app.Revision("v1", ""))
-	v2rev := app.Revision("v2", "")
-	// v2 starts fine and dies a few seconds later: after ValidateService
-	// and the assessment, inside the watch window.
-	v2rev.Hooks["ApplicationStart"] = fmt.Sprintf("(sleep 3; kill $(cat %s/web.pid)) >/dev/null 2>&1 &\n", app.Run) + v2rev.Hooks["ApplicationStart"]
-	v2 := h.bundle("v2", v2rev)
+	v2 := h.bundle("v2", app.Revision("v2", ""))
 	if r := h.ctl("deploy", v1, "--wait"); r.code != 0 || !strings.Contains(r.stdout, "ok   Assess") {
 		t.Fatalf("deploy v1: %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
@@ -81,6 +54,19 @@ func TestWatchWindowRollsBackWithoutACommand(t *testing.T) {
 	id := lastDeployment(h).ID
 	if st := h.status(); st.Watch == nil || st.Watch.DeploymentID != id {
 		t.Errorf("status shows no watch window for %s: %+v", id, st.Watch)
+	}
+	// v2 dies now, after ValidateService and the assessment, inside the
+	// watch window (the window is open: status said so).
+	b, err := os.ReadFile(filepath.Join(app.Run, "web.pid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		t.Fatalf("web.pid %q: %v", b, err)
+	}
+	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
+		t.Fatalf("kill v2's server (pid %d): %v", pid, err)
 	}
 	d := h.waitStatus(id, api.StatusRolledBack, api.StatusNeedsOperator)
 	if d.Status != api.StatusRolledBack || !strings.Contains(d.Error, "watch window") {
@@ -114,8 +100,8 @@ func TestLadderClimbsToTheVolumesRung(t *testing.T) {
 	h.writeConfig(fastHealth(fmt.Sprintf("    - {name: data, command: {argv: [grep, -qx, good, %s], timeout: 2s}}", state), 0))
 	h.start()
 	dest := filepath.Join(h.dir, "srv", "app")
-	v1 := h.bundle("v1", testbed.Revision{Dest: dest, Files: map[string]testbed.File{"v": {Content: "1"}}})
-	v2 := h.bundle("v2", testbed.Revision{Dest: dest, Files: map[string]testbed.File{"v": {Content: "2"}},
+	v1 := h.bundle("v1", revision.Revision{Dest: dest, Files: map[string]revision.File{"v": {Content: "1"}}})
+	v2 := h.bundle("v2", revision.Revision{Dest: dest, Files: map[string]revision.File{"v": {Content: "2"}},
 		Hooks: map[string]string{"AfterInstall": "echo migrated-badly > " + state}})
 	if r := h.ctl("deploy", v1, "--wait"); r.code != 0 {
 		t.Fatalf("deploy v1: %s%s", r.stdout, r.stderr)
@@ -153,8 +139,8 @@ func TestBootAssessmentRollsBackThenStopsAtTheLimit(t *testing.T) {
 	check := fmt.Sprintf("    - {name: app, command: {argv: [grep, -qx, good, %s/health], timeout: 2s}}", dest)
 	h.writeConfig(fastHealth(check, 0) + "boot: {id_file: " + bootFile + "}\nrollback: {max_climbs_per_boot: 1, max_climbs_per_day: 1}\n")
 	h.start()
-	v1 := h.bundle("v1", testbed.Revision{Dest: dest, Files: map[string]testbed.File{"health": {Content: "good\n"}, "v": {Content: "1"}}})
-	v2 := h.bundle("v2", testbed.Revision{Dest: dest, Files: map[string]testbed.File{"health": {Content: "good\n"}, "v": {Content: "2"}}})
+	v1 := h.bundle("v1", revision.Revision{Dest: dest, Files: map[string]revision.File{"health": {Content: "good\n"}, "v": {Content: "1"}}})
+	v2 := h.bundle("v2", revision.Revision{Dest: dest, Files: map[string]revision.File{"health": {Content: "good\n"}, "v": {Content: "2"}}})
 	for _, b := range []string{v1, v2} {
 		if r := h.ctl("deploy", b, "--wait"); r.code != 0 {
 			t.Fatalf("deploy %s: %s%s", b, r.stdout, r.stderr)
@@ -195,14 +181,31 @@ func TestBootAssessmentRollsBackThenStopsAtTheLimit(t *testing.T) {
 	if r := h.ctl("status"); !strings.Contains(r.stdout, "NEEDS OPERATOR") || !strings.Contains(r.stdout, "Next:") {
 		t.Errorf("status table:\n%s", r.stdout)
 	}
-	// Another reboot: nothing more happens (no loop).
+	// Another reboot: nothing more happens (no loop). The boot's
+	// assessment ends by reporting its verdict (the health in status,
+	// empty in a fresh process until then); the decision not to climb
+	// follows it in the same job. After it, the history is as it was.
+	before := h.history()
 	reboot("boot-4")
-	time.Sleep(2 * time.Second)
-	var list api.DeploymentList
-	json.Unmarshal([]byte(h.ctl("history", "-o", "json").stdout), &list)
-	for _, dep := range list.Deployments {
+	h.waitFor(60*time.Second, "the assessment of boot-4", func() error {
+		if st := h.status(); st.Health == nil || st.Agent.BootID != "boot-4" {
+			return fmt.Errorf("no health verdict yet (boot %q)", st.Agent.BootID)
+		}
+		return nil
+	})
+	if st := h.status(); st.Health.Healthy {
+		t.Errorf("boot-4's assessment found the broken v2 healthy: %+v", st.Health)
+	}
+	after := h.history()
+	if len(after) != len(before) {
+		t.Errorf("%d deployments after boot-4, %d before: the agent acted after the limit", len(after), len(before))
+	}
+	for i, dep := range after {
 		if dep.Status == api.StatusRollingBack || dep.Status == api.StatusRunning {
 			t.Errorf("still climbing after the limit: %s %s", dep.ID, dep.Status)
+		}
+		if i < len(before) && (dep.ID != before[i].ID || dep.Status != before[i].Status) {
+			t.Errorf("deployment %s is %s after boot-4, was %s %s", dep.ID, dep.Status, before[i].ID, before[i].Status)
 		}
 	}
 	if b, _ := os.ReadFile(filepath.Join(dest, "v")); string(b) != "2" {
@@ -270,7 +273,7 @@ func TestHealthCommand(t *testing.T) {
 	awscli(t, h.bed, nil, "cloudwatch", "set-alarm-state", "--alarm-name", alarm, "--state-value", "ALARM", "--state-reason", "5xx spike")
 	r = h.ctl("health", "-o", "json")
 	var rep api.HealthReport
-	json.Unmarshal([]byte(r.stdout), &rep)
+	h.decode(r, &rep, "agentctl health -o json")
 	if r.code != 1 || rep.Healthy || len(rep.Checks) != 2 || rep.Checks[1].Healthy || !strings.Contains(rep.Checks[1].Output, "5xx spike") {
 		t.Errorf("alarm in ALARM: exit %d %+v", r.code, rep)
 	}
@@ -283,9 +286,13 @@ func startPythonServer(t *testing.T, port int, dir string) func() {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) && strings.HasPrefix(httpGet(fmt.Sprintf("http://127.0.0.1:%d/", port)), "error") {
-		time.Sleep(50 * time.Millisecond)
-	}
-	return func() { cmd.Process.Kill(); cmd.Wait() }
+	stop := func() { cmd.Process.Kill(); cmd.Wait() }
+	t.Cleanup(stop)
+	testutil.WaitFor(t, 10*time.Second, fmt.Sprintf("python's http.server on port %d", port), func() error {
+		if got := httpGet(fmt.Sprintf("http://127.0.0.1:%d/", port)); strings.HasPrefix(got, "error") {
+			return errors.New(got)
+		}
+		return nil
+	})
+	return stop
 }

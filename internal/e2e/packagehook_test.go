@@ -2,7 +2,7 @@ package e2e
 
 import (
 	"bytes"
-	"encoding/json"
+	"fmt"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -44,10 +44,7 @@ func TestPackageHookAgainstTheRealAgent(t *testing.T) {
 	fromHook := func() []api.Checkpoint {
 		t.Helper()
 		var l api.CheckpointList
-		r := h.ctl("checkpoint", "list", "-o", "json")
-		if err := json.Unmarshal([]byte(r.stdout), &l); err != nil {
-			t.Fatalf("checkpoint list: %v %s %s", err, r.stdout, r.stderr)
-		}
+		h.ctlJSON(&l, "checkpoint", "list")
 		var out []api.Checkpoint
 		for _, c := range l.Checkpoints {
 			if c.Reason == "package-manager" {
@@ -70,15 +67,10 @@ func TestPackageHookAgainstTheRealAgent(t *testing.T) {
 	if msg := run(); strings.Contains(msg, "going on without one") {
 		t.Fatalf("with the feature on the hook got no checkpoint: %q", msg)
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		got := fromHook()
-		if len(got) == 1 && strings.HasPrefix(got[0].Label, "apt ") {
-			break
+	h.waitFor(30*time.Second, "a package-manager checkpoint labelled by the hook", func() error {
+		if got := fromHook(); len(got) != 1 || !strings.HasPrefix(got[0].Label, "apt ") {
+			return fmt.Errorf("package-manager checkpoints %+v", got)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no package-manager checkpoint labelled by the hook: %+v", got)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+		return nil
+	})
 }

@@ -1,10 +1,9 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
 	"crypto/rand"
-	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -20,6 +19,8 @@ import (
 	"github.com/rollback-agent/rollback-agent/internal/checkpoint"
 	"github.com/rollback-agent/rollback-agent/internal/client"
 	"github.com/rollback-agent/rollback-agent/internal/testbed"
+	"github.com/rollback-agent/rollback-agent/internal/testbed/revision"
+	"github.com/rollback-agent/rollback-agent/internal/testutil"
 )
 
 // soak reports whether the long versions run (make soak).
@@ -54,7 +55,7 @@ func crashVolumeRestore(t *testing.T, name, action, step string) string {
 	h.start()
 	os.WriteFile(filepath.Join(data, "state"), []byte("checkpointed\n"), 0o644)
 	var b api.CheckpointBody
-	json.Unmarshal([]byte(h.ctl("checkpoint", "create", "--wait", "-o", "json").stdout), &b)
+	h.ctlJSON(&b, "checkpoint", "create", "--wait")
 	os.WriteFile(filepath.Join(data, "state"), []byte("changed\n"), 0o644)
 	remove := h.bed.AWS.AddFault(testbed.Fault{Service: "ec2", Action: action, Kind: testbed.FaultLatency, Latency: 8 * time.Second, Count: 1})
 	defer remove()
@@ -117,7 +118,7 @@ func TestTenDeploymentsThroughAWSFaults(t *testing.T) {
 	}
 	var cps []string
 	for i := 1; i <= n; i++ {
-		p := h.bundle(fmt.Sprintf("v%d", i), testbed.Revision{Dest: dest, Files: map[string]testbed.File{"v": {Content: strconv.Itoa(i)}}})
+		p := h.bundle(fmt.Sprintf("v%d", i), revision.Revision{Dest: dest, Files: map[string]revision.File{"v": {Content: strconv.Itoa(i)}}})
 		if r := h.ctl("deploy", p, "--wait"); r.code != 0 {
 			t.Fatalf("deployment %d failed under faults: %s\n%s", i, r.stdout, r.stderr)
 		}
@@ -138,24 +139,6 @@ func TestTenDeploymentsThroughAWSFaults(t *testing.T) {
 	t.Logf("EC2 calls seen by the proxy (faults included): CreateSnapshots %d, DescribeSnapshots %d", counts["ec2:CreateSnapshots"], counts["ec2:DescribeSnapshots"])
 }
 
-// metric reads one value of GET /v1/metrics.
-func (h *host) metric(name string) float64 {
-	h.t.Helper()
-	out, err := exec.Command("curl", "-s", "--unix-socket", h.socket, "http://agent"+api.PathMetrics).Output()
-	if err != nil {
-		h.t.Fatalf("metrics: %v", err)
-	}
-	sc := bufio.NewScanner(strings.NewReader(string(out)))
-	for sc.Scan() {
-		if f := strings.Fields(sc.Text()); len(f) == 2 && f[0] == name {
-			v, _ := strconv.ParseFloat(f[1], 64)
-			return v
-		}
-	}
-	h.t.Fatalf("no metric %s in\n%s", name, out)
-	return 0
-}
-
 func openFDs(pid int) int {
 	ents, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
 	return len(ents)
@@ -174,10 +157,19 @@ func TestSocketUnderLoad(t *testing.T) {
 	// AWS, the journal) are at their working size before the baseline.
 	dest := filepath.Join(h.dir, "srv", "app")
 	for i := range 3 {
-		p := h.bundle(fmt.Sprintf("warm-%d", i), testbed.Revision{Dest: dest, Files: map[string]testbed.File{"v": {Content: "w" + strconv.Itoa(i)}}})
-		h.ctl("deploy", p, "--wait")
+		p := h.bundle(fmt.Sprintf("warm-%d", i), revision.Revision{Dest: dest, Files: map[string]revision.File{"v": {Content: "w" + strconv.Itoa(i)}}})
+		if r := h.ctl("deploy", p, "--wait"); r.code != 0 {
+			t.Fatalf("warm-up deployment %d: %s%s", i, r.stdout, r.stderr)
+		}
 	}
-	time.Sleep(2 * time.Second)
+	// The baseline once the agent is quiet: no operation, and no
+	// checkpoint still tracked in the background.
+	h.waitFor(time.Minute, "the agent to be quiet after the warm-up", func() error {
+		if st := h.status(); st.Operation != nil || st.Checkpoints.Pending != 0 {
+			return fmt.Errorf("operation %+v, %d checkpoints pending", st.Operation, st.Checkpoints.Pending)
+		}
+		return nil
+	})
 	g0, fd0 := h.metric("go_goroutines"), openFDs(h.agent.PID())
 	ctx, cancel := context.WithTimeout(context.Background(), dur)
 	defer cancel()
@@ -213,7 +205,7 @@ func TestSocketUnderLoad(t *testing.T) {
 	}
 	deployed := 0
 	for i := 1; ctx.Err() == nil; i++ {
-		p := h.bundle(fmt.Sprintf("load-v%d", i), testbed.Revision{Dest: dest, Files: map[string]testbed.File{"v": {Content: strconv.Itoa(i)}}})
+		p := h.bundle(fmt.Sprintf("load-v%d", i), revision.Revision{Dest: dest, Files: map[string]revision.File{"v": {Content: strconv.Itoa(i)}}})
 		if r := h.ctl("deploy", p, "--wait"); r.code != 0 {
 			t.Errorf("deployment %d under load: %s", i, r.stdout)
 		}
@@ -223,17 +215,15 @@ func TestSocketUnderLoad(t *testing.T) {
 	if failures.Load() > 0 {
 		t.Errorf("%d of %d requests failed under load; first: %v", failures.Load(), calls.Load(), firstErr.Load())
 	}
-	// Connections close asynchronously: give the server a moment.
+	// Connections close asynchronously: wait for the counts to come back.
 	var g1 float64
 	var fd1 int
-	for range 50 {
-		time.Sleep(100 * time.Millisecond)
-		g1, fd1 = h.metric("go_goroutines"), openFDs(h.agent.PID())
-		if g1 <= g0+8 && fd1 <= fd0+4 {
-			break
+	if err := testutil.Poll(5*time.Second, func() error {
+		if g1, fd1 = h.metric("go_goroutines"), openFDs(h.agent.PID()); g1 > g0+8 || fd1 > fd0+4 {
+			return errors.New("not back yet")
 		}
-	}
-	if g1 > g0+8 || fd1 > fd0+4 {
+		return nil
+	}); err != nil {
 		t.Errorf("leak: goroutines %v → %v, fds %d → %d", g0, g1, fd0, fd1)
 	}
 	t.Logf("%d requests by 50 clients in %s during %d deployments; goroutines %v → %v, fds %d → %d", calls.Load(), dur, deployed, g0, g1, fd0, fd1)
@@ -260,12 +250,12 @@ func smallFS(t *testing.T, dir string, mib int) {
 	t.Cleanup(func() { exec.Command("umount", dir).Run() })
 }
 
-func randomFiles(n, size int) map[string]testbed.File {
-	files := map[string]testbed.File{"v": {Content: "big"}}
+func randomFiles(n, size int) map[string]revision.File {
+	files := map[string]revision.File{"v": {Content: "big"}}
 	for i := range n {
 		b := make([]byte, size)
 		rand.Read(b)
-		files[fmt.Sprintf("blob%02d", i)] = testbed.File{Content: string(b)}
+		files[fmt.Sprintf("blob%02d", i)] = revision.File{Content: string(b)}
 	}
 	return files
 }
@@ -278,13 +268,13 @@ func TestDiskFullDuringInstallAndUnpack(t *testing.T) {
 	smallFS(t, dest, 8)
 	h.start()
 	app := filepath.Join(dest, "app")
-	v1files := map[string]testbed.File{"v": {Content: "1"}, "small": {Content: "x"}}
-	v1 := h.bundle("v1", testbed.Revision{Dest: app, Files: v1files})
+	v1files := map[string]revision.File{"v": {Content: "1"}, "small": {Content: "x"}}
+	v1 := h.bundle("v1", revision.Revision{Dest: app, Files: v1files})
 	if r := h.ctl("deploy", v1, "--wait"); r.code != 0 {
 		t.Fatalf("deploy v1: %s", r.stdout)
 	}
 	// 12 MiB of incompressible files into 8 MiB: Install hits ENOSPC.
-	v2 := h.bundle("v2", testbed.Revision{Dest: app, Files: randomFiles(12, 1<<20)})
+	v2 := h.bundle("v2", revision.Revision{Dest: app, Files: randomFiles(12, 1<<20)})
 	r := h.ctl("deploy", v2, "--wait")
 	if r.code != 1 {
 		t.Fatalf("deploy v2 onto a full disk: exit %d\n%s", r.code, r.stdout)
@@ -311,8 +301,8 @@ func TestDiskFullDuringInstallAndUnpack(t *testing.T) {
 	// A new state dir knows nothing of what the first one installed: use
 	// a fresh destination.
 	app = filepath.Join(dest, "app2")
-	v1 = h.bundle("v1b", testbed.Revision{Dest: app, Files: v1files})
-	v2 = h.bundle("v2b", testbed.Revision{Dest: app, Files: randomFiles(12, 1<<20)})
+	v1 = h.bundle("v1b", revision.Revision{Dest: app, Files: v1files})
+	v2 = h.bundle("v2b", revision.Revision{Dest: app, Files: randomFiles(12, 1<<20)})
 	if r := h.ctl("deploy", v1, "--wait"); r.code != 0 {
 		t.Fatalf("deploy v1 again: %s", r.stdout)
 	}

@@ -1,7 +1,7 @@
 package e2e
 
 import (
-	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -11,29 +11,8 @@ import (
 
 	"github.com/rollback-agent/rollback-agent/internal/api"
 	"github.com/rollback-agent/rollback-agent/internal/checkpoint"
-	"github.com/rollback-agent/rollback-agent/internal/testbed"
+	"github.com/rollback-agent/rollback-agent/internal/testbed/revision"
 )
-
-// deployRecord deploys a bundle with --wait and returns the
-// deployment's record (its Checkpoint field names the rollback point).
-func (h *host) deployRecord(bundle string, wantCode int) api.Deployment {
-	h.t.Helper()
-	if r := h.ctl("deploy", bundle, "--wait"); r.code != wantCode {
-		h.t.Fatalf("deploy %s: exit %d, want %d\n%s%s", bundle, r.code, wantCode, r.stdout, r.stderr)
-	}
-	d := lastDeployment(h)
-	if d.Checkpoint == "" {
-		h.t.Fatalf("deployment %s took no checkpoint", d.ID)
-	}
-	return d
-}
-
-func (h *host) snapshotsOfCheckpoint(cp string) int {
-	h.t.Helper()
-	var out struct{ Snapshots []awsSnapshot }
-	awscli(h.t, h.bed, &out, "ec2", "describe-snapshots", "--owner-ids", "self", "--filters", "Name=tag:"+checkpoint.TagCheckpoint+",Values="+cp)
-	return len(out.Snapshots)
-}
 
 // Retention through the real daemon: the prune after a successful
 // deployment keeps keep_checkpoints newest; a prune never deletes the
@@ -43,26 +22,22 @@ func TestRetentionKeepsTheLastGoodCheckpoint(t *testing.T) {
 	h.start()
 	dest := filepath.Join(h.dir, "srv", "app")
 	rev := func(v string, hooks map[string]string) string {
-		return h.bundle(v, testbed.Revision{Dest: dest, Files: map[string]testbed.File{"v": {Content: v}}, Hooks: hooks})
+		return h.bundle(v, revision.Revision{Dest: dest, Files: map[string]revision.File{"v": {Content: v}}, Hooks: hooks})
 	}
 	d1 := h.deployRecord(rev("v1", nil), 0)
 	d2 := h.deployRecord(rev("v2", nil), 0)
 	// The prune after v2 deletes v1's checkpoint (one is kept: v2's).
-	deadline := time.Now().Add(30 * time.Second)
-	for h.snapshotsOfCheckpoint(d1.Checkpoint) != 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("checkpoint %s of v1 not pruned after v2 succeeded (keep_checkpoints: 1)", d1.Checkpoint)
+	h.waitFor(30*time.Second, "the prune of v1's checkpoint "+d1.Checkpoint+" after v2 succeeded (keep_checkpoints: 1)", func() error {
+		if n := h.snapshotsOfCheckpoint(d1.Checkpoint); n != 0 {
+			return fmt.Errorf("%d snapshots left", n)
 		}
-		time.Sleep(300 * time.Millisecond)
-	}
+		return nil
+	})
 	// v3 fails and rolls back to v2: v2 stays the last good one, its
 	// checkpoint older than v3's.
 	d3 := h.deployRecord(rev("v3", map[string]string{"ValidateService": "exit 1"}), 1)
 	var rep api.PruneReport
-	r := h.ctl("checkpoint", "prune", "-o", "json")
-	if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil {
-		t.Fatalf("prune: %v %s %s", err, r.stdout, r.stderr)
-	}
+	h.ctlJSON(&rep, "checkpoint", "prune")
 	for _, id := range rep.Deleted {
 		if id == d2.Checkpoint {
 			t.Errorf("prune deleted %s, the last good deployment's checkpoint", id)
@@ -81,7 +56,7 @@ func TestRetentionKeepsTheLastGoodCheckpoint(t *testing.T) {
 func TestDeployTakesAnAMIWhenConfigured(t *testing.T) {
 	h := newHost(t, "checkpoint: {before_deploy: [ebs, ami]}\n")
 	h.start()
-	d := h.deployRecord(h.bundle("v1", testbed.Revision{Dest: filepath.Join(h.dir, "srv", "app"), Files: map[string]testbed.File{"v": {Content: "1"}}}), 0)
+	d := h.deployRecord(h.bundle("v1", revision.Revision{Dest: filepath.Join(h.dir, "srv", "app"), Files: map[string]revision.File{"v": {Content: "1"}}}), 0)
 	var out struct {
 		Images []struct {
 			ImageId, Name string
@@ -107,7 +82,7 @@ func TestDeployTakesAnAMIWhenConfigured(t *testing.T) {
 		}
 	}
 	var b api.CheckpointBody
-	json.Unmarshal([]byte(h.ctl("checkpoint", "show", d.Checkpoint, "-o", "json").stdout), &b)
+	h.ctlJSON(&b, "checkpoint", "show", d.Checkpoint)
 	if b.Checkpoint.Image == nil || b.Checkpoint.Image.ImageID != img.ImageId || !slices.Contains(b.Checkpoint.Kinds, api.KindAMI) {
 		t.Errorf("checkpoint show: %+v", b.Checkpoint)
 	}
@@ -120,7 +95,7 @@ func TestRollbackToADeploymentIDAndWait(t *testing.T) {
 	h.start()
 	dest := filepath.Join(h.dir, "srv", "app")
 	rev := func(v string) string {
-		return h.bundle(v, testbed.Revision{Dest: dest, Files: map[string]testbed.File{"v": {Content: v}}})
+		return h.bundle(v, revision.Revision{Dest: dest, Files: map[string]revision.File{"v": {Content: v}}})
 	}
 	d1 := h.deployRecord(rev("v1"), 0)
 	h.deployRecord(rev("v2"), 0)

@@ -1,8 +1,8 @@
 package e2e
 
 import (
-	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,6 +13,7 @@ import (
 	"github.com/rollback-agent/rollback-agent/internal/api"
 	"github.com/rollback-agent/rollback-agent/internal/checkpoint"
 	"github.com/rollback-agent/rollback-agent/internal/testbed"
+	"github.com/rollback-agent/rollback-agent/internal/testbed/revision"
 )
 
 // A root restore, end to end: the agent's state dir lives on the "root"
@@ -24,22 +25,19 @@ import (
 func TestRootRestoreFinishesFromTheIntentAfterTheReboot(t *testing.T) {
 	h, root := rootHost(t, "")
 	dest := filepath.Join(h.dir, "srv", "app")
-	v1 := h.bundle("v1", testbed.Revision{Dest: dest, Files: map[string]testbed.File{"v": {Content: "1"}}})
-	v2 := h.bundle("v2", testbed.Revision{Dest: dest, Files: map[string]testbed.File{"v": {Content: "2"}}})
+	v1 := h.bundle("v1", revision.Revision{Dest: dest, Files: map[string]revision.File{"v": {Content: "1"}}})
+	v2 := h.bundle("v2", revision.Revision{Dest: dest, Files: map[string]revision.File{"v": {Content: "2"}}})
 	if r := h.ctl("deploy", v1, "--wait"); r.code != 0 {
 		t.Fatalf("deploy v1: %s%s", r.stdout, r.stderr)
 	}
-	r := h.ctl("checkpoint", "create", "--wait", "--label", "before v2", "-o", "json")
 	var cp api.CheckpointBody
-	if err := json.Unmarshal([]byte(r.stdout), &cp); err != nil {
-		t.Fatalf("%v %s %s", err, r.stdout, r.stderr)
-	}
+	h.ctlJSON(&cp, "checkpoint", "create", "--wait", "--label", "before v2")
 	if r := h.ctl("deploy", v2, "--wait"); r.code != 0 {
 		t.Fatalf("deploy v2: %s%s", r.stdout, r.stderr)
 	}
 
 	reboot := playReboot(h, root)
-	r = h.ctl("checkpoint", "restore", cp.Checkpoint.ID, "--root")
+	r := h.ctl("checkpoint", "restore", cp.Checkpoint.ID, "--root")
 	if r.code != 0 {
 		t.Fatalf("restore --root: %d %s", r.code, r.stderr)
 	}
@@ -81,19 +79,16 @@ func TestRootRestoreFinishesFromTheIntentAfterTheReboot(t *testing.T) {
 	}
 	// The catalogue is rebuilt from AWS: it has the pre-restore checkpoint
 	// the old journal never saw.
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	for ctx.Err() == nil {
+	h.waitFor(30*time.Second, fmt.Sprintf("the pre-restore checkpoint %q in the catalogue", d.Root.PreRestore), func() error {
 		var l api.CheckpointList
-		json.Unmarshal([]byte(h.ctl("checkpoint", "list", "-o", "json").stdout), &l)
+		h.ctlJSON(&l, "checkpoint", "list")
 		for _, c := range l.Checkpoints {
 			if c.ID == d.Root.PreRestore && c.Reason == checkpoint.ReasonPreRestore {
-				return
+				return nil
 			}
 		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	t.Errorf("pre-restore checkpoint %q not in the catalogue", d.Root.PreRestore)
+		return fmt.Errorf("catalogue %+v", l.Checkpoints)
+	})
 }
 
 // rootHost is a host whose agent keeps its state dir on the "root"
@@ -163,8 +158,8 @@ func (p *rebootPlay) wait() testbed.RootReplacement {
 func TestLadderRootRungRollsBackAcrossTheReboot(t *testing.T) {
 	h, root := rootHost(t, "rollback: {ladder: [root]}\n")
 	dest := filepath.Join(root, "srv", "app") // the app lives on the root too
-	v1 := h.bundle("v1", testbed.Revision{Dest: dest, Files: map[string]testbed.File{"v": {Content: "1"}}})
-	v2 := h.bundle("v2", testbed.Revision{Dest: dest, Files: map[string]testbed.File{"v": {Content: "2"}},
+	v1 := h.bundle("v1", revision.Revision{Dest: dest, Files: map[string]revision.File{"v": {Content: "1"}}})
+	v2 := h.bundle("v2", revision.Revision{Dest: dest, Files: map[string]revision.File{"v": {Content: "2"}},
 		Hooks: map[string]string{"ValidateService": "echo v2 is broken >&2; exit 1"}})
 	if r := h.ctl("deploy", v1, "--wait"); r.code != 0 {
 		t.Fatalf("deploy v1: %s%s", r.stdout, r.stderr)

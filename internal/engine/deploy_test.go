@@ -8,12 +8,14 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/rollback-agent/rollback-agent/internal/api"
 	"github.com/rollback-agent/rollback-agent/internal/config"
-	"github.com/rollback-agent/rollback-agent/internal/testbed"
+	"github.com/rollback-agent/rollback-agent/internal/testbed/revision"
+	"github.com/rollback-agent/rollback-agent/internal/testutil"
 )
 
 // The lifecycle runs in CodeDeploy's order, ApplicationStop from the
@@ -22,8 +24,8 @@ import (
 func TestLifecycleOrderApplicationStopFromPreviousAndEnvironment(t *testing.T) {
 	a := newAgent(t, nil)
 	t.Setenv("NOTIFY_SOCKET", "/run/systemd/notify") // must not leak into hooks
-	v1 := a.bundle("v1", testbed.Revision{Files: map[string]testbed.File{"version": {Content: "v1"}}, Hooks: recordHooks(a.out, nil)})
-	v2 := a.bundle("v2", testbed.Revision{Files: map[string]testbed.File{"version": {Content: "v2"}},
+	v1 := a.bundle("v1", revision.Revision{Files: map[string]revision.File{"version": {Content: "v1"}}, Hooks: recordHooks(a.out, nil)})
+	v2 := a.bundle("v2", revision.Revision{Files: map[string]revision.File{"version": {Content: "v2"}},
 		Hooks: recordHooks(a.out, map[string]string{"BeforeInstall": "env > " + filepath.Join(a.out, "env")})})
 	d1 := a.deploy(v1)
 	mustStatus(t, d1, api.StatusSucceeded)
@@ -87,7 +89,7 @@ hooks:
     - location: scripts/who.sh
       runas: nobody
 `)
-	p := a.bundle("who", testbed.Revision{AppSpec: spec, Raw: map[string]testbed.File{
+	p := a.bundle("who", revision.Revision{AppSpec: spec, Raw: map[string]revision.File{
 		"scripts/who.sh": {Content: "#!/bin/sh\necho \"$(id -u) $USER $HOME\" > " + filepath.Join(a.out, "who") + "\n", Mode: 0o755},
 	}})
 	mustStatus(t, a.deploy(p), api.StatusSucceeded)
@@ -100,8 +102,8 @@ hooks:
 // ApplicationStop, reinstalls v1 from releases/ and runs v1's hooks.
 func TestFailedValidateServiceRollsBackToLastGood(t *testing.T) {
 	a := newAgent(t, nil)
-	v1 := a.bundle("v1", testbed.Revision{Files: map[string]testbed.File{"version": {Content: "v1"}, "only-v1": {Content: "1"}}, Hooks: recordHooks(a.out, nil)})
-	v2 := a.bundle("v2", testbed.Revision{Files: map[string]testbed.File{"version": {Content: "v2"}, "only-v2": {Content: "2"}},
+	v1 := a.bundle("v1", revision.Revision{Files: map[string]revision.File{"version": {Content: "v1"}, "only-v1": {Content: "1"}}, Hooks: recordHooks(a.out, nil)})
+	v2 := a.bundle("v2", revision.Revision{Files: map[string]revision.File{"version": {Content: "v2"}, "only-v2": {Content: "2"}},
 		Hooks: recordHooks(a.out, map[string]string{"ValidateService": "echo v2 is broken >&2; exit 3"})})
 	d1 := a.deploy(v1)
 	mustStatus(t, d1, api.StatusSucceeded)
@@ -132,7 +134,7 @@ func TestFailedValidateServiceRollsBackToLastGood(t *testing.T) {
 
 func TestFirstDeploymentFailingLeavesNothingInstalled(t *testing.T) {
 	a := newAgent(t, nil)
-	v1 := a.bundle("v1", testbed.Revision{Files: map[string]testbed.File{"version": {Content: "v1"}},
+	v1 := a.bundle("v1", revision.Revision{Files: map[string]revision.File{"version": {Content: "v1"}},
 		Hooks: map[string]string{"ApplicationStart": "exit 1"}})
 	d := a.deploy(v1)
 	mustStatus(t, d, api.StatusRolledBack)
@@ -147,9 +149,9 @@ func TestFirstDeploymentFailingLeavesNothingInstalled(t *testing.T) {
 func TestRevisionRungFailureNeedsOperator(t *testing.T) {
 	a := newAgent(t, nil)
 	marker := filepath.Join(a.out, "broken")
-	v1 := a.bundle("v1", testbed.Revision{Files: map[string]testbed.File{"v": {Content: "1"}},
+	v1 := a.bundle("v1", revision.Revision{Files: map[string]revision.File{"v": {Content: "1"}},
 		Hooks: map[string]string{"ValidateService": "test ! -e " + marker}})
-	v2 := a.bundle("v2", testbed.Revision{Files: map[string]testbed.File{"v": {Content: "2"}},
+	v2 := a.bundle("v2", revision.Revision{Files: map[string]revision.File{"v": {Content: "2"}},
 		Hooks: map[string]string{"BeforeInstall": "touch " + marker, "ValidateService": "exit 1"}})
 	mustStatus(t, a.deploy(v1), api.StatusSucceeded)
 	d := a.deploy(v2)
@@ -161,8 +163,8 @@ func TestRevisionRungFailureNeedsOperator(t *testing.T) {
 
 func TestAutomaticRollbackOff(t *testing.T) {
 	a := newAgent(t, func(c *config.Config) { c.Rollback.Automatic = false })
-	mustStatus(t, a.deploy(a.bundle("v1", testbed.Revision{Files: map[string]testbed.File{"v": {Content: "1"}}})), api.StatusSucceeded)
-	d := a.deploy(a.bundle("v2", testbed.Revision{Files: map[string]testbed.File{"v": {Content: "2"}}, Hooks: map[string]string{"ValidateService": "exit 1"}}))
+	mustStatus(t, a.deploy(a.bundle("v1", revision.Revision{Files: map[string]revision.File{"v": {Content: "1"}}})), api.StatusSucceeded)
+	d := a.deploy(a.bundle("v2", revision.Revision{Files: map[string]revision.File{"v": {Content: "2"}}, Hooks: map[string]string{"ValidateService": "exit 1"}}))
 	mustStatus(t, d, api.StatusFailed)
 	if a.destFile("v") != "2" || len(d.Rungs) != 0 || !strings.Contains(d.Error, "automatic rollback is off") {
 		t.Errorf("with automatic off the failed revision stays: v=%q rungs=%v err=%q", a.destFile("v"), d.Rungs, d.Error)
@@ -171,9 +173,9 @@ func TestAutomaticRollbackOff(t *testing.T) {
 
 func TestHungHookIsKilledAtItsTimeoutAndRolledBack(t *testing.T) {
 	a := newAgent(t, nil)
-	mustStatus(t, a.deploy(a.bundle("v1", testbed.Revision{Files: map[string]testbed.File{"v": {Content: "1"}}})), api.StatusSucceeded)
+	mustStatus(t, a.deploy(a.bundle("v1", revision.Revision{Files: map[string]revision.File{"v": {Content: "1"}}})), api.StatusSucceeded)
 	start := time.Now()
-	d := a.deploy(a.bundle("v2", testbed.Revision{Files: map[string]testbed.File{"v": {Content: "2"}}, HookTimeout: 1,
+	d := a.deploy(a.bundle("v2", revision.Revision{Files: map[string]revision.File{"v": {Content: "2"}}, HookTimeout: 1,
 		Hooks: map[string]string{"ApplicationStart": "trap '' TERM; sleep 300"}}))
 	mustStatus(t, d, api.StatusRolledBack)
 	if took := time.Since(start); took > 30*time.Second {
@@ -189,7 +191,7 @@ func TestHungHookIsKilledAtItsTimeoutAndRolledBack(t *testing.T) {
 
 func TestSameDigestIsANoOp(t *testing.T) {
 	a := newAgent(t, nil)
-	p := a.bundle("v1", testbed.Revision{Files: map[string]testbed.File{"v": {Content: "1"}}, Hooks: recordHooks(a.out, nil)})
+	p := a.bundle("v1", revision.Revision{Files: map[string]revision.File{"v": {Content: "1"}}, Hooks: recordHooks(a.out, nil)})
 	mustStatus(t, a.deploy(p), api.StatusSucceeded)
 	os.Remove(filepath.Join(a.out, "order"))
 	d := a.deploy(p)
@@ -201,8 +203,8 @@ func TestSameDigestIsANoOp(t *testing.T) {
 
 func TestManualRollbackToEarlierRevision(t *testing.T) {
 	a := newAgent(t, nil)
-	d1 := a.deploy(a.bundle("v1", testbed.Revision{Files: map[string]testbed.File{"v": {Content: "1"}}}))
-	d2 := a.deploy(a.bundle("v2", testbed.Revision{Files: map[string]testbed.File{"v": {Content: "2"}}}))
+	d1 := a.deploy(a.bundle("v1", revision.Revision{Files: map[string]revision.File{"v": {Content: "1"}}}))
+	d2 := a.deploy(a.bundle("v2", revision.Revision{Files: map[string]revision.File{"v": {Content: "2"}}}))
 	mustStatus(t, d2, api.StatusSucceeded)
 	r, err := a.e.Rollback("")
 	if err != nil {
@@ -229,19 +231,30 @@ func TestManualRollbackToEarlierRevision(t *testing.T) {
 
 func TestOneDeploymentAtATime(t *testing.T) {
 	a := newAgent(t, nil)
-	slow := a.bundle("slow", testbed.Revision{Files: map[string]testbed.File{"v": {Content: "slow"}},
-		Hooks: map[string]string{"ApplicationStart": "sleep 1; echo slow >> " + filepath.Join(a.out, "seq")}})
-	fast := a.bundle("fast", testbed.Revision{Files: map[string]testbed.File{"v": {Content: "fast"}},
+	// The first deployment's ApplicationStart says it started, then
+	// waits on a FIFO the test opens once it has looked at the second.
+	gate := filepath.Join(a.out, "gate")
+	if err := syscall.Mkfifo(gate, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	started := filepath.Join(a.out, "slow-started")
+	slow := a.bundle("slow", revision.Revision{Files: map[string]revision.File{"v": {Content: "slow"}},
+		Hooks: map[string]string{"ApplicationStart": fmt.Sprintf("touch %s; read go < %s; echo slow >> %s", started, gate, filepath.Join(a.out, "seq"))}})
+	fast := a.bundle("fast", revision.Revision{Files: map[string]revision.File{"v": {Content: "fast"}},
 		Hooks: map[string]string{"ApplicationStart": "echo fast >> " + filepath.Join(a.out, "seq")}})
 	d1, err := a.e.Submit(a.request(slow))
 	if err != nil {
 		t.Fatal(err)
 	}
 	d2, _ := a.e.Submit(a.request(fast))
-	time.Sleep(300 * time.Millisecond)
+	testutil.WaitFor(t, time.Minute, "the first deployment's ApplicationStart", func() error {
+		_, err := os.Stat(started)
+		return err
+	})
 	if q, _ := a.j.Deployment(d2.ID); q.Status != api.StatusQueued {
 		t.Errorf("second deployment status %s while the first runs", q.Status)
 	}
+	openGate(t, gate)
 	mustStatus(t, a.wait(d1.ID), api.StatusSucceeded)
 	mustStatus(t, a.wait(d2.ID), api.StatusSucceeded)
 	if got := a.read("seq"); got != "slow\nfast\n" {
@@ -249,11 +262,28 @@ func TestOneDeploymentAtATime(t *testing.T) {
 	}
 }
 
+// openGate lets a hook blocked on `read < fifo` go on: it opens the FIFO
+// for writing once the hook has it open for reading (without a reader a
+// non-blocking open fails with ENXIO), and writes a line.
+func openGate(t *testing.T, fifo string) {
+	t.Helper()
+	var f *os.File
+	testutil.WaitFor(t, time.Minute, "a hook reading "+fifo, func() error {
+		var err error
+		f, err = os.OpenFile(fifo, os.O_WRONLY|syscall.O_NONBLOCK, 0)
+		return err
+	})
+	defer f.Close()
+	if _, err := f.WriteString("go\n"); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // A hostile bundle fails before anything changes: nothing outside the
 // staging area is written, the installed revision is untouched.
 func TestHostileBundleChangesNothing(t *testing.T) {
 	a := newAgent(t, nil)
-	mustStatus(t, a.deploy(a.bundle("v1", testbed.Revision{Files: map[string]testbed.File{"v": {Content: "1"}}})), api.StatusSucceeded)
+	mustStatus(t, a.deploy(a.bundle("v1", revision.Revision{Files: map[string]revision.File{"v": {Content: "1"}}})), api.StatusSucceeded)
 	evil := filepath.Join(a.dir, "evil.tgz")
 	victim := filepath.Join(a.dir, "victim")
 	f, _ := os.Create(evil)
@@ -286,7 +316,7 @@ func TestHostileBundleChangesNothing(t *testing.T) {
 func TestBrokenAppspecReportsEveryProblemBeforeChanges(t *testing.T) {
 	a := newAgent(t, nil)
 	spec := "version: 1.0\nos: windows\nfiles:\n  - source: app\nhooks:\n  BeforeInstall:\n    - location: missing.sh\n      timeout: forever\n"
-	d := a.deploy(a.bundle("bad", testbed.Revision{AppSpec: spec}))
+	d := a.deploy(a.bundle("bad", revision.Revision{AppSpec: spec}))
 	mustStatus(t, d, api.StatusFailed)
 	for _, w := range []string{"appspec.yml:1:", "appspec.yml:2:", "appspec.yml:4:", "appspec.yml:7:", "appspec.yml:8:"} {
 		if !strings.Contains(d.Error, w) {
@@ -300,7 +330,7 @@ func TestBrokenAppspecReportsEveryProblemBeforeChanges(t *testing.T) {
 
 func TestUnknownAppspecKeysAreWarningsInTheLog(t *testing.T) {
 	a := newAgent(t, nil)
-	r := testbed.Revision{Files: map[string]testbed.File{"v": {Content: "1"}}, Extra: "resources: []\n"}
+	r := revision.Revision{Files: map[string]revision.File{"v": {Content: "1"}}, Extra: "resources: []\n"}
 	d := a.deploy(a.bundle("v1", r))
 	mustStatus(t, d, api.StatusSucceeded)
 	if len(d.Warnings) != 1 || !strings.Contains(d.Warnings[0], `"resources"`) {
@@ -318,7 +348,7 @@ func TestRetentionOfReleasesAndHistory(t *testing.T) {
 	a := newAgent(t, func(c *config.Config) { c.Retention.KeepReleases = 2; c.Retention.KeepHistory = 3 })
 	var ids []string
 	for i := 1; i <= 4; i++ {
-		d := a.deploy(a.bundle(fmt.Sprintf("v%d", i), testbed.Revision{Files: map[string]testbed.File{"v": {Content: fmt.Sprint(i)}},
+		d := a.deploy(a.bundle(fmt.Sprintf("v%d", i), revision.Revision{Files: map[string]revision.File{"v": {Content: fmt.Sprint(i)}},
 			Hooks: map[string]string{"AfterInstall": "echo hi"}}))
 		mustStatus(t, d, api.StatusSucceeded)
 		ids = append(ids, d.ID)
@@ -336,9 +366,9 @@ func TestRetentionOfReleasesAndHistory(t *testing.T) {
 	}
 	// A failed deployment rolls back to v4: v4 (last good) must survive
 	// even though newer releases push it out of the window.
-	bad := a.deploy(a.bundle("bad", testbed.Revision{Files: map[string]testbed.File{"v": {Content: "bad"}}, Hooks: map[string]string{"ValidateService": "exit 1"}}))
+	bad := a.deploy(a.bundle("bad", revision.Revision{Files: map[string]revision.File{"v": {Content: "bad"}}, Hooks: map[string]string{"ValidateService": "exit 1"}}))
 	mustStatus(t, bad, api.StatusRolledBack)
-	d5 := a.deploy(a.bundle("v5", testbed.Revision{Files: map[string]testbed.File{"v": {Content: "5"}}}))
+	d5 := a.deploy(a.bundle("v5", revision.Revision{Files: map[string]revision.File{"v": {Content: "5"}}}))
 	mustStatus(t, d5, api.StatusSucceeded)
 	if _, err := os.Stat(filepath.Join(a.cfg.StateDir, "releases", d5.ID)); err != nil {
 		t.Errorf("current release pruned")

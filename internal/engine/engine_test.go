@@ -2,6 +2,7 @@ package engine_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -19,7 +20,8 @@ import (
 	"github.com/rollback-agent/rollback-agent/internal/journal"
 	"github.com/rollback-agent/rollback-agent/internal/releases"
 	"github.com/rollback-agent/rollback-agent/internal/source"
-	"github.com/rollback-agent/rollback-agent/internal/testbed"
+	"github.com/rollback-agent/rollback-agent/internal/testbed/revision"
+	"github.com/rollback-agent/rollback-agent/internal/testutil"
 )
 
 // agent is an engine over a real journal, real releases and real hooks,
@@ -116,7 +118,7 @@ func (a *agent) stop() {
 }
 
 // bundle writes r as a tgz and returns its path.
-func (a *agent) bundle(name string, r testbed.Revision) string {
+func (a *agent) bundle(name string, r revision.Revision) string {
 	a.t.Helper()
 	if r.Dest == "" && r.AppSpec == "" {
 		r.Dest = a.dest
@@ -147,22 +149,21 @@ func (a *agent) deploy(path string) *api.Deployment {
 	return a.wait(d.ID)
 }
 
+// wait waits for deployment id to end, from its journal record.
 func (a *agent) wait(id string) *api.Deployment {
 	a.t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for time.Now().Before(deadline) {
-		d, err := a.j.Deployment(id)
-		if err != nil {
-			a.t.Fatal(err)
+	var d *api.Deployment
+	testutil.WaitFor(a.t, time.Minute, "deployment "+id+" to end", func() error {
+		var err error
+		if d, err = a.j.Deployment(id); err != nil {
+			return testutil.Stop(err)
 		}
-		if d.Status.Terminal() {
-			return d
+		if !d.Status.Terminal() {
+			return fmt.Errorf("it is %s: %+v", d.Status, d)
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	d, _ := a.j.Deployment(id)
-	a.t.Fatalf("deployment %s did not end: %+v", id, d)
-	return nil
+		return nil
+	})
+	return d
 }
 
 func (a *agent) read(name string) string {

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/rollback-agent/rollback-agent/internal/api"
-	"github.com/rollback-agent/rollback-agent/internal/testbed"
+	"github.com/rollback-agent/rollback-agent/internal/testbed/revision"
 )
 
 // The traffic hooks run in CodeDeploy's order when a revision has them;
@@ -23,9 +23,9 @@ func TestTrafficHooksRunInOrder(t *testing.T) {
 	for _, ev := range events {
 		hooks[ev] = `echo "$LIFECYCLE_EVENT $ROLLBACK_AGENT_REVISION" >> ` + filepath.Join(a.out, "order")
 	}
-	mustStatus(t, a.deploy(a.bundle("v1", testbed.Revision{Files: map[string]testbed.File{"v": {Content: "1"}}, Hooks: hooks})), api.StatusSucceeded)
+	mustStatus(t, a.deploy(a.bundle("v1", revision.Revision{Files: map[string]revision.File{"v": {Content: "1"}}, Hooks: hooks})), api.StatusSucceeded)
 	os.Remove(filepath.Join(a.out, "order"))
-	mustStatus(t, a.deploy(a.bundle("v2", testbed.Revision{Files: map[string]testbed.File{"v": {Content: "2"}}, Hooks: hooks})), api.StatusSucceeded)
+	mustStatus(t, a.deploy(a.bundle("v2", revision.Revision{Files: map[string]revision.File{"v": {Content: "2"}}, Hooks: hooks})), api.StatusSucceeded)
 	got := strings.Split(strings.TrimSpace(a.read("order")), "\n")
 	want := []string{"BeforeBlockTraffic v1", "AfterBlockTraffic v1", "ApplicationStop v1", "BeforeInstall v2", "AfterInstall v2",
 		"ApplicationStart v2", "ValidateService v2", "BeforeAllowTraffic v2", "AfterAllowTraffic v2"}
@@ -39,8 +39,8 @@ func TestTrafficHooksRunInOrder(t *testing.T) {
 // for the revision being removed) and says so.
 func TestFailingApplicationStopOfTheFailedRevisionDoesNotStopTheRollback(t *testing.T) {
 	a := newAgent(t, nil)
-	mustStatus(t, a.deploy(a.bundle("v1", testbed.Revision{Files: map[string]testbed.File{"v": {Content: "1"}}})), api.StatusSucceeded)
-	d := a.deploy(a.bundle("v2", testbed.Revision{Files: map[string]testbed.File{"v": {Content: "2"}},
+	mustStatus(t, a.deploy(a.bundle("v1", revision.Revision{Files: map[string]revision.File{"v": {Content: "1"}}})), api.StatusSucceeded)
+	d := a.deploy(a.bundle("v2", revision.Revision{Files: map[string]revision.File{"v": {Content: "2"}},
 		Hooks: map[string]string{"ValidateService": "exit 1", "ApplicationStop": "echo stopping v2 fails; exit 3"}}))
 	mustStatus(t, d, api.StatusRolledBack)
 	if a.destFile("v") != "1" {
@@ -66,7 +66,7 @@ func TestScriptsOfOneEventShareTheEventBudget(t *testing.T) {
 	a.start()
 	spec := "version: 0.0\nos: linux\nfiles:\n  - source: app\n    destination: " + a.dest + "\nhooks:\n  BeforeInstall:\n" +
 		"    - location: scripts/one.sh\n    - location: scripts/two.sh\n"
-	rev := testbed.Revision{AppSpec: spec, Raw: map[string]testbed.File{
+	rev := revision.Revision{AppSpec: spec, Raw: map[string]revision.File{
 		"app/v":          {Content: "1"},
 		"scripts/one.sh": {Content: "#!/bin/sh\nsleep 1\n", Mode: 0o755},
 		"scripts/two.sh": {Content: "#!/bin/sh\nsleep 5\necho finished > " + filepath.Join(a.out, "two") + "\n", Mode: 0o755},

@@ -11,7 +11,8 @@ import (
 	"github.com/rollback-agent/rollback-agent/internal/api"
 	"github.com/rollback-agent/rollback-agent/internal/config"
 	"github.com/rollback-agent/rollback-agent/internal/engine/rung"
-	"github.com/rollback-agent/rollback-agent/internal/testbed"
+	"github.com/rollback-agent/rollback-agent/internal/testbed/revision"
+	"github.com/rollback-agent/rollback-agent/internal/testutil"
 )
 
 // watchedAgent is an agent whose one health check passes while the file
@@ -37,44 +38,37 @@ func watchedAgent(t *testing.T, window time.Duration, mutate func(*config.Config
 	return a, ok
 }
 
-func rev(v string) testbed.Revision {
-	return testbed.Revision{Files: map[string]testbed.File{"v": {Content: v}}}
+func rev(v string) revision.Revision {
+	return revision.Revision{Files: map[string]revision.File{"v": {Content: v}}}
 }
 
-// waitFor polls deployment id until its status is want, or fails.
+// waitFor waits until deployment id's status is want, or fails.
 func (a *agent) waitFor(id string, want api.DeploymentStatus) *api.Deployment {
 	a.t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		d, err := a.j.Deployment(id)
-		if err != nil {
-			a.t.Fatal(err)
+	var d *api.Deployment
+	testutil.WaitFor(a.t, 30*time.Second, fmt.Sprintf("deployment %s to be %s", id, want), func() error {
+		var err error
+		if d, err = a.j.Deployment(id); err != nil {
+			return testutil.Stop(err)
 		}
-		if d.Status == want {
-			return d
+		if d.Status != want {
+			return fmt.Errorf("it is %s: %s", d.Status, d.Error)
 		}
-		if time.Now().After(deadline) {
-			a.t.Fatalf("deployment %s is %s, want %s: %s", id, d.Status, want, d.Error)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	})
+	return d
 }
 
 // waitWatching waits until the open watch window is id's: the window
 // opens just after the record says succeeded.
 func (a *agent) waitWatching(id string) {
 	a.t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		got, _ := a.e.Watching()
-		if got == id {
-			return
+	testutil.WaitFor(a.t, 10*time.Second, "the watch window of "+id, func() error {
+		if got, _ := a.e.Watching(); got != id {
+			return fmt.Errorf("watching %q", got)
 		}
-		if time.Now().After(deadline) {
-			a.t.Fatalf("watching %q, want %s", got, id)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // A new deployment ends the previous one's watch window: only the newest

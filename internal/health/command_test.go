@@ -2,6 +2,7 @@ package health
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"strconv"
 	"strings"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/rollback-agent/rollback-agent/internal/config"
+	"github.com/rollback-agent/rollback-agent/internal/testutil"
 )
 
 func cmdCfg(timeout time.Duration, argv ...string) config.Check {
@@ -132,17 +134,12 @@ func firstNumber(t *testing.T, output string) int {
 // zombie: this machine's PID 1 may not reap orphans) within a second.
 func waitGroupGone(t *testing.T, pgid int) {
 	t.Helper()
-	deadline := time.Now().Add(time.Second)
-	for {
-		alive := liveGroupMembers(t, pgid)
-		if len(alive) == 0 {
-			return
+	testutil.WaitFor(t, time.Second, fmt.Sprintf("process group %d to be gone", pgid), func() error {
+		if alive := liveGroupMembers(t, pgid); len(alive) > 0 {
+			return fmt.Errorf("live members %v", alive)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("process group %d still has live members %v", pgid, alive)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 func liveGroupMembers(t *testing.T, pgid int) []int {

@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/rollback-agent/rollback-agent/internal/testutil"
 )
 
 // sampleSize records the largest size path reaches until stop is closed.
@@ -156,9 +158,9 @@ func TestLogCapWithoutInotify(t *testing.T) {
 	defer f.Close()
 	c := startLogCap(f, limit, false)
 	chunk := []byte(strings.Repeat("z", 32<<10))
-	deadline := time.Now().Add(5 * time.Second)
 	var written int64
-	for {
+	// Write until the monitor has cut the file back while we were writing.
+	testutil.WaitFor(t, 5*time.Second, "the timer to truncate the log", func() error {
 		if _, err := f.Write(chunk); err != nil {
 			t.Fatal(err)
 		}
@@ -167,14 +169,11 @@ func TestLogCapWithoutInotify(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if fi.Size() < written {
-			break // the monitor cut the file back while we were writing
+		if fi.Size() >= written {
+			return fmt.Errorf("the file is still %d bytes, all that was written", fi.Size())
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("file still %d bytes after 5s of writing; the timer never truncated it", fi.Size())
-		}
-		time.Sleep(time.Millisecond)
-	}
+		return nil
+	})
 	truncated, err := c.finish()
 	if err != nil || !truncated {
 		t.Fatalf("finish() = %v, %v; want true, nil", truncated, err)

@@ -22,6 +22,7 @@ import (
 	"github.com/rollback-agent/rollback-agent/internal/source"
 	"github.com/rollback-agent/rollback-agent/internal/source/release"
 	"github.com/rollback-agent/rollback-agent/internal/testbed"
+	"github.com/rollback-agent/rollback-agent/internal/testutil"
 )
 
 // manifestSpec builds manifest.json and manifest.json.minisig: a manifest
@@ -169,14 +170,17 @@ func runManifest(t *testing.T, bed *testbed.Bed, c *hostileCase, n int) result {
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- watcher.Run(runCtx) }()
+	// The outcome: a refusal in the state (not an outage), or a queued
+	// deployment. Without either in time, the checks below say so.
 	var st api.SourceState
-	for {
+	deadline, _ := ctx.Deadline()
+	waited := testutil.Poll(time.Until(deadline), func() error {
 		st = watcher.State()
-		if st.LastError != "" && !strings.Contains(st.Detail, "unreachable") || eng.submitted() > 0 || ctx.Err() != nil {
-			break
+		if st.LastError != "" && !strings.Contains(st.Detail, "unreachable") || eng.submitted() > 0 {
+			return nil
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return fmt.Errorf("state %+v", st)
+	})
 	stop()
 	if err := <-done; err != nil {
 		fail("%s: the watcher stopped: %v", c.name, err)
@@ -193,7 +197,7 @@ func runManifest(t *testing.T, bed *testbed.Bed, c *hostileCase, n int) result {
 	default:
 		r.got = "refused: " + st.LastError
 		if st.LastError == "" {
-			fail("%s: no refusal within the time (state %+v)", c.name, st)
+			fail("%s: no refusal within the time: %v", c.name, waited)
 		}
 		for _, m := range c.Expect.checkText(st.LastError, "") {
 			fail("%s: refusal %s: %s", c.name, m, st.LastError)

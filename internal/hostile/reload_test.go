@@ -2,6 +2,7 @@ package hostile
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/rollback-agent/rollback-agent/internal/api"
+	"github.com/rollback-agent/rollback-agent/internal/testutil"
 )
 
 // runReload is the running daemon's side of a config case: the file
@@ -65,17 +67,27 @@ func runReload(t *testing.T, h *host, c *hostileCase) result {
 }
 
 // waitReload polls agentctl status until ok, the agent exits, or 10s.
+// An answer that does not decode ends the wait with its error.
 func waitReload(h *host, ok func(api.Status) bool) (api.Status, error) {
-	deadline := time.Now().Add(10 * time.Second)
 	var st api.Status
-	for time.Now().Before(deadline) && !h.agent.Exited() {
-		res := h.ctl("status", "-o", "json")
-		if res.code == 0 && json.Unmarshal([]byte(res.stdout), &st) == nil && ok(st) {
-			return st, nil
+	err := testutil.Poll(10*time.Second, func() error {
+		if h.agent.Exited() {
+			return testutil.Stop(errors.New("the agent exited"))
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return st, fmt.Errorf("no reload outcome in agentctl status within 10s (config %+v)", st.Config)
+		res := h.ctl("status", "-o", "json")
+		if res.code != 0 {
+			return fmt.Errorf("agentctl status: exit %d: %s", res.code, res.stderr)
+		}
+		var now api.Status
+		if err := json.Unmarshal([]byte(res.stdout), &now); err != nil {
+			return testutil.Stop(fmt.Errorf("agentctl status -o json: %w\n%s", err, res.stdout))
+		}
+		if st = now; !ok(st) {
+			return fmt.Errorf("no reload outcome in agentctl status within 10s (config %+v)", st.Config)
+		}
+		return nil
+	})
+	return st, err
 }
 
 // panicLine is the "panic: ..." line of a crashed agent's output.

@@ -33,7 +33,7 @@ func runRequest(t *testing.T, h *host, c *hostileCase) result {
 	if err != nil {
 		t.Fatal(err)
 	}
-	req := rawRequest(expandPlaceholders(raw, h))
+	req := rawRequest(expandPlaceholders(t, raw, h))
 	status, body, err := roundTrip(h.socket, req)
 	if err != nil {
 		fail("%s: %v", c.name, err)
@@ -75,14 +75,17 @@ func runRequest(t *testing.T, h *host, c *hostileCase) result {
 
 // expandPlaceholders fills what a static file cannot know: a FIFO and
 // the sentinel root, and the id of a real deployment (for ids in paths).
-func expandPlaceholders(raw []byte, h *host) []byte {
+func expandPlaceholders(t *testing.T, raw []byte, h *host) []byte {
+	t.Helper()
 	s := string(raw)
 	s = strings.ReplaceAll(s, "{{fifo}}", filepath.Join(sentinelRoot, "fifo"))
 	s = strings.ReplaceAll(s, "{{sentinel}}", sentinelRoot)
 	if strings.Contains(s, "{{deployment}}") {
 		var list api.DeploymentList
 		res := h.ctl("history", "-o", "json")
-		_ = json.Unmarshal([]byte(res.stdout), &list)
+		if err := json.Unmarshal([]byte(res.stdout), &list); err != nil {
+			t.Fatalf("agentctl history -o json (exit %d): %v\n%s%s", res.code, err, res.stdout, res.stderr)
+		}
 		id := "d-none"
 		if len(list.Deployments) > 0 {
 			id = list.Deployments[0].ID

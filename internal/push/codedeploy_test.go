@@ -64,7 +64,9 @@ func TestPushCodeDeploy(t *testing.T) {
 	}
 	out = awsCLI(t, bed, "deploy", "get-deployment", "--deployment-id", res.CodeDeploy.DeploymentID, "--output", "json")
 	got.DeploymentInfo.OverrideAlarmConfiguration.Alarms = nil
-	json.Unmarshal(out, &got)
+	if err := json.Unmarshal(out, &got); err != nil {
+		t.Fatalf("get-deployment: %v\n%s", err, out)
+	}
 	if ev := got.DeploymentInfo.AutoRollbackConfiguration.Events; strings.Join(ev, ",") != "DEPLOYMENT_FAILURE" || len(got.DeploymentInfo.OverrideAlarmConfiguration.Alarms) != 0 {
 		t.Errorf("without alarms: %s", out)
 	}

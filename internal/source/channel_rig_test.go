@@ -24,6 +24,7 @@ import (
 	"github.com/rollback-agent/rollback-agent/internal/engine"
 	"github.com/rollback-agent/rollback-agent/internal/source/release"
 	"github.com/rollback-agent/rollback-agent/internal/testbed"
+	"github.com/rollback-agent/rollback-agent/internal/testutil"
 )
 
 // fakeEngine records what the watcher queues, with the bytes of the
@@ -238,45 +239,42 @@ func (r *rig) snapshot() []api.SourceState {
 // waitState waits for a reported state that satisfies ok.
 func (r *rig) waitState(what string, ok func(api.SourceState) bool) api.SourceState {
 	r.t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
+	var got api.SourceState
+	testutil.WaitFor(r.t, 30*time.Second, "a channel state "+what, func() error {
 		states := r.snapshot()
 		for i := len(states) - 1; i >= 0; i-- {
 			if ok(states[i]) {
-				return states[i]
+				got = states[i]
+				return nil
 			}
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	states := r.snapshot()
-	r.t.Fatalf("no channel state %s; last states: %+v", what, states[max(0, len(states)-3):])
-	return api.SourceState{}
+		return fmt.Errorf("last states: %+v", states[max(0, len(states)-3):])
+	})
+	return got
 }
 
 func (r *rig) waitSubmits(n int) []engine.Request {
 	r.t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		if s := r.eng.submitted(); len(s) >= n {
-			return s
+	var s []engine.Request
+	testutil.WaitFor(r.t, 30*time.Second, fmt.Sprintf("%d deployments queued", n), func() error {
+		if s = r.eng.submitted(); len(s) < n {
+			return fmt.Errorf("%d queued; states %+v", len(s), r.snapshot())
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	r.t.Fatalf("%d deployments queued, want %d; states %+v", len(r.eng.submitted()), n, r.snapshot())
-	return nil
+		return nil
+	})
+	return s
 }
 
 // settle waits for n more polls.
 func (r *rig) settle(n int) {
 	r.t.Helper()
 	want := r.polls() + n
-	deadline := time.Now().Add(30 * time.Second)
-	for r.polls() < want {
-		if time.Now().After(deadline) {
-			r.t.Fatalf("the watcher stopped polling")
+	testutil.WaitFor(r.t, 30*time.Second, fmt.Sprintf("%d more polls", n), func() error {
+		if got := r.polls(); got < want {
+			return fmt.Errorf("the watcher stopped polling at %d, want %d", got, want)
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 func hasErr(sub string) func(api.SourceState) bool {

@@ -18,6 +18,7 @@ import (
 	"github.com/rollback-agent/rollback-agent/internal/api"
 	"github.com/rollback-agent/rollback-agent/internal/bundle"
 	"github.com/rollback-agent/rollback-agent/internal/source/release"
+	"github.com/rollback-agent/rollback-agent/internal/testutil"
 )
 
 // inboxEngine is fakeEngine plus the event stream the inbox subscribes to.
@@ -114,16 +115,13 @@ func TestInboxVerifiesManifestsBesideBundles(t *testing.T) {
 			os.WriteFile(filepath.Join(dir, tc.name+".part"), good, 0o644)
 			os.Rename(filepath.Join(dir, tc.name+".part"), filepath.Join(dir, tc.name))
 			// Wait for the outcome: queued, or rejected with its reason.
-			deadline := time.Now().Add(10 * time.Second)
-			for time.Now().Before(deadline) {
+			testutil.WaitFor(t, 10*time.Second, tc.name+" to be queued or rejected", func() error {
 				if len(eng.submitted()) > 0 {
-					break
+					return nil
 				}
-				if _, err := os.Stat(filepath.Join(dir, dirRejected, tc.name+".reason")); err == nil {
-					break
-				}
-				time.Sleep(20 * time.Millisecond)
-			}
+				_, err := os.Stat(filepath.Join(dir, dirRejected, tc.name+".reason"))
+				return err
+			})
 			reqs := eng.submitted()
 			if tc.want != "" {
 				if len(reqs) != 1 || reqs[0].Revision != tc.want {

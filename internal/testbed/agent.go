@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/rollback-agent/rollback-agent/internal/client"
+	"github.com/rollback-agent/rollback-agent/internal/testutil"
 )
 
 // Agent is a rollback-agent process started from a built binary.
@@ -38,21 +39,25 @@ func StartAgent(bin, cfgPath, socket string, env []string) (*Agent, error) {
 // WaitReady waits until GET /v1/status answers 200, or the agent exits.
 func (a *Agent) WaitReady(ctx context.Context) error {
 	c := client.New(a.Socket)
-	for {
+	defer c.Close()
+	exited := false
+	err := pollCtx(ctx, func() error {
 		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
 		_, err := c.Status(cctx)
-		cancel()
-		if err == nil {
-			return nil
+		if err != nil && a.proc.exited() {
+			exited = true
+			return testutil.Stop(err)
 		}
-		if a.proc.exited() {
-			return fmt.Errorf("rollback-agent exited before it was ready (%v):\n%s", a.proc.err, a.Output())
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("rollback-agent not ready: %v\n%s", err, a.Output())
-		case <-time.After(50 * time.Millisecond):
-		}
+		return err
+	})
+	switch {
+	case err == nil:
+		return nil
+	case exited:
+		return fmt.Errorf("rollback-agent exited before it was ready (%v):\n%s", a.proc.err, a.Output())
+	default:
+		return fmt.Errorf("rollback-agent not ready: %v\n%s", err, a.Output())
 	}
 }
 

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/rollback-agent/rollback-agent/internal/testutil"
 )
 
 // This file is the machinery of the EBS data plane: sparse image files,
@@ -203,15 +205,18 @@ func unescapeMountinfo(s string) string {
 // that just exited may still hold it) and detaching it lazily as a last
 // resort so that teardown never leaves a mount behind.
 func unmount(dir string) error {
-	var err error
-	for range 20 {
-		if err = unix.Unmount(dir, 0); err == nil || errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOENT) {
+	err := testutil.Poll(500*time.Millisecond, func() error {
+		switch err := unix.Unmount(dir, 0); {
+		case err == nil || errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOENT):
 			return nil // EINVAL: not a mount point (anymore)
+		case errors.Is(err, unix.EBUSY):
+			return err
+		default:
+			return testutil.Stop(err)
 		}
-		if !errors.Is(err, unix.EBUSY) {
-			break
-		}
-		time.Sleep(25 * time.Millisecond)
+	})
+	if err == nil {
+		return nil
 	}
 	if lerr := unix.Unmount(dir, unix.MNT_DETACH); lerr == nil {
 		return nil

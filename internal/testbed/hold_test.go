@@ -1,6 +1,7 @@
 package testbed
 
 import (
+	"fmt"
 	"strconv"
 	"strings"
 	"testing"
@@ -9,6 +10,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+
+	"github.com/rollback-agent/rollback-agent/internal/testutil"
 )
 
 func progressOf(t *testing.T, s types.Snapshot) int {
@@ -67,13 +70,18 @@ func TestHoldSnapshots(t *testing.T) {
 	if n := len(describeByStatus(t, c, "completed", ids)); n != 0 {
 		t.Errorf("status=completed finds %d held snapshots", n)
 	}
-	time.Sleep(700 * time.Millisecond)
-	second := describeByStatus(t, c, "pending", ids)
-	if len(second) != 2 {
-		t.Fatalf("after 0.7s status=pending finds %d snapshots, want 2", len(second))
-	}
-	p1, p2 := progressOf(t, first[0]), progressOf(t, second[0])
-	if p2 <= p1 || p2 >= 100 {
+	p1, p2 := progressOf(t, first[0]), 0
+	testutil.WaitFor(t, 10*time.Second, "the held snapshots' progress to grow", func() error {
+		second := describeByStatus(t, c, "pending", ids)
+		if len(second) != 2 {
+			t.Fatalf("later, status=pending finds %d snapshots, want 2 (progress was %d%%)", len(second), p2)
+		}
+		if p2 = progressOf(t, second[0]); p2 <= p1 {
+			return fmt.Errorf("progress still %d%%", p2)
+		}
+		return nil
+	})
+	if p2 >= 100 {
 		t.Errorf("progress went %d%% → %d%%, want growth below 100%%", p1, p2)
 	}
 

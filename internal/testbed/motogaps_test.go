@@ -3,6 +3,7 @@ package testbed
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os/exec"
 	"slices"
 	"sort"
@@ -12,6 +13,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+
+	"github.com/rollback-agent/rollback-agent/internal/testutil"
 )
 
 func tag(k, v string) types.Tag { return types.Tag{Key: aws.String(k), Value: aws.String(v)} }
@@ -246,6 +249,45 @@ func TestFaultsOnInterceptedCalls(t *testing.T) {
 	_, err = c.DescribeReplaceRootVolumeTasks(ctx, &ec2.DescribeReplaceRootVolumeTasksInput{})
 	if errCode(err) != "RequestLimitExceeded" {
 		t.Errorf("throttled DescribeReplaceRootVolumeTasks: %v, want RequestLimitExceeded", err)
+	}
+}
+
+// FaultHold keeps a call in flight until the test releases it, then
+// forwards it: the answer is moto's.
+func TestFaultHoldForwardsOnRelease(t *testing.T) {
+	ctx := testCtx(t)
+	c := viaProxy()
+	release := make(chan struct{})
+	remove := bed.AWS.AddFault(Fault{Service: "ec2", Action: "DescribeAvailabilityZones", Kind: FaultHold, Release: release, Count: 1})
+	defer remove()
+	bed.AWS.ResetCounts()
+	type answer struct {
+		out *ec2.DescribeAvailabilityZonesOutput
+		err error
+	}
+	done := make(chan answer, 1)
+	go func() {
+		out, err := c.DescribeAvailabilityZones(ctx, &ec2.DescribeAvailabilityZonesInput{})
+		done <- answer{out, err}
+	}()
+	testutil.WaitFor(t, 10*time.Second, "the call to reach the proxy", func() error {
+		if n := bed.AWS.Count("ec2", "DescribeAvailabilityZones"); n != 1 {
+			return fmt.Errorf("%d calls seen", n)
+		}
+		return nil
+	})
+	select {
+	case a := <-done:
+		t.Fatalf("the held call returned before its release: %+v %v", a.out, a.err)
+	default:
+	}
+	close(release)
+	a := <-done
+	if a.err != nil || len(a.out.AvailabilityZones) == 0 {
+		t.Fatalf("after the release: %v, %d zones", a.err, len(a.out.AvailabilityZones))
+	}
+	if n := bed.AWS.Count("ec2", "DescribeAvailabilityZones"); n != 1 {
+		t.Errorf("%d calls seen, want the one held and forwarded", n)
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -19,6 +20,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/rollback-agent/rollback-agent/internal/testutil"
 )
 
 // process is a peer running as a child process in its own process group,
@@ -113,20 +116,40 @@ func freePort() (int, error) {
 // waitHTTP polls until check returns nil, the process exits, or ctx ends.
 func waitHTTP(ctx context.Context, p *process, check func(*http.Client) error) error {
 	hc := &http.Client{Timeout: time.Second}
-	var last error
-	for {
-		if last = check(hc); last == nil {
-			return nil
+	exited := false
+	err := pollCtx(ctx, func() error {
+		err := check(hc)
+		if err != nil && p.exited() {
+			exited = true
+			return testutil.Stop(err)
 		}
-		if p.exited() {
-			return fmt.Errorf("testbed: %s exited before it answered: %v\n%s", p.name, p.err, p.Output())
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("testbed: %s did not answer in time (%v)\n%s", p.name, last, p.Output())
-		case <-time.After(50 * time.Millisecond):
-		}
+		return err
+	})
+	switch {
+	case err == nil:
+		return nil
+	case exited:
+		return fmt.Errorf("testbed: %s exited before it answered: %v\n%s", p.name, p.err, p.Output())
+	default:
+		return fmt.Errorf("testbed: %s did not answer in time (%v)\n%s", p.name, err, p.Output())
 	}
+}
+
+// pollCtx is testutil.Poll bounded by ctx instead of a duration: it
+// returns try's last error once ctx ends.
+func pollCtx(ctx context.Context, try func() error) error {
+	maxWait := time.Duration(math.MaxInt64)
+	if dl, ok := ctx.Deadline(); ok {
+		maxWait = time.Until(dl)
+	}
+	var last error
+	return testutil.Poll(maxWait, func() error {
+		if ctx.Err() != nil && last != nil {
+			return testutil.Stop(last)
+		}
+		last = try()
+		return last
+	})
 }
 
 // RepoRoot finds the module root from the working directory (tests run in

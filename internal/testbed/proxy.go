@@ -44,6 +44,11 @@ const (
 	FaultLatency
 	// FaultErrorCode answers with an EC2-style error whose code is Code.
 	FaultErrorCode
+	// FaultHold holds the request until Release is closed (or the client
+	// gives up), then forwards it: a call in flight for exactly as long
+	// as the test needs to look at what happens meanwhile, where a
+	// latency would be a guess.
+	FaultHold
 )
 
 // Fault is one injection rule.
@@ -57,6 +62,8 @@ type Fault struct {
 	Count int
 	// Latency for FaultLatency.
 	Latency time.Duration
+	// Release ends the hold of FaultHold.
+	Release <-chan struct{}
 	// Code and Status for FaultErrorCode (Status defaults to 400).
 	Code   string
 	Status int
@@ -273,6 +280,12 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	case FaultLatency:
 		time.Sleep(f.Latency)
+	case FaultHold:
+		select {
+		case <-f.Release:
+		case <-r.Context().Done():
+			return
+		}
 	}
 	if h == nil {
 		if kind == FaultResetAfterUpstream {

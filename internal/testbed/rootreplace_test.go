@@ -1,6 +1,7 @@
 package testbed
 
 import (
+	"fmt"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -11,41 +12,9 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
-)
 
-// waitTask polls a replacement task until it is final and returns the
-// states it went through, in order.
-func waitTask(t *testing.T, c *ec2.Client, id string) []string {
-	t.Helper()
-	ctx := testCtx(t)
-	var seen []string
-	for {
-		out, err := c.DescribeReplaceRootVolumeTasks(ctx, &ec2.DescribeReplaceRootVolumeTasksInput{ReplaceRootVolumeTaskIds: []string{id}})
-		if err != nil {
-			t.Fatalf("DescribeReplaceRootVolumeTasks %s: %v (states so far %v)", id, err, seen)
-		}
-		if len(out.ReplaceRootVolumeTasks) != 1 {
-			t.Fatalf("DescribeReplaceRootVolumeTasks %s: %d tasks", id, len(out.ReplaceRootVolumeTasks))
-		}
-		task := out.ReplaceRootVolumeTasks[0]
-		st := string(task.TaskState)
-		if len(seen) == 0 || seen[len(seen)-1] != st {
-			seen = append(seen, st)
-		}
-		switch task.TaskState {
-		case types.ReplaceRootVolumeTaskStateSucceeded, types.ReplaceRootVolumeTaskStateFailed, types.ReplaceRootVolumeTaskStateFailedDetached:
-			if task.CompleteTime == nil {
-				t.Errorf("final task %s has no CompleteTime", id)
-			}
-			return seen
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("task %s not final: states %v", id, seen)
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
-}
+	"github.com/rollback-agent/rollback-agent/internal/testutil"
+)
 
 // rootMapping is the instance's root volume as DescribeInstances (through
 // the proxy) reports it; "" when none is attached.
@@ -63,18 +32,43 @@ func rootMapping(t *testing.T, c *ec2.Client, instanceID string) (vol string, de
 	return "", false
 }
 
-// recordRoot installs a callback that simulates the reboot as the e2e
-// tests do: the root filesystem mount moves to the new root's device.
-func recordRoot(t *testing.T, inst *Instance, rootMnt string) func() []RootReplacement {
-	var mu sync.Mutex
-	var got []RootReplacement
+// rootRecorder plays the reboot of a root replacement as the e2e tests
+// do (the root filesystem mount moves to the new root's device) and
+// records each replacement. The "boot" lasts until the test's poller has
+// seen the task in progress, as a poller of EC2 would during a real
+// reboot: no guess of how long a poll takes.
+type rootRecorder struct {
+	mu   sync.Mutex
+	got  []RootReplacement
+	seen map[string]chan struct{} // task id → closed once seen in progress
+}
+
+// inProgress is the channel closed once task id was seen in progress.
+func (r *rootRecorder) inProgress(id string) chan struct{} {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	ch, ok := r.seen[id]
+	if !ok {
+		ch = make(chan struct{})
+		r.seen[id] = ch
+	}
+	return ch
+}
+
+func recordRoot(t *testing.T, inst *Instance, rootMnt string) *rootRecorder {
+	rec := &rootRecorder{seen: map[string]chan struct{}{}}
 	bed.OnRootReplace(func(r RootReplacement) {
-		mu.Lock()
-		got = append(got, r)
-		mu.Unlock()
-		// The boot, long enough for pollers to see in-progress; EC2
-		// reboots failed replacements too.
-		defer time.Sleep(150 * time.Millisecond)
+		rec.mu.Lock()
+		rec.got = append(rec.got, r)
+		rec.mu.Unlock()
+		// The boot; EC2 reboots failed replacements too.
+		defer func() {
+			select {
+			case <-rec.inProgress(r.TaskID):
+			case <-time.After(30 * time.Second):
+				t.Errorf("task %s: no poll saw it in progress during the reboot", r.TaskID)
+			}
+		}()
 		if r.State != rootSucceeded || rootMnt == "" {
 			return
 		}
@@ -86,10 +80,63 @@ func recordRoot(t *testing.T, inst *Instance, rootMnt string) func() []RootRepla
 		}
 	})
 	t.Cleanup(func() { bed.OnRootReplace(nil) })
-	return func() []RootReplacement {
-		mu.Lock()
-		defer mu.Unlock()
-		return slices.Clone(got)
+	return rec
+}
+
+// calls returns the replacements seen so far.
+func (r *rootRecorder) calls() []RootReplacement {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.got)
+}
+
+// waitTask polls a replacement task until it is final and returns the
+// states it went through, in order.
+func (r *rootRecorder) waitTask(t *testing.T, c *ec2.Client, id string) []string {
+	t.Helper()
+	ctx := testCtx(t)
+	var seen []string
+	testutil.WaitFor(t, 30*time.Second, "task "+id+" to be final", func() error {
+		out, err := c.DescribeReplaceRootVolumeTasks(ctx, &ec2.DescribeReplaceRootVolumeTasksInput{ReplaceRootVolumeTaskIds: []string{id}})
+		if err != nil {
+			t.Fatalf("DescribeReplaceRootVolumeTasks %s: %v (states so far %v)", id, err, seen)
+		}
+		if len(out.ReplaceRootVolumeTasks) != 1 {
+			t.Fatalf("DescribeReplaceRootVolumeTasks %s: %d tasks", id, len(out.ReplaceRootVolumeTasks))
+		}
+		task := out.ReplaceRootVolumeTasks[0]
+		st := string(task.TaskState)
+		if len(seen) == 0 || seen[len(seen)-1] != st {
+			seen = append(seen, st)
+		}
+		switch task.TaskState {
+		case types.ReplaceRootVolumeTaskStateInProgress:
+			if ch := r.inProgress(id); !isClosed(ch) {
+				close(ch)
+			}
+		case types.ReplaceRootVolumeTaskStateSucceeded, types.ReplaceRootVolumeTaskStateFailed, types.ReplaceRootVolumeTaskStateFailedDetached:
+			if task.CompleteTime == nil {
+				t.Errorf("final task %s has no CompleteTime", id)
+			}
+			return nil
+		}
+		return fmt.Errorf("states so far %v", seen)
+	})
+	return seen
+}
+
+// waitTask is rootRecorder.waitTask for a task no callback plays.
+func waitTask(t *testing.T, c *ec2.Client, id string) []string {
+	t.Helper()
+	return (&rootRecorder{seen: map[string]chan struct{}{}}).waitTask(t, c, id)
+}
+
+func isClosed(ch chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
 	}
 }
 
@@ -112,7 +159,7 @@ func TestRootReplaceFromSnapshot(t *testing.T) {
 		t.Fatalf("CreateSnapshot: %v", err)
 	}
 	writeFile(t, release, "B")
-	calls := recordRoot(t, inst, rootMnt)
+	rec := recordRoot(t, inst, rootMnt)
 
 	in := &ec2.CreateReplaceRootVolumeTaskInput{InstanceId: aws.String(inst.Doc.InstanceID), SnapshotId: snap.SnapshotId, ClientToken: aws.String("tok-" + inst.Doc.InstanceID)}
 	out, err := c.CreateReplaceRootVolumeTask(ctx, in)
@@ -131,13 +178,13 @@ func TestRootReplaceFromSnapshot(t *testing.T) {
 		t.Fatalf("same ClientToken again: %v, task %v, want %s", err, again, id)
 	}
 
-	if states := waitTask(t, c, id); !slices.Equal(states, []string{"pending", "in-progress", "succeeded"}) {
+	if states := rec.waitTask(t, c, id); !slices.Equal(states, []string{"pending", "in-progress", "succeeded"}) {
 		t.Fatalf("task states %v, want pending, in-progress, succeeded (error: %v)", states, bed.RootReplaceError(id))
 	}
 	if err := bed.RootReplaceError(id); err != nil {
 		t.Errorf("task error: %v", err)
 	}
-	got := calls()
+	got := rec.calls()
 	if len(got) != 1 {
 		t.Fatalf("callback ran %d times", len(got))
 	}
@@ -198,7 +245,7 @@ func TestRootReplaceFromImage(t *testing.T) {
 		t.Fatalf("CreateImage: %v", err)
 	}
 	writeFile(t, filepath.Join(rootMnt, "release"), "later")
-	calls := recordRoot(t, inst, rootMnt)
+	rec := recordRoot(t, inst, rootMnt)
 	out, err := c.CreateReplaceRootVolumeTask(ctx, &ec2.CreateReplaceRootVolumeTaskInput{
 		InstanceId: aws.String(inst.Doc.InstanceID), ImageId: img.ImageId, DeleteReplacedRootVolume: aws.Bool(true),
 	})
@@ -209,10 +256,10 @@ func TestRootReplaceFromImage(t *testing.T) {
 	if aws.ToString(out.ReplaceRootVolumeTask.ImageId) != aws.ToString(img.ImageId) {
 		t.Errorf("task image %q", aws.ToString(out.ReplaceRootVolumeTask.ImageId))
 	}
-	if states := waitTask(t, c, id); states[len(states)-1] != "succeeded" {
+	if states := rec.waitTask(t, c, id); states[len(states)-1] != "succeeded" {
 		t.Fatalf("states %v (error %v)", states, bed.RootReplaceError(id))
 	}
-	r := calls()[0]
+	r := rec.calls()[0]
 	if r.ImageID != aws.ToString(img.ImageId) {
 		t.Errorf("callback image %q", r.ImageID)
 	}
@@ -238,7 +285,7 @@ func TestRootReplaceFailures(t *testing.T) {
 	if err != nil {
 		t.Fatalf("CreateSnapshot: %v", err)
 	}
-	calls := recordRoot(t, inst, "")
+	rec := recordRoot(t, inst, "")
 	for n, state := range []string{"failed", "failed-detached"} {
 		bed.FailNextRootReplace(state)
 		out, err := c.CreateReplaceRootVolumeTask(ctx, &ec2.CreateReplaceRootVolumeTaskInput{InstanceId: aws.String(inst.Doc.InstanceID), SnapshotId: snap.SnapshotId})
@@ -246,10 +293,10 @@ func TestRootReplaceFailures(t *testing.T) {
 			t.Fatalf("CreateReplaceRootVolumeTask: %v", err)
 		}
 		id := aws.ToString(out.ReplaceRootVolumeTask.ReplaceRootVolumeTaskId)
-		if states := waitTask(t, c, id); !slices.Equal(states, []string{"pending", "in-progress", state}) {
+		if states := rec.waitTask(t, c, id); !slices.Equal(states, []string{"pending", "in-progress", state}) {
 			t.Errorf("states %v, want pending, in-progress, %s", states, state)
 		}
-		r := calls()[n]
+		r := rec.calls()[n]
 		if r.State != state {
 			t.Errorf("callback told %q, want %q", r.State, state)
 		}

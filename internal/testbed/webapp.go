@@ -5,6 +5,8 @@ import (
 	"os"
 	"path/filepath"
 	"syscall"
+
+	bundlerev "github.com/rollback-agent/rollback-agent/internal/testbed/revision"
 )
 
 // WebApp is a small web service used by tests and the demo: python's
@@ -20,13 +22,13 @@ type WebApp struct {
 
 // Revision returns version of the app. validate replaces the
 // ValidateService check when not empty.
-func (w WebApp) Revision(version, validate string) Revision {
+func (w WebApp) Revision(version, validate string) bundlerev.Revision {
 	if validate == "" {
 		validate = fmt.Sprintf("curl -fsS http://127.0.0.1:%d/version.txt | grep -qx %s", w.Port, version)
 	}
-	return Revision{
+	return bundlerev.Revision{
 		Dest:  w.Dir,
-		Files: map[string]File{"version.txt": {Content: version + "\n"}, "static/logo.txt": {Content: "logo"}},
+		Files: map[string]bundlerev.File{"version.txt": {Content: version + "\n"}, "static/logo.txt": {Content: "logo"}},
 		Hooks: map[string]string{
 			"ApplicationStop": fmt.Sprintf("if [ -f %[1]s/web.pid ]; then kill $(cat %[1]s/web.pid) 2>/dev/null || true; rm -f %[1]s/web.pid; fi", w.Run),
 			"ApplicationStart": fmt.Sprintf("mkdir -p %[3]s\npython3 -m http.server %[1]d --bind 127.0.0.1 --directory %[2]s &\necho $! > %[3]s/web.pid\n"+

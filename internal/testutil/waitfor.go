@@ -2,7 +2,10 @@
 // the one way a test waits for something to become true.
 package testutil
 
-import "time"
+import (
+	"errors"
+	"time"
+)
 
 // TB is the part of testing.TB that WaitFor uses.
 type TB interface {
@@ -36,6 +39,10 @@ func Poll(maxWait time.Duration, try func() error) error {
 		if err == nil {
 			return nil
 		}
+		var stop stopError
+		if errors.As(err, &stop) {
+			return stop.err
+		}
 		if time.Now().After(deadline) {
 			return err
 		}
@@ -43,3 +50,14 @@ func Poll(maxWait time.Duration, try func() error) error {
 		delay = min(2*delay, 100*time.Millisecond)
 	}
 }
+
+// Stop wraps err so that Poll and WaitFor give up at once with it: for
+// a condition that can no longer come true (the process being waited on
+// exited) or an answer that does not decode, where waiting out maxWait
+// would only hide the cause.
+func Stop(err error) error { return stopError{err} }
+
+type stopError struct{ err error }
+
+func (s stopError) Error() string { return s.err.Error() }
+func (s stopError) Unwrap() error { return s.err }

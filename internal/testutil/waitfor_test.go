@@ -37,3 +37,21 @@ func TestWaitForFailsWithTheLastError(t *testing.T) {
 		t.Errorf("failure %q after %d tries", ft.failed, n)
 	}
 }
+
+func TestStopEndsTheWaitAtOnce(t *testing.T) {
+	var ft fakeT
+	n := 0
+	gone := errors.New("the process exited")
+	WaitFor(&ft, time.Hour, "a dead process", func() error {
+		if n++; n < 3 {
+			return errors.New("not yet")
+		}
+		return Stop(gone)
+	})
+	if n != 3 || ft.failed != "waiting 1h0m0s for a dead process: the process exited" {
+		t.Errorf("failure %q after %d tries", ft.failed, n)
+	}
+	if err := Poll(time.Hour, func() error { return Stop(fmt.Errorf("decode: %w", gone)) }); !errors.Is(err, gone) || err.Error() != "decode: the process exited" {
+		t.Errorf("Poll returned %v", err)
+	}
+}
