@@ -11,7 +11,7 @@ import (
 	"github.com/rollback-agent/rollback-agent/internal/config"
 	"github.com/rollback-agent/rollback-agent/internal/engine"
 	"github.com/rollback-agent/rollback-agent/internal/engine/rung"
-	"github.com/rollback-agent/rollback-agent/internal/testbed"
+	"github.com/rollback-agent/rollback-agent/internal/testbed/revision"
 )
 
 // The in-process crash matrix and ladder: the engine over a real journal,
@@ -63,7 +63,7 @@ func ladderAgent(t *testing.T, ladder ...api.RungName) (*agent, *fakeCheckpoints
 // appRev is revision v: its health file says health, and hooks (which
 // record their order) run the extra commands given per event.
 func (a *agent) appRev(v, health string, extra map[string]string) string {
-	return a.bundle(v, testbed.Revision{Files: map[string]testbed.File{"v": {Content: v}, "health": {Content: health}},
+	return a.bundle(v, revision.Revision{Files: map[string]revision.File{"v": {Content: v}, "health": {Content: health}},
 		Hooks: recordHooks(a.out, extra)})
 }
 
