@@ -245,9 +245,17 @@ func rungPrefix(s *api.Step) string {
 	return "[rollback: " + string(s.Rung) + "] "
 }
 
-func stepLine(s *api.Step) string {
-	mark := map[api.StepStatus]string{api.StepSucceeded: "ok  ", api.StepFailed: "FAIL", api.StepSkipped: "skip"}[s.Status]
-	line := fmt.Sprintf("%s  %s %s%-18s %6s", s.StartedAt.Local().Format(time.TimeOnly), mark, rungPrefix(s), s.Name, s.EndedAt.Sub(s.StartedAt).Round(time.Millisecond))
+func stepLine(s *api.Step) string { return stepLineAt(s, time.Now()) }
+
+// stepLineAt is one line of a step; a step still running shows how long
+// it has run by now (its record has no end yet).
+func stepLineAt(s *api.Step, now time.Time) string {
+	mark := map[api.StepStatus]string{api.StepSucceeded: "ok  ", api.StepFailed: "FAIL", api.StepSkipped: "skip", api.StepRunning: "... "}[s.Status]
+	took := s.EndedAt.Sub(s.StartedAt)
+	if s.EndedAt.IsZero() {
+		took = max(now.Sub(s.StartedAt), 0)
+	}
+	line := fmt.Sprintf("%s  %s %s%-18s %6s", s.StartedAt.Local().Format(time.TimeOnly), mark, rungPrefix(s), s.Name, took.Round(time.Millisecond))
 	if s.Revision != "" && s.Revision != "-" {
 		line += "  [" + s.Revision + "]"
 	}
