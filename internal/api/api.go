@@ -356,6 +356,9 @@ type Step struct {
 	Rung RungName `json:"rung,omitempty"`
 	// Effect is what the step does to the host (empty: EffectHost).
 	Effect StepEffect `json:"effect,omitempty"`
+	// Interrupted: the agent died while this step ran (recovery found it
+	// running). The engine counts these to stop a step that kills it.
+	Interrupted bool `json:"interrupted,omitempty"`
 }
 
 // ChangesHost reports whether the step may have changed the host, once

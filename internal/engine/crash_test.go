@@ -63,6 +63,15 @@ func (a *agent) dieAt(step string, r api.RungName, n int, at engine.StepPoint) {
 // same state, which recovers from the journal.
 func (a *agent) crash() {
 	a.t.Helper()
+	a.die()
+	a.killAt = nil
+	a.start()
+}
+
+// die waits for the engine to die where dieAt said and closes the
+// journal: the process is gone, nothing is started.
+func (a *agent) die() {
+	a.t.Helper()
 	select {
 	case <-a.killed:
 	case <-time.After(30 * time.Second):
@@ -70,13 +79,12 @@ func (a *agent) crash() {
 	}
 	a.j.Close()
 	a.cancel = nil // the old worker is parked for good: nothing to wait for
-	a.killAt = nil
-	a.start()
 }
 
 // rootImage is what the fake root volume holds: the journal, the
-// installed files and the host's own configuration (the file sys). Restoring it puts the journal back as it was when the
-// checkpoint was taken, as EC2's root replacement does.
+// installed files and the host's own configuration (the file sys).
+// Restoring it puts the journal back as it was when the checkpoint was
+// taken, as EC2's root replacement does.
 type rootImage struct {
 	Journal []byte            `json:"journal"`
 	Dest    map[string]string `json:"dest"`

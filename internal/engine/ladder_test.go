@@ -198,3 +198,43 @@ func (a *agent) newestOfKind(kind api.DeploymentKind) string {
 	a.t.Fatalf("no %s in the journal", kind)
 	return ""
 }
+
+// A step that kills the agent every time it runs (a hook doing
+// `kill -9 $PPID`) would be a crash loop: recovery starts a manual
+// rollback over, and the rollback runs the step again. After three deaths
+// in the same step the engine fails it instead of running it again, and
+// the operation ends; the step's record says why.
+func TestStepThatKeepsKillingTheAgentIsFailed(t *testing.T) {
+	a, _ := ladderAgent(t, rung.Revision)
+	mustStatus(t, a.deploy(a.appRev("v1", "ok", nil)), api.StatusSucceeded)
+	mustStatus(t, a.deploy(a.appRev("v2", "ok", nil)), api.StatusSucceeded)
+	a.stop()
+	a.dieAt("BeforeInstall", "", 1, engine.StepStarted)
+	a.start()
+	rb, err := a.e.Rollback("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for death := 1; death <= 3; death++ {
+		a.die()
+		if death < 3 {
+			a.dieAt("BeforeInstall", "", 1, engine.StepStarted)
+		} else {
+			a.killAt = nil
+		}
+		a.start()
+	}
+	got := mustStatus(t, a.wait(rb.ID), api.StatusNeedsOperator)
+	var bi []api.Step
+	for _, s := range got.Steps {
+		if s.Name == "BeforeInstall" {
+			bi = append(bi, s)
+		}
+	}
+	if len(bi) != 4 || bi[3].Interrupted || !strings.Contains(bi[3].Error, "the agent died 3 times while this step ran") {
+		t.Fatalf("BeforeInstall records: %+v", bi)
+	}
+	if !strings.Contains(got.Error, "step kills the agent") {
+		t.Errorf("error: %s", got.Error)
+	}
+}

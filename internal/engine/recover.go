@@ -85,6 +85,7 @@ func markInterrupted(d *api.Deployment) string {
 			s.Status = api.StepFailed
 			s.EndedAt = time.Now().UTC()
 			s.Error = "interrupted: the agent stopped or crashed during this step"
+			s.Interrupted = true
 			name = s.Name
 		}
 	}

@@ -70,6 +70,16 @@ func (e *Engine) setActive(d *api.Deployment) {
 // a detail line for the record. effect says what the step does to the
 // host; recovery reads it from the record.
 func (r *run) step(name string, effect api.StepEffect, revision string, rung api.RungName, fn func() (string, error)) error {
+	if deaths := r.deathsIn(name, revision, rung); deaths >= maxDeathsPerStep {
+		// This step kills the agent (a hook that kills its parent, a
+		// runaway that gets the agent OOM-killed): running it again would
+		// be a crash loop. It fails instead, and the deployment goes on
+		// from that failure like from any other.
+		fn = func() (string, error) {
+			return "", fmt.Errorf("%w: the agent died %d times while this step ran (each time recovery found it running); "+
+				"it is not run again: look at its log (`agentctl logs %s`) for what kills the agent", errKillsAgent, deaths, r.d.ID)
+		}
+	}
 	r.d.Steps = append(r.d.Steps, api.Step{Name: name, Status: api.StepRunning, StartedAt: time.Now().UTC(), Revision: revision, Rung: rung, Effect: effect})
 	i := len(r.d.Steps) - 1
 	r.save()
@@ -107,6 +117,26 @@ func (r *run) step(name string, effect api.StepEffect, revision string, rung api
 
 // errSkipped marks a step that had nothing to do.
 var errSkipped = errors.New("skipped")
+
+// maxDeathsPerStep is how many times the agent may die inside one step
+// (same name, revision and rung) before the step is failed rather than
+// run again.
+const maxDeathsPerStep = 3
+
+// errKillsAgent marks a step failed because it kept killing the agent.
+var errKillsAgent = errors.New("step kills the agent")
+
+// deathsIn counts the agent's deaths inside the step of that name,
+// revision and rung, from the record.
+func (r *run) deathsIn(name, revision string, rung api.RungName) int {
+	n := 0
+	for _, s := range r.d.Steps {
+		if s.Interrupted && s.Name == name && s.Revision == revision && s.Rung == rung {
+			n++
+		}
+	}
+	return n
+}
 
 // setStatus moves the record to a status that is not the end of it.
 func (r *run) setStatus(status api.DeploymentStatus) { r.transition(status, nil) }
