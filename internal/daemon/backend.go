@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"net/http"
 	"sync"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -170,7 +171,17 @@ func (d *Daemon) Deploy(_ context.Context, req api.DeployRequest) (*api.Deployme
 	if err != nil {
 		return nil, server.BadRequest(err)
 	}
-	return d.svc.engine.Submit(engine.Request{Source: src, Revision: req.Revision, Trigger: "api", IgnoreApplicationStopFailures: req.IgnoreApplicationStopFailures})
+	dep, err := d.svc.engine.Submit(engine.Request{Source: src, Revision: req.Revision, Trigger: "api", IgnoreApplicationStopFailures: req.IgnoreApplicationStopFailures})
+	return dep, engineErr(err)
+}
+
+// engineErr maps an engine that stopped taking work to 503: the agent
+// answers, but cannot do this until an operator acts.
+func engineErr(err error) error {
+	if errors.Is(err, engine.ErrStopped) {
+		return &server.Error{Status: http.StatusServiceUnavailable, Code: api.CodeUnavailable, Err: err}
+	}
+	return err
 }
 
 // Rollback implements server.Backend.
@@ -179,7 +190,7 @@ func (d *Daemon) Rollback(_ context.Context, req api.RollbackRequest) (*api.Depl
 	if errors.Is(err, engine.ErrNoTarget) {
 		return nil, server.Conflict(err)
 	}
-	return dep, err
+	return dep, engineErr(err)
 }
 
 // Deployments implements server.Backend.
@@ -189,6 +200,11 @@ func (d *Daemon) Deployments(limit int) ([]api.Deployment, error) {
 
 // Deployment implements server.Backend.
 func (d *Daemon) Deployment(id string) (*api.Deployment, error) {
+	// The operation in flight is newest in memory (after the journal
+	// failed, only there).
+	if op := d.svc.engine.Active(); op != nil && op.ID == id && d.engineFault() != nil {
+		return op, nil
+	}
 	dep, err := d.journal.Deployment(id)
 	if errors.Is(err, journal.ErrNotFound) {
 		return nil, server.NotFound(fmt.Errorf("no deployment %s (see agentctl history)", id))

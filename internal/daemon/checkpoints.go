@@ -44,7 +44,7 @@ func checkpointErr(err error) error {
 	case errors.Is(err, checkpoint.ErrProtected), errors.Is(err, engine.ErrNoCheckpoints):
 		return server.Conflict(err)
 	}
-	return err
+	return engineErr(err)
 }
 
 // Checkpoints implements server.Backend.

@@ -11,6 +11,7 @@ import (
 
 	"github.com/rollback-agent/rollback-agent/internal/api"
 	"github.com/rollback-agent/rollback-agent/internal/config"
+	"github.com/rollback-agent/rollback-agent/internal/engine"
 	"github.com/rollback-agent/rollback-agent/internal/journal"
 	"github.com/rollback-agent/rollback-agent/internal/version"
 )
@@ -185,7 +186,8 @@ func (d *Daemon) deploymentFacts() (cur, op, attention *api.Deployment) {
 		cur, _ = d.journal.Deployment(id)
 	}
 	// The newest finished deployment says whether someone must act.
-	if recent, err := d.journal.Deployments(10); err == nil {
+	// (Damaged records stop the engine, whose fault status shows.)
+	if recent, _ := d.journal.Deployments(10); recent != nil {
 		for i := range recent {
 			if !recent[i].Status.Terminal() {
 				continue
@@ -197,6 +199,15 @@ func (d *Daemon) deploymentFacts() (cur, op, attention *api.Deployment) {
 		}
 	}
 	return cur, op, attention
+}
+
+// engineFault is why the engine stopped taking work (nil: it works, or
+// it is not started yet).
+func (d *Daemon) engineFault() error {
+	if d.svc == nil || d.svc.engine == nil {
+		return nil
+	}
+	return d.svc.engine.Fault()
 }
 
 func ref(dep *api.Deployment) *api.RevisionRef {
@@ -224,6 +235,15 @@ func (d *Daemon) deploymentStatus(st *api.Status) {
 		if st.State == api.StateIdle {
 			st.State = api.StateBusy
 		}
+	}
+	if fault := d.engineFault(); fault != nil {
+		st.State = api.StateNeedsOperator
+		st.Operator = &api.OperatorAttention{What: "the agent stopped taking work: " + fault.Error(),
+			Next: engine.FaultHint(fault, d.cfg.Load().StateDir), Since: d.started.UTC()}
+		if op != nil {
+			st.Operator.DeploymentID = op.ID
+		}
+		return
 	}
 	if attention != nil && op == nil {
 		st.State = api.StateNeedsOperator

@@ -98,6 +98,8 @@ type Engine struct {
 	guards map[string]*guardState
 	// pruning: a checkpoint prune runs; pruneAgain: another was asked for.
 	pruning, pruneAgain bool
+	// fault, once set, stops the engine taking work (fault.go).
+	fault error
 
 	// jobs are rollbacks health asked for (watch window, boot); the worker
 	// runs them between queued operations.
@@ -148,6 +150,9 @@ func (e *Engine) Submit(req Request) (*api.Deployment, error) {
 	if req.Source.Type == "" || req.Source.Location == "" {
 		return nil, fmt.Errorf("engine: a deployment needs a source")
 	}
+	if err := e.refuse(); err != nil {
+		return nil, err
+	}
 	rev := req.Revision
 	if rev == "" {
 		rev = RevisionFromLocation(req.Source.Location)
@@ -170,6 +175,9 @@ func (e *Engine) Submit(req Request) (*api.Deployment, error) {
 // Rollback queues a manual rollback to the revision or deployment id in
 // to; empty means the newest good deployment before the current one.
 func (e *Engine) Rollback(to string) (*api.Deployment, error) {
+	if err := e.refuse(); err != nil {
+		return nil, err
+	}
 	target, err := e.rollbackTarget(to)
 	if err != nil {
 		return nil, err
@@ -235,10 +243,15 @@ func (e *Engine) Run(ctx context.Context) error {
 		e.o.Log.Error("finishing a root restore", zap.Error(err))
 	}
 	if err := e.recover(ctx); err != nil {
-		return err
+		e.setFault(err)
 	}
 	defer e.stopWatch()
 	for {
+		if e.Fault() != nil {
+			// Nothing more is taken; status says why.
+			<-ctx.Done()
+			return nil
+		}
 		select {
 		case j := <-e.jobs:
 			e.runJob(ctx, j)
@@ -247,7 +260,8 @@ func (e *Engine) Run(ctx context.Context) error {
 		}
 		d, err := e.nextQueued()
 		if err != nil {
-			e.o.Log.Error("read the queue", zap.Error(err))
+			e.setFault(fmt.Errorf("read the queue: %w", err))
+			continue
 		}
 		if d != nil {
 			e.execute(ctx, d)

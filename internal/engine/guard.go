@@ -36,6 +36,9 @@ func (e *Engine) Guard(ctx context.Context, label string) (*api.Deployment, erro
 	if e.o.Checkpoints == nil {
 		return nil, ErrNoCheckpoints
 	}
+	if err := e.refuse(); err != nil {
+		return nil, err
+	}
 	rev := ""
 	if cur := e.current(); cur != nil {
 		rev = cur.Revision

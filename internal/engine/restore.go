@@ -28,6 +28,9 @@ func (e *Engine) Restore(id string, root bool) (*api.Deployment, error) {
 	if e.o.Checkpoints == nil {
 		return nil, ErrNoCheckpoints
 	}
+	if err := e.refuse(); err != nil {
+		return nil, err
+	}
 	kind := api.KindRestore
 	if root {
 		kind = api.KindRestoreRoot

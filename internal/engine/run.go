@@ -41,11 +41,11 @@ const (
 	StepReboot      = "Reboot"
 )
 
-// save writes the record and tells subscribers. Journal failures are
-// logged: the deployment carries on, and the next save retries.
+// save writes the record. A record that cannot be written stops the
+// engine (fault.go): steps are not run without their intent on disk.
 func (r *run) save() {
 	if err := r.e.o.Journal.PutDeployment(r.d); err != nil {
-		r.log.Error("journal write failed", zap.Error(err))
+		r.e.setFault(fmt.Errorf("write the record of %s: %w", r.d.ID, err))
 	}
 	r.e.setActive(r.d)
 }
@@ -83,6 +83,10 @@ func (r *run) step(name string, effect api.StepEffect, revision string, rung api
 	r.d.Steps = append(r.d.Steps, api.Step{Name: name, Status: api.StepRunning, StartedAt: time.Now().UTC(), Revision: revision, Rung: rung, Effect: effect})
 	i := len(r.d.Steps) - 1
 	r.save()
+	if err := r.e.Fault(); err != nil {
+		// The intent is not on disk: the side effects must not happen.
+		fn = func() (string, error) { return "", r.e.refuse() }
+	}
 	// Each event gets its own copy of the step: subscribers encode it on
 	// their goroutines while this one goes on.
 	started := r.d.Steps[i]
@@ -177,7 +181,7 @@ func (r *run) transition(to api.DeploymentStatus, pointers map[string]string) {
 		return nil
 	})
 	if err != nil {
-		r.log.Error("journal write failed", zap.Error(err))
+		r.e.setFault(fmt.Errorf("write the status %s of %s: %w", to, r.d.ID, err))
 	}
 	r.e.setActive(r.d)
 	r.e.bus.publish(api.Event{Type: api.EventStatus, DeploymentID: r.d.ID, Status: to, Message: r.d.Error})
@@ -208,6 +212,10 @@ func (e *Engine) execute(ctx context.Context, d *api.Deployment) {
 		err = r.guard(ctx)
 	default:
 		err = r.deploy(ctx)
+	}
+	if r.e.Fault() != nil {
+		r.halt()
+		return
 	}
 	if ctx.Err() != nil {
 		// The agent is stopping: the record stays in flight and the next

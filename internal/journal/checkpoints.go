@@ -72,7 +72,7 @@ func (j *Journal) ReplaceCheckpoints(list []api.Checkpoint, since time.Time) err
 // Checkpoints returns the cached checkpoints, newest first.
 func (j *Journal) Checkpoints() ([]api.Checkpoint, error) {
 	var out []api.Checkpoint
-	err := j.db.View(func(tx *bolt.Tx) error {
+	err := j.view(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketCheckpoints).ForEach(func(_, v []byte) error {
 			var c api.Checkpoint
 			if err := json.Unmarshal(v, &c); err != nil {

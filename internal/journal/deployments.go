@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -48,7 +49,7 @@ type Tx struct{ tx *bolt.Tx }
 
 // Update runs fn in one write transaction.
 func (j *Journal) Update(fn func(*Tx) error) error {
-	if err := j.db.Update(func(tx *bolt.Tx) error { return fn(&Tx{tx: tx}) }); err != nil {
+	if err := j.update(func(tx *bolt.Tx) error { return fn(&Tx{tx: tx}) }); err != nil {
 		return fmt.Errorf("journal: %w", err)
 	}
 	return nil
@@ -98,12 +99,15 @@ func (j *Journal) PutDeployment(d *api.Deployment) error {
 // Deployment returns the deployment with id.
 func (j *Journal) Deployment(id string) (*api.Deployment, error) {
 	var d api.Deployment
-	err := j.db.View(func(tx *bolt.Tx) error {
+	err := j.view(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketDeployments).Get([]byte(id))
 		if b == nil {
 			return fmt.Errorf("deployment %s: %w", id, ErrNotFound)
 		}
-		return json.Unmarshal(b, &d)
+		if err := json.Unmarshal(b, &d); err != nil {
+			return fmt.Errorf("%w: deployment record %s does not decode: %w", ErrCorrupt, id, err)
+		}
+		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("journal: %w", err)
@@ -111,10 +115,25 @@ func (j *Journal) Deployment(id string) (*api.Deployment, error) {
 	return &d, nil
 }
 
-// Deployments returns up to limit deployments, newest first (limit <= 0: all).
+// DamagedError names records that do not decode. Deployments returns it
+// with the records that do.
+type DamagedError struct{ IDs []string }
+
+func (e *DamagedError) Error() string {
+	return fmt.Sprintf("deployment record(s) %s do not decode", strings.Join(e.IDs, ", "))
+}
+
+// Unwrap makes a damaged record an ErrCorrupt.
+func (e *DamagedError) Unwrap() error { return ErrCorrupt }
+
+// Deployments returns up to limit deployments, newest first (limit <= 0:
+// all). Records that do not decode are left out and named in a
+// *DamagedError, returned with the others: a list can still be shown, and
+// the engine, which must not guess, stops on it.
 func (j *Journal) Deployments(limit int) ([]api.Deployment, error) {
 	var out []api.Deployment
-	err := j.db.View(func(tx *bolt.Tx) error {
+	var damaged []string
+	err := j.view(func(tx *bolt.Tx) error {
 		deps := tx.Bucket(bucketDeployments)
 		c := tx.Bucket(bucketOrder).Cursor()
 		for k, id := c.Last(); k != nil; k, id = c.Prev() {
@@ -124,7 +143,8 @@ func (j *Journal) Deployments(limit int) ([]api.Deployment, error) {
 			}
 			var d api.Deployment
 			if err := json.Unmarshal(b, &d); err != nil {
-				return fmt.Errorf("decode deployment %s: %w", id, err)
+				damaged = append(damaged, string(id))
+				continue
 			}
 			out = append(out, d)
 			if limit > 0 && len(out) >= limit {
@@ -136,13 +156,16 @@ func (j *Journal) Deployments(limit int) ([]api.Deployment, error) {
 	if err != nil {
 		return nil, fmt.Errorf("journal: %w", err)
 	}
+	if len(damaged) > 0 {
+		return out, fmt.Errorf("journal: %w", &DamagedError{IDs: damaged})
+	}
 	return out, nil
 }
 
 // Pointer returns a pointer's value ("" when unset).
 func (j *Journal) Pointer(name string) (string, error) {
 	var v string
-	err := j.db.View(func(tx *bolt.Tx) error {
+	err := j.view(func(tx *bolt.Tx) error {
 		v = string(tx.Bucket(bucketPointers).Get([]byte(name)))
 		return nil
 	})

@@ -46,7 +46,11 @@ func Open(stateDir string, lockWait time.Duration) (*Journal, error) {
 	if lockWait <= 0 {
 		lockWait = 50 * time.Millisecond
 	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: lockWait})
+	var db *bolt.DB
+	err := safely(path, func() (err error) {
+		db, err = bolt.Open(path, 0o600, &bolt.Options{Timeout: lockWait})
+		return err
+	})
 	if err != nil {
 		if errors.Is(err, berrors.ErrTimeout) {
 			holder := "another process"
@@ -57,15 +61,24 @@ func Open(stateDir string, lockWait time.Duration) (*Journal, error) {
 			}
 			return nil, fmt.Errorf("journal: %s is held by %s; only one agent may use state dir %s: %w", path, holder, stateDir, ErrLocked)
 		}
+		if errors.Is(err, berrors.ErrInvalid) || errors.Is(err, berrors.ErrVersionMismatch) || errors.Is(err, berrors.ErrChecksum) {
+			err = fmt.Errorf("%w: %w", ErrCorrupt, err)
+		}
 		return nil, fmt.Errorf("journal: open %s: %w", path, err)
 	}
-	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range allBuckets() {
-			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
-				return err
+	if err := check(db, path); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("journal: %w", err)
+	}
+	err = safely(path, func() error {
+		return db.Update(func(tx *bolt.Tx) error {
+			for _, b := range allBuckets() {
+				if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+					return err
+				}
 			}
-		}
-		return nil
+			return nil
+		})
 	})
 	if err != nil {
 		db.Close()
@@ -94,7 +107,7 @@ func (j *Journal) Close() error {
 // GetMeta returns a value of the meta bucket ("" when absent).
 func (j *Journal) GetMeta(key string) (string, error) {
 	var out string
-	err := j.db.View(func(tx *bolt.Tx) error {
+	err := j.view(func(tx *bolt.Tx) error {
 		out = string(tx.Bucket(bucketMeta).Get([]byte(key)))
 		return nil
 	})
@@ -106,7 +119,7 @@ func (j *Journal) GetMeta(key string) (string, error) {
 
 // SetMeta stores a value in the meta bucket.
 func (j *Journal) SetMeta(key, value string) error {
-	err := j.db.Update(func(tx *bolt.Tx) error {
+	err := j.update(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketMeta).Put([]byte(key), []byte(value))
 	})
 	if err != nil {
