@@ -142,16 +142,25 @@ func (b *bench) b2(ctx context.Context) (row, error) {
 		return r, err
 	}
 	var rollback stats
+	var steps stepTimes
+	stopTrace, err := rg.startTrace()
+	if err != nil {
+		return r, err
+	}
+	defer stopTrace()
 	for range b.runs {
 		d, err := rg.run(ctx, "rollback", "--to", "v1")
 		if err != nil {
 			return r, err
 		}
 		rollback = append(rollback, took(d))
+		steps.add(d)
 		if _, err := rg.run(ctx, "rollback", "--to", "v2"); err != nil {
 			return r, err
 		}
 	}
+	stopTrace()
+	fmt.Fprintf(os.Stderr, "bench: B2: rollback steps (medians): %s\n", steps.all())
 	rg.close()
 	closed = true
 	// The baseline: v1 from S3 onto a clean host, each time.
@@ -180,7 +189,7 @@ func (b *bench) b2(ctx context.Context) (row, error) {
 	}
 	ratio := float64(fresh.median()) / float64(rollback.median())
 	r.baseline = "fresh deploy of v1 from S3: " + fresh.String()
-	r.measured = fmt.Sprintf("rollback %s: %.1f× faster", rollback, ratio)
+	r.measured = fmt.Sprintf("rollback %s: %.1f× faster; medians by step: %s", rollback, ratio, &steps)
 	r.verdict = verdict(ratio >= 10, fmt.Sprintf("%.1f×", ratio))
 	return r, nil
 }

@@ -23,8 +23,9 @@ func main() {
 	out := flag.String("out", "bench/results/latest.md", "where the table is written")
 	only := flag.String("only", "", "comma-separated scenario ids to run (default: all)")
 	runs := flag.Int("runs", 5, "repetitions of each measurement")
+	trace := flag.String("trace", "", "a command (split on spaces) run with the agent's pid appended while B2's rollbacks run, then sent SIGINT: e.g. 'strace -c -f -o /tmp/b2.strace -p' or 'perf record -g -o /tmp/b2.perf -p'")
 	flag.Parse()
-	if err := run(context.Background(), *bin, *out, *only, *runs); err != nil {
+	if err := run(context.Background(), *bin, *out, *only, *trace, *runs); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
@@ -36,6 +37,8 @@ type bench struct {
 	bin  string
 	dir  string
 	runs int
+	// trace is run against the agent around the measured operation.
+	trace string
 }
 
 // row is one line of the result table.
@@ -48,7 +51,7 @@ type scenario struct {
 	fn func(context.Context) (row, error)
 }
 
-func run(ctx context.Context, bin, out, only string, runs int) error {
+func run(ctx context.Context, bin, out, only, trace string, runs int) error {
 	bin, err := filepath.Abs(bin)
 	if err != nil {
 		return err
@@ -63,7 +66,7 @@ func run(ctx context.Context, bin, out, only string, runs int) error {
 		return err
 	}
 	defer bed.Close()
-	b := &bench{bed: bed, bin: bin, dir: dir, runs: runs}
+	b := &bench{bed: bed, bin: bin, dir: dir, runs: runs, trace: trace}
 	all := []scenario{{"B1", b.b1}, {"B2", b.b2}, {"B3", b.b3}, {"B4", b.b4}, {"B5", b.b5}, {"B6", b.b6}}
 	var rows []row
 	start := time.Now()
