@@ -28,14 +28,19 @@ type item struct {
 	// preexisting marks a directory that existed before and is not ours:
 	// it is neither recorded nor touched by permissions.
 	preexisting bool
-	acls        []string
-	context     *appspec.Context
+	// disk is what preflight found at Path (nil: nothing), so that
+	// cleanup does not lstat every path a second time.
+	disk    fs.FileInfo
+	acls    []string
+	context *appspec.Context
 }
 
 // plan is the ordered list of items and an index by destination.
 type plan struct {
 	items []*item
 	byDst map[string]*item
+	// afterChange is Options.afterChange.
+	afterChange func()
 }
 
 func (p *plan) add(it *item) error {
