@@ -137,7 +137,7 @@ func (e *Engine) onDisk() ([]*install.Manifest, []string, error) {
 		seen[id] = true
 		uniq = append(uniq, id)
 		for _, p := range []string{e.o.Releases.ManifestPath(id), e.o.Releases.PartialManifestPath(id)} {
-			m, err := install.ReadManifest(p)
+			m, err := e.o.Releases.ReadManifest(p)
 			if err != nil {
 				return nil, nil, err
 			}
@@ -171,8 +171,8 @@ func (e *Engine) install(ctx context.Context, rel *releases.Release) (string, er
 	if err != nil {
 		return "", err
 	}
-	if err := os.Rename(partial, e.o.Releases.ManifestPath(rel.ID)); err != nil {
-		return "", fmt.Errorf("install: commit manifest of %s: %w", rel.ID, err)
+	if err := e.o.Releases.CommitManifest(rel.ID, rep.Manifest); err != nil {
+		return "", err
 	}
 	if err := e.o.Journal.Update(func(t *journal.Tx) error {
 		if err := t.SetPointer(journal.PointerInstalled, rel.ID); err != nil {
