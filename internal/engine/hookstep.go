@@ -28,14 +28,12 @@ func LogFile(event, rung string) string {
 // rel nil (nothing installed yet) or no scripts: the step is skipped, as
 // CodeDeploy reports a no-op.
 func (r *run) hookStep(ctx context.Context, event string, rel *releases.Release, relID, rung string) error {
+	if detail, skip := hookSkip(event, rel); skip {
+		r.skipStep(event, revisionOf(rel), rung, detail)
+		return nil
+	}
 	return r.step(event, revisionOf(rel), rung, func() (string, error) {
-		if rel == nil {
-			return "no revision installed", errSkipped
-		}
 		scripts := rel.AppSpec.Hooks[event]
-		if len(scripts) == 0 {
-			return "no scripts", errSkipped
-		}
 		logDir := r.e.LogDir(r.d.ID)
 		if err := os.MkdirAll(logDir, 0o750); err != nil {
 			return "", fmt.Errorf("create log dir: %w", err)
