@@ -148,13 +148,15 @@ func Uninstall(ctx context.Context, previous []*Manifest) (*Report, error) {
 func preflight(p *plan, prev *merged, behavior string) (map[string]bool, error) {
 	skip := map[string]bool{}
 	var conflicts []string
+	ds := newDirStatter()
+	defer ds.close()
 	for _, it := range p.items {
-		fi, err := os.Lstat(it.Path)
-		if errors.Is(err, fs.ErrNotExist) {
-			continue
-		}
+		fi, err := ds.lstat(it.Path)
 		if err != nil {
-			return nil, fmt.Errorf("install: inspect %s: %w", it.Path, err)
+			return nil, err
+		}
+		if fi == nil {
+			continue
 		}
 		it.disk = fi
 		pe, owned := prev.get(it.Path)

@@ -112,18 +112,8 @@ func (p *plan) addDir(path string, idx int) error {
 }
 
 func (p *plan) addTree(srcRoot, dest, revDir string, idx int, digests map[string]bundle.Entry) error {
-	return filepath.WalkDir(srcRoot, func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if path == srcRoot {
-			return nil
-		}
+	return walkTree(srcRoot, func(path string, fi fs.FileInfo) error {
 		rel, _ := filepath.Rel(srcRoot, path)
-		fi, err := d.Info()
-		if err != nil {
-			return err
-		}
 		dst := filepath.Join(dest, rel)
 		if fi.IsDir() {
 			// CodeDeploy creates directories with mkdir (0755, the agent's
@@ -154,7 +144,10 @@ func newItem(src, dst, revDir string, idx int, fi fs.FileInfo, digests map[strin
 		it.Kind, it.Target, it.Mode = KindSymlink, t, 0o777
 	case fi.Mode().IsRegular():
 		it.Kind = KindFile
-		rel, _ := filepath.Rel(revDir, src)
+		rel, ok := strings.CutPrefix(src, revDir+"/")
+		if !ok {
+			rel, _ = filepath.Rel(revDir, src)
+		}
 		if e, ok := digests[filepath.ToSlash(rel)]; ok && e.SHA256 != "" && e.Size == fi.Size() {
 			it.SHA256 = e.SHA256
 		} else {
