@@ -61,6 +61,7 @@ func run(ctx context.Context, bin, out, only, trace string, runs int) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
+	load0 := loadavg()
 	bed, err := testbed.Start(ctx)
 	if err != nil {
 		return err
@@ -83,7 +84,21 @@ func run(ctx context.Context, bin, out, only, trace string, runs int) error {
 		fmt.Fprintf(os.Stderr, "bench: %s done in %s: %s\n", s.id, time.Since(t0).Round(time.Second), r.verdict)
 		rows = append(rows, r)
 	}
-	return report(rows, out, time.Since(start))
+	return report(rows, out, time.Since(start), load0)
+}
+
+// loadavg is the machine's 1, 5 and 15 minute load: a shared machine's
+// other work shows in every wall-clock figure.
+func loadavg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " ")
 }
 
 // verdict says whether a bar is met, and by how much it is missed.
@@ -94,15 +109,15 @@ func verdict(ok bool, missed string) string {
 	return "misses: " + missed
 }
 
-func report(rows []row, out string, took time.Duration) error {
+func report(rows []row, out string, took time.Duration, load0 string) error {
 	var b strings.Builder
 	mem := "unknown"
 	if m, err := os.ReadFile("/proc/meminfo"); err == nil {
 		mem = strings.TrimSpace(strings.TrimPrefix(strings.SplitN(string(m), "\n", 2)[0], "MemTotal:"))
 	}
-	fmt.Fprintf(&b, "# rollback-agent benchmarks\n\n%s UTC, nproc %d, memory %s, %s, %s/%s; whole run %s.\n"+
+	fmt.Fprintf(&b, "# rollback-agent benchmarks\n\n%s UTC, nproc %d, memory %s, %s, %s/%s; whole run %s; load average (1, 5, 15 min) %s at the start, %s at the end.\n"+
 		"Each figure is the median of the runs with (min–max, n); baselines ran in the same run on the same machine.\n\n",
-		time.Now().UTC().Format("2006-01-02 15:04"), runtime.NumCPU(), mem, runtime.Version(), runtime.GOOS, runtime.GOARCH, took.Round(time.Second))
+		time.Now().UTC().Format("2006-01-02 15:04"), runtime.NumCPU(), mem, runtime.Version(), runtime.GOOS, runtime.GOARCH, took.Round(time.Second), load0, loadavg())
 	b.WriteString("| id | what | baseline (same run) | measured | bar | verdict |\n|---|---|---|---|---|---|\n")
 	for _, r := range rows {
 		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s |\n", r.id, r.what, r.baseline, r.measured, r.bar, r.verdict)
