@@ -23,8 +23,9 @@ func main() {
 	out := flag.String("out", "bench/results/latest.md", "where the table is written")
 	only := flag.String("only", "", "comma-separated scenario ids to run (default: all)")
 	runs := flag.Int("runs", 5, "repetitions of each measurement")
+	trace := flag.String("trace", "", "a command (split on spaces) run with the agent's pid appended while B2's rollbacks run, then sent SIGINT: e.g. 'strace -c -f -o /tmp/b2.strace -p' or 'perf record -g -o /tmp/b2.perf -p'")
 	flag.Parse()
-	if err := run(context.Background(), *bin, *out, *only, *runs); err != nil {
+	if err := run(context.Background(), *bin, *out, *only, *trace, *runs); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
@@ -36,6 +37,8 @@ type bench struct {
 	bin  string
 	dir  string
 	runs int
+	// trace is run against the agent around the measured operation.
+	trace string
 }
 
 // row is one line of the result table.
@@ -48,7 +51,7 @@ type scenario struct {
 	fn func(context.Context) (row, error)
 }
 
-func run(ctx context.Context, bin, out, only string, runs int) error {
+func run(ctx context.Context, bin, out, only, trace string, runs int) error {
 	bin, err := filepath.Abs(bin)
 	if err != nil {
 		return err
@@ -58,12 +61,13 @@ func run(ctx context.Context, bin, out, only string, runs int) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
+	load0 := loadavg()
 	bed, err := testbed.Start(ctx)
 	if err != nil {
 		return err
 	}
 	defer bed.Close()
-	b := &bench{bed: bed, bin: bin, dir: dir, runs: runs}
+	b := &bench{bed: bed, bin: bin, dir: dir, runs: runs, trace: trace}
 	all := []scenario{{"B1", b.b1}, {"B2", b.b2}, {"B3", b.b3}, {"B4", b.b4}, {"B5", b.b5}, {"B6", b.b6}}
 	var rows []row
 	start := time.Now()
@@ -80,7 +84,21 @@ func run(ctx context.Context, bin, out, only string, runs int) error {
 		fmt.Fprintf(os.Stderr, "bench: %s done in %s: %s\n", s.id, time.Since(t0).Round(time.Second), r.verdict)
 		rows = append(rows, r)
 	}
-	return report(rows, out, time.Since(start))
+	return report(rows, out, time.Since(start), load0)
+}
+
+// loadavg is the machine's 1, 5 and 15 minute load: a shared machine's
+// other work shows in every wall-clock figure.
+func loadavg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " ")
 }
 
 // verdict says whether a bar is met, and by how much it is missed.
@@ -91,15 +109,15 @@ func verdict(ok bool, missed string) string {
 	return "misses: " + missed
 }
 
-func report(rows []row, out string, took time.Duration) error {
+func report(rows []row, out string, took time.Duration, load0 string) error {
 	var b strings.Builder
 	mem := "unknown"
 	if m, err := os.ReadFile("/proc/meminfo"); err == nil {
 		mem = strings.TrimSpace(strings.TrimPrefix(strings.SplitN(string(m), "\n", 2)[0], "MemTotal:"))
 	}
-	fmt.Fprintf(&b, "# rollback-agent benchmarks\n\n%s UTC, nproc %d, memory %s, %s, %s/%s; whole run %s.\n"+
+	fmt.Fprintf(&b, "# rollback-agent benchmarks\n\n%s UTC, nproc %d, memory %s, %s, %s/%s; whole run %s; load average (1, 5, 15 min) %s at the start, %s at the end.\n"+
 		"Each figure is the median of the runs with (min–max, n); baselines ran in the same run on the same machine.\n\n",
-		time.Now().UTC().Format("2006-01-02 15:04"), runtime.NumCPU(), mem, runtime.Version(), runtime.GOOS, runtime.GOARCH, took.Round(time.Second))
+		time.Now().UTC().Format("2006-01-02 15:04"), runtime.NumCPU(), mem, runtime.Version(), runtime.GOOS, runtime.GOARCH, took.Round(time.Second), load0, loadavg())
 	b.WriteString("| id | what | baseline (same run) | measured | bar | verdict |\n|---|---|---|---|---|---|\n")
 	for _, r := range rows {
 		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s |\n", r.id, r.what, r.baseline, r.measured, r.bar, r.verdict)

@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/rollback-agent/rollback-agent/internal/api"
@@ -132,6 +133,29 @@ func (r *rig) record(ctx context.Context, id string) (*api.Deployment, error) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	return nil, fmt.Errorf("deployment %s did not end", id)
+}
+
+// startTrace runs the bench's -trace command against the agent; the
+// returned function stops it (SIGINT, as a user's ^C) and waits for it to
+// write its report.
+func (r *rig) startTrace() (func(), error) {
+	if r.b.trace == "" {
+		return func() {}, nil
+	}
+	args := append(strings.Fields(r.b.trace), strconv.Itoa(r.agent.PID()))
+	cmd := exec.Command(args[0], args[1:]...)
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("trace %s: %w", r.b.trace, err)
+	}
+	time.Sleep(time.Second) // attached before the first operation
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			cmd.Process.Signal(os.Interrupt)
+			cmd.Wait()
+		})
+	}, nil
 }
 
 // took is the time a deployment ran, from the agent's own record.

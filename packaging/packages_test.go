@@ -48,6 +48,7 @@ func wantFiles(format string) map[string]file {
 		"/etc/rollback-agent/agent.yaml":                        {"-rw-r--r--", true},
 		"/usr/lib/rollback-agent":                               {"drwxr-xr-x", false},
 		"/usr/lib/rollback-agent/package-hook":                  {"-rwxr-xr-x", false},
+		"/usr/lib/rollback-agent/agentctl-aws":                  {"-rwxr-xr-x", false},
 		"/usr/share/doc/rollback-agent":                         {"drwxr-xr-x", false},
 		"/usr/share/doc/rollback-agent/instance-policy.json":    {"-rw-r--r--", false},
 		"/usr/share/doc/rollback-agent/workstation-policy.json": {"-rw-r--r--", false},

@@ -8,11 +8,12 @@ import (
 	"github.com/rollback-agent/rollback-agent/internal/client"
 )
 
-// Command returns agentctl's whole command tree for the documentation
-// generators (internal/docs). Its flags are bound to throwaway globals,
-// and it is never executed.
-func Command() *cobra.Command {
-	root := newRoot(&globals{stdout: io.Discard, stderr: io.Discard})
+// Command returns agentctl's whole command tree, with the commands more
+// adds (workstation.Command passes the workstation commands), for the
+// documentation generators (internal/docs). Its flags are bound to
+// throwaway globals, and it is never executed.
+func Command(more Commands) *cobra.Command {
+	root := newRoot(&globals{stdout: io.Discard, stderr: io.Discard}, more)
 	// The socket flag's default follows $ROLLBACK_AGENT_SOCKET when agentctl
 	// starts; the docs must not depend on the shell that generated them.
 	if f := root.PersistentFlags().Lookup("socket"); f != nil {

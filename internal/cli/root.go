@@ -74,6 +74,8 @@ type globals struct {
 	timeout time.Duration
 	stdout  io.Writer
 	stderr  io.Writer
+	// args is the command line, for handing it to HelperName whole.
+	args []string
 }
 
 func (g *globals) client() *client.Client { return client.New(g.socket) }
@@ -122,9 +124,20 @@ func checkpointBody(c *api.Checkpoint) any {
 }
 
 // Run is agentctl: cmd/agentctl's main calls it and exits with ExitCode.
+// The workstation commands are handed to HelperName (workstation.go).
 func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	g := &globals{stdout: stdout, stderr: stderr}
-	root := newRoot(g)
+	if len(args) > 1 && (args[0] == cobra.ShellCompRequestCmd || args[0] == cobra.ShellCompNoDescRequestCmd) && isWorkstation(args[1]) {
+		// Shell completion of a workstation command's flags.
+		return execHelper(args)
+	}
+	return RunWith(ctx, args, stdout, stderr, standIns)
+}
+
+// RunWith is agentctl with the commands more adds: HelperName's main
+// passes the workstation commands.
+func RunWith(ctx context.Context, args []string, stdout, stderr io.Writer, more Commands) error {
+	g := &globals{stdout: stdout, stderr: stderr, args: args}
+	root := newRoot(g, more)
 	root.SetArgs(args)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
@@ -184,7 +197,7 @@ func hintFor(err error, socket string) string {
 	return ""
 }
 
-func newRoot(g *globals) *cobra.Command {
+func newRoot(g *globals, more Commands) *cobra.Command {
 	root := &cobra.Command{
 		Use:           "agentctl",
 		Short:         "Control the rollback-agent on this host, and publish releases from a workstation",
@@ -209,6 +222,7 @@ func newRoot(g *globals) *cobra.Command {
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error {
 		return &exitError{code: ExitUsage, err: err}
 	})
-	root.AddCommand(newStatusCmd(g), newVersionCmd(g), newDeployCmd(g), newRollbackCmd(g), newHistoryCmd(g), newShowCmd(g), newLogsCmd(g), newCheckpointCmd(g), newRestoreInstanceCmd(g), newHealthCmd(g), newGuardCmd(g), newPushCmd(g), newReleasesCmd(g), newPromoteCmd(g), newKeygenCmd(g))
+	root.AddCommand(newStatusCmd(g), newVersionCmd(g), newDeployCmd(g), newRollbackCmd(g), newHistoryCmd(g), newShowCmd(g), newLogsCmd(g), newCheckpointCmd(g), newHealthCmd(g), newGuardCmd(g))
+	root.AddCommand(more(g)...)
 	return root
 }

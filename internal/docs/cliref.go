@@ -10,7 +10,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/cobra/doc"
 
-	"github.com/rollback-agent/rollback-agent/internal/cli"
+	"github.com/rollback-agent/rollback-agent/internal/cli/workstation"
 )
 
 // CLIDir holds one generated page per agentctl command.
@@ -39,7 +39,7 @@ func pageName(c *cobra.Command) string {
 // (under CLIDir) to content.
 func CLIPages() (map[string]string, error) {
 	pages := map[string]string{}
-	for _, c := range documented(cli.Command()) {
+	for _, c := range documented(workstation.Command()) {
 		var buf bytes.Buffer
 		if err := doc.GenMarkdownCustom(c, &buf, func(s string) string { return s }); err != nil {
 			return nil, fmt.Errorf("docs: %s: %w", c.CommandPath(), err)
@@ -53,7 +53,7 @@ func CLIPages() (map[string]string, error) {
 func CLIReference() string {
 	var b strings.Builder
 	b.WriteString("| command | what it does |\n|---|---|\n")
-	for _, c := range documented(cli.Command()) {
+	for _, c := range documented(workstation.Command()) {
 		if !c.HasParent() {
 			continue
 		}

@@ -29,14 +29,12 @@ func LogFile(event string, rung api.RungName) string {
 // rel nil (nothing installed yet) or no scripts: the step is skipped, as
 // CodeDeploy reports a no-op.
 func (r *run) hookStep(ctx context.Context, event string, rel *releases.Release, relID string, rung api.RungName) error {
+	if detail, skip := hookSkip(event, rel); skip {
+		r.skipStep(event, revisionOf(rel), rung, detail)
+		return nil
+	}
 	return r.step(event, api.EffectHost, revisionOf(rel), rung, func() (string, error) {
-		if rel == nil {
-			return "no revision installed", errSkipped
-		}
 		scripts := rel.AppSpec.Hooks[event]
-		if len(scripts) == 0 {
-			return "no scripts", errSkipped
-		}
 		logDir := r.e.LogDir(r.d.ID)
 		if err := os.MkdirAll(logDir, 0o750); err != nil {
 			return "", fmt.Errorf("create log dir: %w", err)
@@ -138,7 +136,7 @@ func (e *Engine) onDisk() ([]*install.Manifest, []string, error) {
 		seen[id] = true
 		uniq = append(uniq, id)
 		for _, p := range []string{e.o.Releases.ManifestPath(id), e.o.Releases.PartialManifestPath(id)} {
-			m, err := install.ReadManifest(p)
+			m, err := e.o.Releases.ReadManifest(p)
 			if err != nil {
 				return nil, nil, err
 			}
@@ -172,8 +170,8 @@ func (e *Engine) install(ctx context.Context, rel *releases.Release) (string, er
 	if err != nil {
 		return "", err
 	}
-	if err := os.Rename(partial, e.o.Releases.ManifestPath(rel.ID)); err != nil {
-		return "", fmt.Errorf("install: commit manifest of %s: %w", rel.ID, err)
+	if err := e.o.Releases.CommitManifest(rel.ID, rep.Manifest); err != nil {
+		return "", err
 	}
 	if err := e.o.Journal.Update(func(t *journal.Tx) error {
 		if err := t.SetPointer(journal.PointerInstalled, rel.ID); err != nil {

@@ -31,6 +31,10 @@ type Options struct {
 	Previous []*Manifest
 	// ManifestPath is where this Install's manifest is written.
 	ManifestPath string
+
+	// afterChange, for tests, runs after each change to the disk (a path
+	// removed, created or replaced): the crash tests stop there.
+	afterChange func()
 }
 
 // Report says what an Install did.
@@ -43,6 +47,8 @@ type Report struct {
 	Retained    int      `json:"retained"`
 	Bytes       int64    `json:"bytes"`
 	Warnings    []string `json:"warnings,omitempty"`
+	// Manifest is what Install wrote to Options.ManifestPath.
+	Manifest *Manifest `json:"-"`
 }
 
 func (r *Report) String() string {
@@ -92,6 +98,7 @@ func Install(ctx context.Context, o Options) (*Report, error) {
 	if err != nil {
 		return nil, fmt.Errorf("install: %w", err)
 	}
+	p.afterChange = o.afterChange
 	rep := &Report{}
 	warns, err := p.applyPermissions(o.Spec.Permissions)
 	rep.Warnings = warns
@@ -123,6 +130,7 @@ func Install(ctx context.Context, o Options) (*Report, error) {
 	if err := w.finish(); err != nil {
 		return rep, err
 	}
+	rep.Manifest = &Manifest{Entries: w.all}
 	return rep, nil
 }
 
@@ -140,14 +148,17 @@ func Uninstall(ctx context.Context, previous []*Manifest) (*Report, error) {
 func preflight(p *plan, prev *merged, behavior string) (map[string]bool, error) {
 	skip := map[string]bool{}
 	var conflicts []string
+	ds := newDirStatter()
+	defer ds.close()
 	for _, it := range p.items {
-		fi, err := os.Lstat(it.Path)
-		if errors.Is(err, fs.ErrNotExist) {
+		fi, err := ds.lstat(it.Path)
+		if err != nil {
+			return nil, err
+		}
+		if fi == nil {
 			continue
 		}
-		if err != nil {
-			return nil, fmt.Errorf("install: inspect %s: %w", it.Path, err)
-		}
+		it.disk = fi
 		pe, owned := prev.get(it.Path)
 		onDisk := kindOf(fi)
 		if owned && pe.Kind == onDisk {
@@ -226,19 +237,23 @@ func cleanup(ctx context.Context, prev *merged, p *plan, rep *Report) (map[strin
 			return keep, fmt.Errorf("install: cleanup interrupted: %w", err)
 		}
 		pe := prev.list[i]
-		os.Remove(pe.Path + tmpSuffix)
-		fi, err := os.Lstat(pe.Path)
-		if errors.Is(err, fs.ErrNotExist) {
-			continue
+		if pe.Pending {
+			// Only a path whose last record is the write-ahead one can
+			// have a temporary file left by a crash.
+			os.Remove(pe.Path + tmpSuffix)
 		}
+		it := p.byDst[pe.Path]
+		fi, err := p.lstat(it, pe.Path)
 		if err != nil {
-			return keep, fmt.Errorf("install: inspect %s: %w", pe.Path, err)
+			return keep, err
+		}
+		if fi == nil {
+			continue
 		}
 		onDisk := kindOf(fi)
 		if pe.Kind != onDisk {
 			continue // no longer what we installed: not ours to remove
 		}
-		it := p.byDst[pe.Path]
 		if it != nil && it.Kind != KindDir && unchanged(pe, it, fi) {
 			keep[pe.Path] = true
 			continue
@@ -264,8 +279,32 @@ func cleanup(ctx context.Context, prev *merged, p *plan, rep *Report) (map[strin
 			return keep, fmt.Errorf("install: remove %s: %w", pe.Path, err)
 		}
 		rep.Removed++
+		p.changed()
 	}
 	return keep, nil
+}
+
+// lstat is what is at path now: preflight's answer for a path of the
+// plan (nothing has touched it since), else a fresh lstat; nil when
+// nothing is there.
+func (p *plan) lstat(it *item, path string) (fs.FileInfo, error) {
+	if it != nil {
+		return it.disk, nil
+	}
+	fi, err := os.Lstat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("install: inspect %s: %w", path, err)
+	}
+	return fi, nil
+}
+
+func (p *plan) changed() {
+	if p.afterChange != nil {
+		p.afterChange()
+	}
 }
 
 func copyAll(ctx context.Context, p *plan, prev *merged, keep, skip map[string]bool, w *manifestWriter, rep *Report) error {
@@ -280,9 +319,7 @@ func copyAll(ctx context.Context, p *plan, prev *merged, keep, skip map[string]b
 			continue
 		case keep[it.Path]:
 			pe, _ := prev.get(it.Path)
-			if err := w.record(pe); err != nil {
-				return err
-			}
+			w.kept(pe)
 			rep.Kept++
 			continue
 		}
@@ -291,11 +328,12 @@ func copyAll(ctx context.Context, p *plan, prev *merged, keep, skip map[string]b
 		case KindDir:
 			err = installDir(it, prev, w, rep)
 		case KindFile, KindSymlink:
-			err = installFile(it, prev, w, rep)
+			err = installFile(p, it, prev, w, rep)
 		}
 		if err != nil {
 			return err
 		}
+		p.changed()
 		if it.ACL || it.SELinux {
 			withExtras = append(withExtras, it)
 		}
@@ -336,7 +374,7 @@ func installDir(it *item, prev *merged, w *manifestWriter, rep *Report) error {
 	return w.record(e)
 }
 
-func installFile(it *item, prev *merged, w *manifestWriter, rep *Report) error {
+func installFile(p *plan, it *item, prev *merged, w *manifestWriter, rep *Report) error {
 	_, owned := prev.get(it.Path)
 	if _, err := os.Lstat(it.Path); err == nil && !owned {
 		rep.Overwritten++
@@ -361,6 +399,7 @@ func installFile(it *item, prev *merged, w *manifestWriter, rep *Report) error {
 		}
 		rep.Bytes += n
 	}
+	p.changed()
 	if err := os.Rename(tmp, it.Path); err != nil {
 		os.Remove(tmp)
 		return fmt.Errorf("install: move %s into place: %w", it.Path, err)

@@ -117,14 +117,20 @@ func ReadManifest(path string) (*Manifest, error) {
 	return m, nil
 }
 
-// manifestWriter appends records with one write each, so a record is in
-// the file (page cache) before the path it names is created: after a
-// SIGKILL nothing on disk is unaccounted for.
+// manifestWriter keeps the manifest of an Install in progress. Its file
+// is a write-ahead log: a path's pending record is written (page cache)
+// before the path is created, so after a SIGKILL nothing on disk is
+// unaccounted for. Final records ride along with the next pending one,
+// and records of kept files are not logged at all: they are already in
+// the previous manifest, which the install intent keeps until this one
+// is complete. finish writes every record.
 type manifestWriter struct {
 	path string
 	f    *os.File
 	all  []Entry
 	idx  map[string]int
+	// buf holds the records not yet written to the log.
+	buf []byte
 }
 
 func newManifestWriter(path string) (*manifestWriter, error) {
@@ -135,20 +141,41 @@ func newManifestWriter(path string) (*manifestWriter, error) {
 	return &manifestWriter{path: path, f: f, idx: map[string]int{}}, nil
 }
 
+// record logs e; a pending record reaches the file before record returns.
 func (w *manifestWriter) record(e Entry) error {
 	b, err := json.Marshal(e)
 	if err != nil {
 		return err
 	}
-	if _, err := w.f.Write(append(b, '\n')); err != nil {
-		return fmt.Errorf("install: write manifest %s: %w", w.path, err)
+	w.buf = append(append(w.buf, b...), '\n')
+	w.remember(e)
+	if e.Pending {
+		return w.flush()
 	}
+	return nil
+}
+
+// kept remembers the record of a file left in place, for finish only.
+func (w *manifestWriter) kept(e Entry) { w.remember(e) }
+
+func (w *manifestWriter) remember(e Entry) {
 	if i, ok := w.idx[e.Path]; ok {
 		w.all[i] = e
 	} else {
 		w.idx[e.Path] = len(w.all)
 		w.all = append(w.all, e)
 	}
+}
+
+// flush writes the buffered records with one write.
+func (w *manifestWriter) flush() error {
+	if len(w.buf) == 0 {
+		return nil
+	}
+	if _, err := w.f.Write(w.buf); err != nil {
+		return fmt.Errorf("install: write manifest %s: %w", w.path, err)
+	}
+	w.buf = w.buf[:0]
 	return nil
 }
 
@@ -188,4 +215,9 @@ func (w *manifestWriter) finish() error {
 	return nil
 }
 
-func (w *manifestWriter) abort() { w.f.Close() }
+// abort ends a failed Install: the log keeps every record made so far,
+// for the next Install to clean up after.
+func (w *manifestWriter) abort() {
+	w.flush()
+	w.f.Close()
+}

@@ -27,14 +27,19 @@ type item struct {
 	// preexisting marks a directory that existed before and is not ours:
 	// it is neither recorded nor touched by permissions.
 	preexisting bool
-	acls        []string
-	context     *appspec.Context
+	// disk is what preflight found at Path (nil: nothing), so that
+	// cleanup does not lstat every path a second time.
+	disk    fs.FileInfo
+	acls    []string
+	context *appspec.Context
 }
 
 // plan is the ordered list of items and an index by destination.
 type plan struct {
 	items []*item
 	byDst map[string]*item
+	// afterChange is Options.afterChange.
+	afterChange func()
 }
 
 func (p *plan) add(it *item) error {
@@ -106,18 +111,8 @@ func (p *plan) addDir(path string, idx int) error {
 }
 
 func (p *plan) addTree(srcRoot, dest, revDir string, idx int, digests map[string]bundle.Entry) error {
-	return filepath.WalkDir(srcRoot, func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if path == srcRoot {
-			return nil
-		}
+	return walkTree(srcRoot, func(path string, fi fs.FileInfo) error {
 		rel, _ := filepath.Rel(srcRoot, path)
-		fi, err := d.Info()
-		if err != nil {
-			return err
-		}
 		dst := filepath.Join(dest, rel)
 		if fi.IsDir() {
 			// CodeDeploy creates directories with mkdir (0755, the agent's
@@ -148,7 +143,10 @@ func newItem(src, dst, revDir string, idx int, fi fs.FileInfo, digests map[strin
 		it.Kind, it.Target, it.Mode = KindSymlink, t, 0o777
 	case fi.Mode().IsRegular():
 		it.Kind = KindFile
-		rel, _ := filepath.Rel(revDir, src)
+		rel, ok := strings.CutPrefix(src, revDir+"/")
+		if !ok {
+			rel, _ = filepath.Rel(revDir, src)
+		}
 		if e, ok := digests[filepath.ToSlash(rel)]; ok && e.SHA256 != "" && e.Size == fi.Size() {
 			it.SHA256 = e.SHA256
 		} else {

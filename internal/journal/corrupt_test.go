@@ -74,7 +74,9 @@ func TestDamagedRecordIsNamed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketDeployments).Put([]byte("d-000000007"), []byte(`{"id":`)) })
+	db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketDeployments).Put([]byte("d-000000007"), []byte(`{"id":`))
+	})
 	db.Close()
 	j, err := Open(dir, 0)
 	if err != nil {

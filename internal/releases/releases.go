@@ -34,7 +34,8 @@ type Release struct {
 
 // Store is the releases directory.
 type Store struct {
-	dir string
+	dir   string
+	cache *fileCache
 }
 
 // Open returns the store under stateDir, creating it. It is world
@@ -48,7 +49,7 @@ func Open(stateDir string) (*Store, error) {
 	if err := os.Chmod(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("releases: chmod %s: %w", dir, err)
 	}
-	return &Store{dir: dir}, nil
+	return &Store{dir: dir, cache: &fileCache{}}, nil
 }
 
 // Dir is the directory of a release.
@@ -102,6 +103,7 @@ func (s *Store) Unpack(ctx context.Context, id, bundlePath string, lim bundle.Li
 		os.RemoveAll(dir)
 		return nil, err
 	}
+	s.rememberEntries(id, res.Entries)
 	return res, nil
 }
 
@@ -139,7 +141,12 @@ func (s *Store) Load(id string) (*Release, error) {
 }
 
 // Entries returns the digests of the release's files by relative path.
+// The map is shared: callers must not change it.
 func (s *Store) Entries(id string) (map[string]bundle.Entry, error) {
+	return s.entriesCached(id, func() (map[string]bundle.Entry, error) { return s.readEntries(id) })
+}
+
+func (s *Store) readEntries(id string) (map[string]bundle.Entry, error) {
 	var list []bundle.Entry
 	if err := readJSON(s.filesPath(id), &list); err != nil {
 		return nil, fmt.Errorf("releases: files of %s: %w", id, err)

@@ -13,9 +13,12 @@ type Binaries struct {
 	Dir      string
 	Agent    string // rollback-agent
 	Agentctl string
+	// AgentctlAWS is beside Agentctl, which runs it for the workstation
+	// commands.
+	AgentctlAWS string
 }
 
-// Build compiles cmd/agent and cmd/agentctl into a new world-readable
+// Build compiles cmd/agent, cmd/agentctl and cmd/agentctl-aws into a new world-readable
 // directory (tests run them as other users too). When the test binary is
 // built with -race, so are they, so end-to-end tests also look for races
 // in the daemon.
@@ -31,8 +34,8 @@ func Build(ctx context.Context) (Binaries, error) {
 	if err := os.Chmod(dir, 0o755); err != nil {
 		return Binaries{}, err
 	}
-	b := Binaries{Dir: dir, Agent: filepath.Join(dir, "rollback-agent"), Agentctl: filepath.Join(dir, "agentctl")}
-	for out, pkg := range map[string]string{b.Agent: "./cmd/agent", b.Agentctl: "./cmd/agentctl"} {
+	b := Binaries{Dir: dir, Agent: filepath.Join(dir, "rollback-agent"), Agentctl: filepath.Join(dir, "agentctl"), AgentctlAWS: filepath.Join(dir, "agentctl-aws")}
+	for out, pkg := range map[string]string{b.Agent: "./cmd/agent", b.Agentctl: "./cmd/agentctl", b.AgentctlAWS: "./cmd/agentctl-aws"} {
 		args := []string{"build", "-trimpath"}
 		if raceEnabled {
 			args = append(args, "-race")

@@ -61,14 +61,14 @@ func testPoliciesMatchTheCode(t *testing.T, p *Program) {
 // calls the product is known to make must be found, each in its binary.
 func testScanSeesTheKnownCalls(t *testing.T, p *Program) {
 	want := map[string][]string{
-		Module + "/cmd/agent":    {"ec2.CreateSnapshots", "ec2.CreateImage", "ec2.CreateReplaceRootVolumeTask", "ec2.DescribeSnapshots", "ec2.DescribeVolumes", "s3.GetObject", "cloudwatch.DescribeAlarms"},
-		Module + "/cmd/agentctl": {"ec2.RunInstances", "ec2.DescribeInstanceStatus", "ec2.AssociateAddress", "ec2.StopInstances"},
+		Module + "/cmd/agent":        {"ec2.CreateSnapshots", "ec2.CreateImage", "ec2.CreateReplaceRootVolumeTask", "ec2.DescribeSnapshots", "ec2.DescribeVolumes", "s3.GetObject", "cloudwatch.DescribeAlarms"},
+		Module + "/cmd/agentctl-aws": {"ec2.RunInstances", "ec2.DescribeInstanceStatus", "ec2.AssociateAddress", "ec2.StopInstances"},
 	}
 	notWant := map[string][]string{
 		// The daemon never launches or stops instances; agentctl never
 		// snapshots: the split between the two policies depends on it.
-		Module + "/cmd/agent":    {"ec2.RunInstances", "ec2.StopInstances"},
-		Module + "/cmd/agentctl": {"ec2.CreateSnapshots", "ec2.DeleteSnapshot"},
+		Module + "/cmd/agent":        {"ec2.RunInstances", "ec2.StopInstances"},
+		Module + "/cmd/agentctl-aws": {"ec2.CreateSnapshots", "ec2.DeleteSnapshot"},
 	}
 	for main, ops := range want {
 		calls, err := p.Calls(main)

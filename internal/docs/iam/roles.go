@@ -16,10 +16,11 @@ type Role struct {
 
 // Roles are the two identities of the product: the daemon on the instance
 // (its instance profile) and agentctl on a workstation (the operator's
-// credentials). agentctl on the instance only talks to the socket.
+// credentials). agentctl on the instance only talks to the socket; its
+// workstation commands, the ones that call AWS, are in agentctl-aws.
 func Roles() []Role {
 	return []Role{
 		{Name: "instance", Main: Module + "/cmd/agent", Policy: "packaging/iam/instance-policy.json"},
-		{Name: "workstation", Main: Module + "/cmd/agentctl", Policy: "packaging/iam/workstation-policy.json"},
+		{Name: "workstation", Main: Module + "/cmd/agentctl-aws", Policy: "packaging/iam/workstation-policy.json"},
 	}
 }

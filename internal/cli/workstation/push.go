@@ -1,4 +1,4 @@
-package cli
+package workstation
 
 import (
 	"context"
@@ -13,6 +13,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/rollback-agent/rollback-agent/internal/awsconf"
+	"github.com/rollback-agent/rollback-agent/internal/cli"
 	"github.com/rollback-agent/rollback-agent/internal/push"
 	"github.com/rollback-agent/rollback-agent/internal/source/release"
 )
@@ -46,31 +47,31 @@ func (a *awsFlags) clients(ctx context.Context) (push.Clients, error) {
 
 // workCtx bounds a workstation command by --timeout only when it was
 // given: an upload takes as long as the bundle and the link need.
-func (g *globals) workCtx(cmd *cobra.Command) (context.Context, context.CancelFunc) {
+func workCtx(g *cli.Globals, cmd *cobra.Command) (context.Context, context.CancelFunc) {
 	if cmd.Flags().Changed("timeout") {
-		return g.ctx(cmd.Context())
+		return g.Ctx(cmd.Context())
 	}
 	return context.WithCancel(cmd.Context())
 }
 
 // loadSignKey reads --sign-key, asking for the password of an encrypted
 // key on a terminal, or taking it from AGENTCTL_KEY_PASSWORD.
-func (g *globals) loadSignKey(path string) (*minisign.PrivateKey, error) {
+func loadSignKey(g *cli.Globals, path string) (*minisign.PrivateKey, error) {
 	if path == "" {
 		return nil, nil
 	}
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return nil, usageErr("--sign-key: %v", err)
+		return nil, cli.UsageErr("--sign-key: %v", err)
 	}
 	password := os.Getenv(keyPasswordEnv)
 	if minisign.IsEncrypted(b) && password == "" {
 		if !term.IsTerminal(int(os.Stdin.Fd())) {
-			return nil, usageErr("--sign-key %s is encrypted: set %s to its password", path, keyPasswordEnv)
+			return nil, cli.UsageErr("--sign-key %s is encrypted: set %s to its password", path, keyPasswordEnv)
 		}
-		fmt.Fprintf(g.stderr, "password for %s: ", path)
+		fmt.Fprintf(g.Stderr(), "password for %s: ", path)
 		pw, err := term.ReadPassword(int(os.Stdin.Fd()))
-		fmt.Fprintln(g.stderr)
+		fmt.Fprintln(g.Stderr())
 		if err != nil {
 			return nil, fmt.Errorf("read the password of %s: %w", path, err)
 		}
@@ -83,7 +84,7 @@ func (g *globals) loadSignKey(path string) (*minisign.PrivateKey, error) {
 	return &k, nil
 }
 
-func newPushCmd(g *globals) *cobra.Command {
+func newPushCmd(g *cli.Globals) *cobra.Command {
 	var o push.Options
 	var af awsFlags
 	var signKey string
@@ -104,36 +105,36 @@ func newPushCmd(g *globals) *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.Dir = args[0]
 			if (cd.Application == "") != (cd.DeploymentGroup == "") {
-				return usageErr("--codedeploy-app and --deployment-group go together")
+				return cli.UsageErr("--codedeploy-app and --deployment-group go together")
 			}
 			if len(cd.Alarms) > 0 && cd.Application == "" {
-				return usageErr("--alarm needs --codedeploy-app and --deployment-group")
+				return cli.UsageErr("--alarm needs --codedeploy-app and --deployment-group")
 			}
 			if cd.Application != "" {
 				o.CodeDeploy = &cd
 			}
-			key, err := g.loadSignKey(signKey)
+			key, err := loadSignKey(g, signKey)
 			if err != nil {
 				return err
 			}
 			o.Key = key
-			ctx, cancel := g.workCtx(cmd)
+			ctx, cancel := workCtx(g, cmd)
 			defer cancel()
 			clients, err := af.clients(ctx)
 			if err != nil {
 				return err
 			}
-			if isTerminal(g.stderr) && !g.json() {
-				o.Progress = g.stderr
+			if cli.IsTerminal(g.Stderr()) && !g.JSON() {
+				o.Progress = g.Stderr()
 			}
-			if !g.json() {
-				o.Log = g.stdout
+			if !g.JSON() {
+				o.Log = g.Stdout()
 			}
 			res, err := push.Push(ctx, clients, o)
 			if err != nil {
 				return err
 			}
-			return g.print(res, func(w io.Writer) {
+			return g.Print(res, func(w io.Writer) {
 				fmt.Fprintf(w, "pushed %s %s: s3://%s/%s\n", o.App, o.Version, res.Bucket, res.ManifestKey)
 			})
 		},

@@ -1,4 +1,4 @@
-package cli
+package workstation
 
 import (
 	"fmt"
@@ -6,10 +6,11 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/rollback-agent/rollback-agent/internal/cli"
 	"github.com/rollback-agent/rollback-agent/internal/push"
 )
 
-func newKeygenCmd(g *globals) *cobra.Command {
+func newKeygenCmd(g *cli.Globals) *cobra.Command {
 	var secret, public string
 	var force bool
 	cmd := &cobra.Command{
@@ -25,14 +26,14 @@ func newKeygenCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if g.json() {
-				return writeJSON(g.stdout, kp)
+			if g.JSON() {
+				return cli.WriteJSON(g.Stdout(), kp)
 			}
 			enc := "unencrypted: keep it in a secret store"
 			if kp.Encrypted {
 				enc = "encrypted with " + keyPasswordEnv
 			}
-			fmt.Fprintf(g.stdout, "secret key %s (%s)\npublic key %s (key id %s)\n\nagent.yaml:\ntrust:\n  public_keys: [%q]\n  require_signature: true\n",
+			fmt.Fprintf(g.Stdout(), "secret key %s (%s)\npublic key %s (key id %s)\n\nagent.yaml:\ntrust:\n  public_keys: [%q]\n  require_signature: true\n",
 				kp.SecretPath, enc, kp.PublicPath, kp.KeyID, kp.Public)
 			return nil
 		},

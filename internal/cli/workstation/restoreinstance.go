@@ -1,4 +1,4 @@
-package cli
+package workstation
 
 import (
 	"fmt"
@@ -9,11 +9,12 @@ import (
 
 	"github.com/rollback-agent/rollback-agent/internal/awsconf"
 	"github.com/rollback-agent/rollback-agent/internal/checkpoint"
+	"github.com/rollback-agent/rollback-agent/internal/cli"
 )
 
 // newRestoreInstanceCmd is workstation-side: it talks to AWS with the
 // caller's credentials, not to an agent.
-func newRestoreInstanceCmd(g *globals) *cobra.Command {
+func newRestoreInstanceCmd(g *cli.Globals) *cobra.Command {
 	var instance, image, eip, region string
 	var wait time.Duration
 	cmd := &cobra.Command{
@@ -25,7 +26,7 @@ func newRestoreInstanceCmd(g *globals) *cobra.Command {
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if instance == "" || image == "" {
-				return usageErr("--instance and --image are required")
+				return cli.UsageErr("--instance and --image are required")
 			}
 			ctx := cmd.Context()
 			cfg, err := awsconf.Load(ctx, region)
@@ -33,27 +34,27 @@ func newRestoreInstanceCmd(g *globals) *cobra.Command {
 				return err
 			}
 			if cfg.Region == "" {
-				return usageErr("no region: pass --region or set AWS_REGION")
+				return cli.UsageErr("no region: pass --region or set AWS_REGION")
 			}
 			res, err := checkpoint.ReplaceInstance(ctx, ec2.NewFromConfig(cfg), checkpoint.ReplaceInstanceRequest{
 				InstanceID: instance, ImageID: image, AllocationID: eip, Wait: wait,
 				Progress: func(s string) {
-					if !g.json() {
-						fmt.Fprintln(g.stderr, time.Now().Format(time.TimeOnly)+"  "+s)
+					if !g.JSON() {
+						fmt.Fprintln(g.Stderr(), time.Now().Format(time.TimeOnly)+"  "+s)
 					}
 				},
 			})
 			if err != nil {
 				return err
 			}
-			if g.json() {
-				return writeJSON(g.stdout, res)
+			if g.JSON() {
+				return cli.WriteJSON(g.Stdout(), res)
 			}
-			fmt.Fprintf(g.stdout, "instance   %s -> %s\nprivate IP %s -> %s\n", res.OldInstanceID, res.NewInstanceID, res.OldPrivateIP, res.NewPrivateIP)
+			fmt.Fprintf(g.Stdout(), "instance   %s -> %s\nprivate IP %s -> %s\n", res.OldInstanceID, res.NewInstanceID, res.OldPrivateIP, res.NewPrivateIP)
 			if res.AllocationID != "" {
-				fmt.Fprintf(g.stdout, "elastic IP %s (%s) now on %s\n", res.PublicIP, res.AllocationID, res.NewInstanceID)
+				fmt.Fprintf(g.Stdout(), "elastic IP %s (%s) now on %s\n", res.PublicIP, res.AllocationID, res.NewInstanceID)
 			}
-			fmt.Fprintf(g.stdout, "old instance %s: %s (kept; terminate it when you no longer need the way back)\n", res.OldInstanceID, res.OldState)
+			fmt.Fprintf(g.Stdout(), "old instance %s: %s (kept; terminate it when you no longer need the way back)\n", res.OldInstanceID, res.OldState)
 			return nil
 		},
 	}

@@ -1,4 +1,4 @@
-package cli
+package workstation
 
 import (
 	"fmt"
@@ -8,10 +8,11 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/rollback-agent/rollback-agent/internal/cli"
 	"github.com/rollback-agent/rollback-agent/internal/push"
 )
 
-func newReleasesCmd(g *globals) *cobra.Command {
+func newReleasesCmd(g *cli.Globals) *cobra.Command {
 	var af awsFlags
 	var bucket, prefix, app string
 	cmd := &cobra.Command{
@@ -19,7 +20,7 @@ func newReleasesCmd(g *globals) *cobra.Command {
 		Short: "List an app's uploaded versions and what each release channel points at",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx, cancel := g.workCtx(cmd)
+			ctx, cancel := workCtx(g, cmd)
 			defer cancel()
 			clients, err := af.clients(ctx)
 			if err != nil {
@@ -29,7 +30,7 @@ func newReleasesCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return g.print(l, func(w io.Writer) { printReleases(w, l) })
+			return g.Print(l, func(w io.Writer) { printReleases(w, l) })
 		},
 	}
 	cmd.Flags().StringVar(&bucket, "bucket", "", "S3 bucket of the releases (required)")
@@ -55,7 +56,7 @@ func printReleases(w io.Writer, l *push.Listing) {
 			signed = "yes"
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\n", r.Version, r.Manifest.CreatedAt.Format("2006-01-02 15:04:05Z"), r.Manifest.Size,
-			r.Manifest.SHA256[:12], signed, orDash(strings.Join(r.Channels, ",")))
+			r.Manifest.SHA256[:12], signed, cli.OrDash(strings.Join(r.Channels, ",")))
 	}
 	tw.Flush()
 	if len(l.Channels) > 0 {
@@ -72,7 +73,7 @@ func printReleases(w io.Writer, l *push.Listing) {
 	}
 }
 
-func newPromoteCmd(g *globals) *cobra.Command {
+func newPromoteCmd(g *cli.Globals) *cobra.Command {
 	var af awsFlags
 	var o push.PromoteOptions
 	var signKey string
@@ -84,12 +85,12 @@ func newPromoteCmd(g *globals) *cobra.Command {
 			"Sign the channel with --sign-key when the agents require signatures.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			key, err := g.loadSignKey(signKey)
+			key, err := loadSignKey(g, signKey)
 			if err != nil {
 				return err
 			}
 			o.Key = key
-			ctx, cancel := g.workCtx(cmd)
+			ctx, cancel := workCtx(g, cmd)
 			defer cancel()
 			clients, err := af.clients(ctx)
 			if err != nil {
@@ -99,7 +100,7 @@ func newPromoteCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return g.print(ch, func(w io.Writer) {
+			return g.Print(ch, func(w io.Writer) {
 				fmt.Fprintf(w, "channel %s of %s now at %s (sequence %d)\n", ch.Channel, ch.App, ch.Version, ch.Sequence)
 			})
 		},
