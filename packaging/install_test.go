@@ -86,7 +86,8 @@ func testInstallTwice(t *testing.T, root string, b built) {
 	env := []string{"ROOT=" + r, "SYSTEMCTL=" + filepath.Join(r, "usr/bin/systemctl"), "ROLLBACK_AGENT_SOCKET=" + agent.socket,
 		"ROLLBACK_AGENT_APPLICATION=demo"}
 	script := filepath.Join(root, "scripts/install.sh")
-	args := []string{"--package", b.rpm, "--channel", "s3://releases/apps/demo/channels/prod.json", "--ladder", "revision,volumes", "--package-managers", "--wait", "60"}
+	args := []string{"--package", b.rpm, "--channel", "s3://releases/apps/demo/channels/prod.json", "--ladder", "revision,volumes", "--package-managers", "--wait", "60",
+		"--alarm", "demo-Errors,it's down"}
 
 	_, log1, err := runErr(env, "", script, args...)
 	if err != nil {
@@ -109,6 +110,10 @@ func testInstallTwice(t *testing.T, root string, b built) {
 	if cfg.Application != "demo" || cfg.Sources.Channel != "s3://releases/apps/demo/channels/prod.json" ||
 		!cfg.Checkpoint.PackageManagers || strings.Join(cfg.Rollback.Ladder, ",") != "revision,volumes" {
 		t.Errorf("agent.yaml does not say what the options said: %+v", cfg)
+	}
+	if len(cfg.Health.Checks) != 1 || cfg.Health.Checks[0].CloudWatchAlarm == nil ||
+		strings.Join(cfg.Health.Checks[0].CloudWatchAlarm.AlarmNames, "|") != "demo-Errors|it's down" {
+		t.Errorf("agent.yaml does not check the alarms --alarm named: %+v", cfg.Health.Checks)
 	}
 
 	// sqlite rewrites the rpm database's shared-memory index (-shm) on a
