@@ -49,9 +49,9 @@ func (s *sim) templateData(ctx context.Context, id, name, version string) (*type
 	return pick.LaunchTemplateData, nil
 }
 
-// mergeTemplate adds a template's IamInstanceProfile, MetadataOptions and
-// BlockDeviceMappings to a RunInstances form where the form has none of
-// them; it reports whether it changed the form.
+// mergeTemplate adds a template's IamInstanceProfile and MetadataOptions
+// to a RunInstances form where the form has none of them (moto applies the
+// template's mappings itself); it reports whether it changed the form.
 func mergeTemplate(f url.Values, d *types.ResponseLaunchTemplateData) bool {
 	has := func(prefix string) bool {
 		for k := range f {
@@ -80,32 +80,6 @@ func mergeTemplate(f url.Values, d *types.ResponseLaunchTemplateData) bool {
 		set("MetadataOptions.HttpEndpoint", string(mo.HttpEndpoint))
 		if mo.HttpPutResponseHopLimit != nil {
 			set("MetadataOptions.HttpPutResponseHopLimit", strconv.Itoa(int(*mo.HttpPutResponseHopLimit)))
-		}
-	}
-	if len(d.BlockDeviceMappings) > 0 && !has("BlockDeviceMapping.") {
-		for i, m := range d.BlockDeviceMappings {
-			p := "BlockDeviceMapping." + strconv.Itoa(i+1) + "."
-			set(p+"DeviceName", aws.ToString(m.DeviceName))
-			if e := m.Ebs; e != nil {
-				if e.VolumeSize != nil {
-					set(p+"Ebs.VolumeSize", strconv.Itoa(int(*e.VolumeSize)))
-				}
-				set(p+"Ebs.VolumeType", string(e.VolumeType))
-				set(p+"Ebs.SnapshotId", aws.ToString(e.SnapshotId))
-				set(p+"Ebs.KmsKeyId", aws.ToString(e.KmsKeyId))
-				if e.Encrypted != nil {
-					set(p+"Ebs.Encrypted", strconv.FormatBool(*e.Encrypted))
-				}
-				if e.DeleteOnTermination != nil {
-					set(p+"Ebs.DeleteOnTermination", strconv.FormatBool(*e.DeleteOnTermination))
-				}
-				if e.Iops != nil {
-					set(p+"Ebs.Iops", strconv.Itoa(int(*e.Iops)))
-				}
-				if e.Throughput != nil {
-					set(p+"Ebs.Throughput", strconv.Itoa(int(*e.Throughput)))
-				}
-			}
 		}
 	}
 	return changed

@@ -83,8 +83,8 @@ func (s *sim) routes() []route {
 		{"DetachVolume", "", "data plane: refuse (IncorrectState) while the loop device is mounted; else remove the link and the loop device", &hooks{Before: s.beforeDetachVolume, After: s.afterDetachVolume}},
 		{"DeleteVolume", "", "data plane: drop the volume's image", &hooks{After: s.afterDeleteVolume}},
 		{"RunInstances",
-			"from a launch template, only its image, type, key, security groups, user data and instance tags are applied: its IamInstanceProfile, MetadataOptions and BlockDeviceMappings are dropped",
-			"the proxy adds those three to the request from the template's version, where the request does not set them (as EC2 merges a template with the request)",
+			"from a launch template, its IamInstanceProfile and MetadataOptions are dropped (the image, type, key, security groups, user data, mappings and instance tags are applied)",
+			"the proxy adds those two to the request from the template's version, where the request does not set them (as EC2 merges a template with the request)",
 			&hooks{Before: s.beforeRunInstances}},
 	}
 }
