@@ -92,17 +92,42 @@ type enforcer struct {
 	iam    *iam.Client
 	signer *v4.Signer
 
-	mu    sync.Mutex
-	byKey map[string]*Principal
+	mu      sync.Mutex
+	byKey   map[string]*Principal
+	decided map[string]int // "ec2:CreateSnapshots allow" → count
 }
 
 func newEnforcer(b *Bed) *enforcer {
 	return &enforcer{
-		b:      b,
-		iam:    iam.New(iam.Options{Region: Region, BaseEndpoint: aws.String(b.Moto.URL), Credentials: b.credentials()}),
-		signer: v4.NewSigner(),
-		byKey:  map[string]*Principal{},
+		b:       b,
+		iam:     iam.New(iam.Options{Region: Region, BaseEndpoint: aws.String(b.Moto.URL), Credentials: b.credentials()}),
+		signer:  v4.NewSigner(),
+		byKey:   map[string]*Principal{},
+		decided: map[string]int{},
 	}
+}
+
+// count records a decision.
+func (e *enforcer) count(action string, d iamauth.Decision) {
+	e.mu.Lock()
+	e.decided[action+" "+d.String()]++
+	e.mu.Unlock()
+}
+
+// IAMDecisions returns how often the bed decided each action itself, by
+// "ACTION allow" or "ACTION implicit deny": a test proves with it that its
+// calls were judged, not waved through.
+func (b *Bed) IAMDecisions() map[string]int {
+	out := map[string]int{}
+	if b.enf == nil {
+		return out
+	}
+	b.enf.mu.Lock()
+	defer b.enf.mu.Unlock()
+	for k, v := range b.enf.decided {
+		out[k] = v
+	}
+	return out
 }
 
 func (e *enforcer) register(p *Principal) {
@@ -251,7 +276,7 @@ func (e *enforcer) authorize(r *http.Request, body []byte, op Op) (*reply, bool,
 		// a route that edits the request (motogaps.go) breaks the
 		// signature, which moto checks with IAM enforced. Any other key
 		// is moto's to refuse.
-		if m[1] == e.b.creds.AccessKeyID && op.Service == "ec2" {
+		if m[1] == e.b.creds.AccessKeyID && (op.Service == "ec2" || (op.Service == "s3" && encodedQuery(r))) {
 			return nil, true, nil
 		}
 		return nil, false, nil
@@ -276,12 +301,14 @@ func (e *enforcer) authorize(r *http.Request, body []byte, op Op) (*reply, bool,
 		form, _ := url.ParseQuery(string(body))
 		reqs = e.cloudwatchRequests(p, op.Action, form)
 	case "s3":
-		if r.Method == http.MethodGet || r.Method == http.MethodHead {
-			if strings.HasSuffix(op.Action, " object") {
-				return nil, false, e.s3NotFound(p, r)
-			}
+		// moto enforces S3 itself, on the caller's signature: signed
+		// again (with the caller's own keys) only where moto would
+		// misread it (motoS3Signature).
+		var after func(*call, *reply) *reply
+		if (r.Method == http.MethodGet || r.Method == http.MethodHead) && strings.HasSuffix(op.Action, " object") {
+			after = e.s3NotFound(p, r)
 		}
-		return nil, false, nil
+		return nil, encodedQuery(r), after
 	default:
 		return nil, false, nil
 	}
@@ -298,6 +325,7 @@ func (e *enforcer) authorize(r *http.Request, body []byte, op Op) (*reply, bool,
 		if err != nil {
 			return internalError("IAM enforcement of "+op.String(), err), false, nil
 		}
+		e.count(rq.Action, d)
 		if d != iamauth.Allow {
 			return deniedReply(op, rq, d), false, nil
 		}
@@ -340,7 +368,9 @@ func xmlEscape(s string) string {
 	return strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;", `"`, "&quot;").Replace(s)
 }
 
-// sign signs an upstream request as the bed's administrator, for the
+// sign signs an upstream request again: an EC2 or CloudWatch request as
+// the bed's administrator (the bed decided it), an S3 request with the
+// caller's own keys in the form moto checks (motoS3Signature), for the
 // service and region of its original signature.
 func (e *enforcer) sign(req *http.Request, body []byte) error {
 	svc, region := "ec2", Region
@@ -349,6 +379,15 @@ func (e *enforcer) sign(req *http.Request, body []byte) error {
 	}
 	if m := regexp.MustCompile(`Credential=[^/]+/[0-9]+/([^/]+)/`).FindStringSubmatch(req.Header.Get("Authorization")); m != nil {
 		region = m[1]
+	}
+	if svc == "s3" {
+		creds := e.b.creds
+		if m := accessKeyRE.FindStringSubmatch(req.Header.Get("Authorization")); m != nil {
+			if p := e.lookup(m[1]); p != nil {
+				creds = p.Creds
+			}
+		}
+		return motoS3Signature(req, body, creds, region, time.Now())
 	}
 	for _, h := range []string{"Authorization", "X-Amz-Date", "X-Amz-Security-Token", "X-Amz-Content-Sha256"} {
 		req.Header.Del(h)
@@ -399,6 +438,7 @@ func (e *enforcer) s3NotFound(p *Principal, r *http.Request) func(*call, *reply)
 		if err != nil {
 			return internalError("IAM enforcement of s3:ListBucket", err)
 		}
+		e.count(rq.Action, d)
 		if d == iamauth.Allow {
 			return rep
 		}

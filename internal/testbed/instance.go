@@ -110,8 +110,13 @@ func (b *Bed) NewInstance(ctx context.Context, o InstanceOptions) (*Instance, er
 	if len(tags) > 0 {
 		in.TagSpecifications = []types.TagSpecification{{ResourceType: types.ResourceTypeInstance, Tags: tags}}
 	}
+	// The IMDS mock answers IMDSv2 only: EC2's record of the instance says
+	// so too, as for an AMI marked ImdsSupport v2.0 (HttpTokens required,
+	// hop limit 2).
+	in.MetadataOptions = &types.InstanceMetadataOptionsRequest{HttpTokens: types.HttpTokensStateRequired, HttpPutResponseHopLimit: aws.Int32(2), HttpEndpoint: types.InstanceMetadataEndpointStateEnabled}
 	launcher := c
 	if o.LaunchTemplateID != "" {
+		in.MetadataOptions = nil // the template's
 		in.LaunchTemplate = &types.LaunchTemplateSpecification{LaunchTemplateId: aws.String(o.LaunchTemplateID)}
 		in.ImageId, in.InstanceType = nil, ""
 		launcher = ec2.New(ec2.Options{Region: Region, BaseEndpoint: aws.String(b.AWS.URL), Credentials: b.credentials()})
