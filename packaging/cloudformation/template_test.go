@@ -208,17 +208,26 @@ func TestTemplateCarriesThePolicyFiles(t *testing.T) {
 	tpl := template(t)
 	r := placeholders()
 	role := props(t, tpl, "InstanceRole")
-	policies := role["Policies"].([]any)
-	if len(policies) != 1 {
-		t.Fatalf("the instance role has %d inline policies, want 1", len(policies))
+	if _, ok := role["Policies"]; ok {
+		t.Error("the instance role has inline policies: its grants belong in InstancePolicy, the file's copy")
 	}
-	inline := policies[0].(map[string]any)
+	// The policies name the role (AWS::IAM::ManagedPolicy Roles), rather
+	// than the role its policies: moto 5.2.1's AWS::IAM::Role ignores
+	// ManagedPolicyArns, and stores Policies as Python text, not JSON.
+	if _, ok := role["ManagedPolicyArns"]; ok {
+		t.Error("the instance role lists ManagedPolicyArns: attach through the policies' Roles")
+	}
+	for _, p := range []string{"InstancePolicy", "EbsKmsPolicy", "BucketKmsPolicy"} {
+		if got := canonical(t, props(t, tpl, p)["Roles"]); got != canonical(t, []any{map[string]any{"Ref": "InstanceRole"}}) {
+			t.Errorf("%s is attached to %s, want the instance role", p, got)
+		}
+	}
 	for _, c := range []struct {
 		what string
 		got  any
 		file string
 	}{
-		{"InstanceRole's inline policy", inline["PolicyDocument"], "instance-policy.json"},
+		{"InstancePolicy", props(t, tpl, "InstancePolicy")["PolicyDocument"], "instance-policy.json"},
 		{"WorkstationPolicy", props(t, tpl, "WorkstationPolicy")["PolicyDocument"], "workstation-policy.json"},
 	} {
 		got, want := canonical(t, r.resolve(t, c.got)), canonical(t, policyFile(t, c.file))

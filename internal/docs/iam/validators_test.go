@@ -12,15 +12,14 @@ import (
 )
 
 // shipped are the policy files the packaging ships, with the IAM limit
-// each must fit: the instance policy is the role's inline policy (10,240
-// characters for all of a role's inline policies), the others are managed
-// policies (6,144). IAM counts characters without whitespace. Source: IAM
-// User Guide, "IAM and AWS STS quotas", IAM object quotas.
+// each must fit: all are managed policies (the CloudFormation template
+// makes them so), 6,144 characters without whitespace. Source: IAM User
+// Guide, "IAM and AWS STS quotas", IAM object quotas.
 var shipped = []struct {
 	file  string
 	limit int
 }{
-	{"packaging/iam/instance-policy.json", 10240},
+	{"packaging/iam/instance-policy.json", 6144},
 	{"packaging/iam/workstation-policy.json", 6144},
 	{"packaging/iam/kms-policy.json", 6144},
 }
