@@ -43,6 +43,12 @@ func startFakeAgent(t *testing.T, starting int32) *fakeAgent {
 		}
 		_ = json.NewEncoder(w).Encode(api.Status{SchemaVersion: api.SchemaVersion, Application: "demo", State: api.StateIdle, Summary: "idle: ready for deployments"})
 	})
+	mux.HandleFunc("GET "+api.PathDoctor, func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(api.DoctorReport{SchemaVersion: api.SchemaVersion, Checks: []api.DoctorCheck{
+			{Name: "ec2:CreateSnapshots", Result: api.DoctorFail, Detail: "missing grant: ec2:CreateSnapshots on arn:aws:ec2:us-east-1:123456789012:instance/i-0123", Fix: "grant it"},
+		}})
+	})
 	f.socket = serveUnix(t, mux)
 	return f
 }
@@ -93,7 +99,9 @@ func testInstallTwice(t *testing.T, root string, b built) {
 	if err != nil {
 		t.Fatalf("first run: %v\n%s", err, log1)
 	}
-	for _, want := range []string{"installing rollback-agent-", "wrote " + r + "/etc/rollback-agent/agent.yaml", "starting rollback-agent.service", "rollback-agent answers:", "idle: ready for deployments"} {
+	for _, want := range []string{"installing rollback-agent-", "wrote " + r + "/etc/rollback-agent/agent.yaml", "starting rollback-agent.service", "rollback-agent answers:", "idle: ready for deployments",
+		// The doctor's report, printed: its failure does not fail the install.
+		"agentctl doctor found problems", "missing grant: ec2:CreateSnapshots on arn:aws:ec2:us-east-1:123456789012:instance/i-0123", "fix: grant it"} {
 		if !strings.Contains(log1, want) {
 			t.Errorf("first run did not say %q:\n%s", want, log1)
 		}

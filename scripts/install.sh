@@ -2,7 +2,8 @@
 # install.sh: install and start rollback-agent on an EC2 instance, from user
 # data or by hand. Safe to run again: a second run with the same arguments
 # changes nothing (same package: not reinstalled; same config: not
-# rewritten; running: not restarted).
+# rewritten; running: not restarted). Once the agent answers, it prints
+# `agentctl doctor`: what a first real run still lacks.
 #
 #   install.sh --package s3://bucket/rollback-agent-1.2.3-1.x86_64.rpm --application myapp \
 #              [--channel s3://bucket/prefix/myapp/channels/prod.json] [--ladder revision,volumes]
@@ -224,6 +225,21 @@ wait_for_status() {
 	die "rollback-agent is not running; see journalctl -u rollback-agent"
 }
 
+# print_doctor: what a first real run needs, checked by the agent with
+# its own credentials (agentctl doctor). Printed, not fatal: the agent
+# runs; a failed check says what to fix before a deployment or a rollback
+# would need it.
+print_doctor() {
+	local out
+	if out=$("$AGENTCTL" doctor --timeout 60s 2>&1); then
+		log "agentctl doctor:"
+		echo "$out" >&2
+	else
+		log "agentctl doctor found problems (the agent runs, but fix these before relying on it):"
+		echo "$out" >&2
+	fi
+}
+
 install_package "$(fetch "$package")"
 write_config
 if [ "$no_start" = true ]; then
@@ -232,4 +248,5 @@ if [ "$no_start" = true ]; then
 fi
 start_agent
 wait_for_status
+print_doctor
 log "done"
