@@ -154,15 +154,10 @@ func partitionedLoop(t *testing.T) string {
 	binary.LittleEndian.PutUint32(entry[8:], 2048)
 	binary.LittleEndian.PutUint32(entry[12:], sectors-2048)
 	b[510], b[511] = 0x55, 0xAA
-	f, err := os.Create(img)
-	if err != nil {
+	if err := os.WriteFile(img, b, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.Write(b); err == nil {
-		err = f.Truncate(sectors * 512)
-	}
-	f.Close()
-	if err != nil {
+	if err := os.Truncate(img, sectors*512); err != nil {
 		t.Fatal(err)
 	}
 	out, err := exec.Command("losetup", "--find", "--show", "--partscan", img).Output()

@@ -103,7 +103,7 @@ func parseStatement(r json.RawMessage) (Statement, error) {
 		}
 	}
 	if s.Effect != "Allow" && s.Effect != "Deny" {
-		return Statement{}, fmt.Errorf("Effect %q", s.Effect)
+		return Statement{}, fmt.Errorf("effect %q: want Allow or Deny", s.Effect)
 	}
 	return s, nil
 }
