@@ -35,7 +35,7 @@ TEST_FLAGS   ?= -race -count=1 -timeout 25m
 
 export PATH := $(BIN):$(PATH)
 
-.PHONY: all build test soak demo bench lint tools clean fmt vet ostools pkgbin rpm deb docs
+.PHONY: all build test soak demo bench lint tools clean fmt vet ostools pkgbin rpm deb docs aws-acceptance
 
 all: build
 
@@ -83,6 +83,7 @@ build:
 ## compile instead of building the SDK a second time.
 test: tools ostools
 	@command -v moto_server >/dev/null || { echo "moto_server not found: moto 5.x must be installed in the machine's Python" >&2; exit 1; }
+	@command -v cfn-lint >/dev/null || { echo "cfn-lint not found: cfn-lint 1.x must be installed in the machine's Python" >&2; exit 1; }
 	CGO_ENABLED=0 $(GO) vet -trimpath ./...
 	$(GO) test $(TEST_FLAGS) ./...
 
@@ -113,6 +114,13 @@ rpm deb: pkgbin $(NFPM_STAMP)
 ## docs: regenerate the README's references, docs/cli and the default agent.yaml
 docs:
 	$(GO) run ./internal/docs/cmd/gendocs
+
+## aws-acceptance: the opt-in run on a real AWS account (scripts/aws-acceptance.sh):
+## it prints the cost estimate and refuses without
+## ARGS="--yes-create-resources --package dist/rollback-agent-VERSION-RELEASE.x86_64.rpm"
+## (make rpm first); everything it creates is deleted on exit
+aws-acceptance: build
+	scripts/aws-acceptance.sh --agentctl $(BIN)/agentctl $(ARGS)
 
 ## bench: benchmarks against baselines measured in the same run
 bench: tools build

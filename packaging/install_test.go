@@ -44,6 +44,12 @@ func startFakeAgent(t *testing.T, starting int32) *fakeAgent {
 		}
 		_ = json.NewEncoder(w).Encode(api.Status{SchemaVersion: api.SchemaVersion, Application: "demo", State: api.StateIdle, Summary: "idle: ready for deployments"})
 	})
+	mux.HandleFunc("GET "+api.PathDoctor, func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(api.DoctorReport{SchemaVersion: api.SchemaVersion, Checks: []api.DoctorCheck{
+			{Name: "ec2:CreateSnapshots", Result: api.DoctorFail, Detail: "missing grant: ec2:CreateSnapshots on arn:aws:ec2:us-east-1:123456789012:instance/i-0123", Fix: "grant it"},
+		}})
+	})
 	f.socket = serveUnix(t, mux)
 	return f
 }
@@ -87,13 +93,16 @@ func testInstallTwice(t *testing.T, root string, b built) {
 	env := []string{"ROOT=" + r, "SYSTEMCTL=" + filepath.Join(r, "usr/bin/systemctl"), "ROLLBACK_AGENT_SOCKET=" + agent.socket,
 		"ROLLBACK_AGENT_APPLICATION=demo"}
 	script := filepath.Join(root, "scripts/install.sh")
-	args := []string{"--package", b.rpm, "--channel", "s3://releases/apps/demo/channels/prod.json", "--ladder", "revision,volumes", "--package-managers", "--wait", "60"}
+	args := []string{"--package", b.rpm, "--channel", "s3://releases/apps/demo/channels/prod.json", "--ladder", "revision,volumes", "--package-managers", "--wait", "60",
+		"--alarm", "demo-Errors,it's down"}
 
 	_, log1, err := runErr(env, "", script, args...)
 	if err != nil {
 		t.Fatalf("first run: %v\n%s", err, log1)
 	}
-	for _, want := range []string{"installing rollback-agent-", "wrote " + r + "/etc/rollback-agent/agent.yaml", "starting rollback-agent.service", "rollback-agent answers:", "idle: ready for deployments"} {
+	for _, want := range []string{"installing rollback-agent-", "wrote " + r + "/etc/rollback-agent/agent.yaml", "starting rollback-agent.service", "rollback-agent answers:", "idle: ready for deployments",
+		// The doctor's report, printed: its failure does not fail the install.
+		"agentctl doctor found problems", "missing grant: ec2:CreateSnapshots on arn:aws:ec2:us-east-1:123456789012:instance/i-0123", "fix: grant it"} {
 		if !strings.Contains(log1, want) {
 			t.Errorf("first run did not say %q:\n%s", want, log1)
 		}
@@ -110,6 +119,10 @@ func testInstallTwice(t *testing.T, root string, b built) {
 	if cfg.Application != "demo" || cfg.Sources.Channel != "s3://releases/apps/demo/channels/prod.json" ||
 		!cfg.Checkpoint.PackageManagers || fmt.Sprint(cfg.Rollback.Ladder) != "[revision volumes]" {
 		t.Errorf("agent.yaml does not say what the options said: %+v", cfg)
+	}
+	if len(cfg.Health.Checks) != 1 || cfg.Health.Checks[0].CloudWatchAlarm == nil ||
+		strings.Join(cfg.Health.Checks[0].CloudWatchAlarm.AlarmNames, "|") != "demo-Errors|it's down" {
+		t.Errorf("agent.yaml does not check the alarms --alarm named: %+v", cfg.Health.Checks)
 	}
 
 	// sqlite rewrites the rpm database's shared-memory index (-shm) on a

@@ -2,11 +2,12 @@
 # install.sh: install and start rollback-agent on an EC2 instance, from user
 # data or by hand. Safe to run again: a second run with the same arguments
 # changes nothing (same package: not reinstalled; same config: not
-# rewritten; running: not restarted).
+# rewritten; running: not restarted). Once the agent answers, it prints
+# `agentctl doctor`: what a first real run still lacks.
 #
 #   install.sh --package s3://bucket/rollback-agent-1.2.3-1.x86_64.rpm --application myapp \
 #              [--channel s3://bucket/prefix/myapp/channels/prod.json] [--ladder revision,volumes]
-#              [--package-managers] [--config FILE] [--no-start] [--wait SECONDS]
+#              [--alarm NAME[,NAME...]] [--package-managers] [--config FILE] [--no-start] [--wait SECONDS]
 #
 # Every option has an environment variable (see usage below). For tests and
 # image builds the paths and commands are overridable too: ROOT (install
@@ -24,6 +25,8 @@ usage: install.sh --package SRC (--application NAME | --config FILE) [options]
   --channel URL          S3 release channel to follow (env ROLLBACK_AGENT_CHANNEL)
   --ladder RUNGS         rungs the agent may climb by itself, e.g. revision,volumes
                          (env ROLLBACK_AGENT_LADDER)
+  --alarm NAMES          CloudWatch alarms (comma-separated) whose ALARM state is unhealthy
+                         (env ROLLBACK_AGENT_ALARMS)
   --package-managers     checkpoint before every apt/dnf transaction
                          (env ROLLBACK_AGENT_PACKAGE_MANAGERS=true)
   --config FILE          install this agent.yaml as it is instead (env ROLLBACK_AGENT_CONFIG)
@@ -44,6 +47,7 @@ package=${ROLLBACK_AGENT_PACKAGE:-}
 application=${ROLLBACK_AGENT_APPLICATION:-}
 channel=${ROLLBACK_AGENT_CHANNEL:-}
 ladder=${ROLLBACK_AGENT_LADDER:-}
+alarms=${ROLLBACK_AGENT_ALARMS:-}
 package_managers=${ROLLBACK_AGENT_PACKAGE_MANAGERS:-false}
 config_file=${ROLLBACK_AGENT_CONFIG:-}
 no_start=${ROLLBACK_AGENT_NO_START:-false}
@@ -55,6 +59,7 @@ while [ $# -gt 0 ]; do
 	--application) application=${2:?--application needs a value}; shift 2 ;;
 	--channel) channel=${2:?--channel needs a value}; shift 2 ;;
 	--ladder) ladder=${2:?--ladder needs a value}; shift 2 ;;
+	--alarm) alarms=${2:?--alarm needs a value}; shift 2 ;;
 	--package-managers) package_managers=true; shift ;;
 	--config) config_file=${2:?--config needs a value}; shift 2 ;;
 	--no-start) no_start=true; shift ;;
@@ -159,6 +164,15 @@ write_config() {
 			if [ -n "$ladder" ]; then
 				printf 'rollback:\n  ladder: [%s]\n' "${ladder//,/, }"
 			fi
+			if [ -n "$alarms" ]; then
+				printf 'health:\n  checks:\n    - name: alarms\n      cloudwatch_alarm:\n        alarm_names:\n'
+				local name
+				IFS=, read -r -a names <<<"$alarms"
+				for name in "${names[@]}"; do
+					# YAML single quotes: a quote inside is doubled.
+					printf "          - '%s'\n" "${name//\'/\'\'}"
+				done
+			fi
 		} >"$new"
 	fi
 	"$ROOT/usr/bin/rollback-agent" --check-config --config "$new" >/dev/null ||
@@ -211,6 +225,21 @@ wait_for_status() {
 	die "rollback-agent is not running; see journalctl -u rollback-agent"
 }
 
+# print_doctor: what a first real run needs, checked by the agent with
+# its own credentials (agentctl doctor). Printed, not fatal: the agent
+# runs; a failed check says what to fix before a deployment or a rollback
+# would need it.
+print_doctor() {
+	local out
+	if out=$("$AGENTCTL" doctor --timeout 60s 2>&1); then
+		log "agentctl doctor:"
+		echo "$out" >&2
+	else
+		log "agentctl doctor found problems (the agent runs, but fix these before relying on it):"
+		echo "$out" >&2
+	fi
+}
+
 install_package "$(fetch "$package")"
 write_config
 if [ "$no_start" = true ]; then
@@ -219,4 +248,5 @@ if [ "$no_start" = true ]; then
 fi
 start_agent
 wait_for_status
+print_doctor
 log "done"

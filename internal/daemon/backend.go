@@ -139,6 +139,7 @@ func (d *Daemon) startServices(ctx context.Context, cfg *config.Config, awsCfg a
 	if err := d.startChannel(ctx, cfg, eng, fetcher.S3); err != nil {
 		return err
 	}
+	d.srv.Handle("GET "+api.PathDoctor, d.doctorHandler())
 	return nil
 }
 

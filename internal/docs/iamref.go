@@ -29,6 +29,18 @@ func IAMReference(root string) (string, error) {
 		}
 		b.WriteString("\n")
 	}
+	for _, o := range iam.OptionalPolicies() {
+		p, err := iam.LoadPolicy(filepath.Join(root, o.Policy))
+		if err != nil {
+			return "", err
+		}
+		fmt.Fprintf(&b, "**%s**, optional ([`%s`](%s)): only for %s.\n\n", o.Name, o.Policy, o.Policy, o.When)
+		b.WriteString("| statement | actions | resources | condition |\n|---|---|---|---|\n")
+		for _, s := range p.Statement {
+			fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", s.Sid, codeList(s.Action), codeList(s.Resource), conditions(s.Condition))
+		}
+		b.WriteString("\n")
+	}
 	return strings.TrimSuffix(b.String(), "\n"), nil
 }
 

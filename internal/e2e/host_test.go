@@ -62,7 +62,12 @@ func newHost(t *testing.T, extra string) *host {
 // newHostWith is newHost with instance options (the loop-device data plane).
 func newHostWith(t *testing.T, opts testbed.InstanceOptions, extra string) *host {
 	t.Helper()
-	bed := peers.Get(t)
+	return newHostOn(t, peers.Get(t), opts, extra)
+}
+
+// newHostOn is newHostWith on a given bed.
+func newHostOn(t *testing.T, bed *testbed.Bed, opts testbed.InstanceOptions, extra string) *host {
+	t.Helper()
 	bins := peers.Binaries(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()

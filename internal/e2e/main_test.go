@@ -12,9 +12,14 @@ import (
 
 var peers testbed.Lazy
 
+// enforcedPeers is a second bed, with IAM enforced (stack_test.go,
+// doctor_test.go); it shares peers' binaries.
+var enforcedPeers = testbed.Lazy{Options: testbed.Options{EnforceIAM: true}}
+
 func TestMain(m *testing.M) {
 	code := m.Run()
 	peers.Close()
+	enforcedPeers.Close()
 	os.Exit(code)
 }
 

@@ -38,13 +38,41 @@ type Bed struct {
 	sim       *sim
 	mu        sync.Mutex
 	instances []*Instance
+	// creds are what the bed and its tools sign with: the fixed test
+	// keys, or with IAM enforced the administrator the bed made.
+	creds aws.Credentials
+	enf   *enforcer // nil unless IAM is enforced
+}
+
+// Options shape StartWith.
+type Options struct {
+	// EnforceIAM turns moto's IAM enforcement on and has the proxy
+	// evaluate the EC2 and CloudWatch calls of the principals the bed
+	// hands credentials to (instance profiles, users it makes) with their
+	// policies, resources and conditions (enforce.go). The bed itself then
+	// signs as an administrator user it creates.
+	EnforceIAM bool
 }
 
 // Start starts moto and the proxy.
-func Start(ctx context.Context) (*Bed, error) {
-	m, err := StartMoto(ctx)
+func Start(ctx context.Context) (*Bed, error) { return StartWith(ctx, Options{}) }
+
+// StartWith starts moto and the proxy with options.
+func StartWith(ctx context.Context, o Options) (*Bed, error) {
+	var env []string
+	if o.EnforceIAM {
+		env = append(env, fmt.Sprintf("INITIAL_NO_AUTH_ACTION_COUNT=%d", bootstrapCalls))
+	}
+	m, err := StartMotoWith(ctx, env)
 	if err != nil {
 		return nil, err
+	}
+	creds := aws.Credentials{AccessKeyID: AccessKey, SecretAccessKey: SecretKey, Source: "testbed"}
+	if o.EnforceIAM {
+		if creds, err = bootstrapAdmin(ctx, m.URL); err != nil {
+			m.Stop()
+			return nil, err
+		}
 	}
 	px, err := StartProxy("aws", m.URL)
 	if err != nil {
@@ -57,24 +85,25 @@ func Start(ctx context.Context) (*Bed, error) {
 		m.Stop()
 		return nil, err
 	}
-	b := &Bed{Moto: m, AWS: px, RootReplaceDelay: 500 * time.Millisecond}
-	b.sim = newSim(m.URL, dp, func() time.Duration { return b.RootReplaceDelay })
+	b := &Bed{Moto: m, AWS: px, RootReplaceDelay: 500 * time.Millisecond, creds: creds}
+	b.sim = newSim(m.URL, b.credentials(), dp, func() time.Duration { return b.RootReplaceDelay })
 	px.setInterceptor(b.sim.interceptor())
-	b.EC2 = ec2.New(ec2.Options{
-		Region:       Region,
-		BaseEndpoint: aws.String(m.URL),
-		Credentials:  credentials.NewStaticCredentialsProvider(AccessKey, SecretKey, ""),
-	})
+	b.EC2 = ec2.New(ec2.Options{Region: Region, BaseEndpoint: aws.String(m.URL), Credentials: b.credentials()})
+	if o.EnforceIAM {
+		b.enf = newEnforcer(b)
+		px.setAuthz(b.enf.authorize, b.enf.sign)
+	}
 	return b, nil
+}
+
+// credentials is a provider of the bed's own credentials.
+func (b *Bed) credentials() aws.CredentialsProvider {
+	return credentials.NewStaticCredentialsProvider(b.creds.AccessKeyID, b.creds.SecretAccessKey, "")
 }
 
 // AWSConfig returns an SDK config that talks to moto directly.
 func (b *Bed) AWSConfig() aws.Config {
-	return aws.Config{
-		Region:       Region,
-		BaseEndpoint: aws.String(b.Moto.URL),
-		Credentials:  credentials.NewStaticCredentialsProvider(AccessKey, SecretKey, ""),
-	}
+	return aws.Config{Region: Region, BaseEndpoint: aws.String(b.Moto.URL), Credentials: b.credentials()}
 }
 
 // Close stops every instance's IMDS mock, the proxy and moto, and frees
@@ -113,12 +142,24 @@ func (b *Bed) BaseEnv() []string {
 	// still reported when they happen, and still fail the exit status.
 	env = append(env, "GORACE="+strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0"))
 	return append(env,
-		"AWS_ACCESS_KEY_ID="+AccessKey,
-		"AWS_SECRET_ACCESS_KEY="+SecretKey,
+		"AWS_ACCESS_KEY_ID="+b.creds.AccessKeyID,
+		"AWS_SECRET_ACCESS_KEY="+b.creds.SecretAccessKey,
 		"AWS_CONFIG_FILE=/dev/null",
 		"AWS_SHARED_CREDENTIALS_FILE=/dev/null",
 		"AWS_ENDPOINT_URL="+b.AWS.URL,
 	)
+}
+
+// withoutCredentials drops the static credentials from an environment, so
+// the SDK looks further down its chain (an instance profile through IMDS).
+func withoutCredentials(env []string) []string {
+	out := env[:0:0]
+	for _, kv := range env {
+		if !strings.HasPrefix(kv, "AWS_ACCESS_KEY_ID=") && !strings.HasPrefix(kv, "AWS_SECRET_ACCESS_KEY=") && !strings.HasPrefix(kv, "AWS_SESSION_TOKEN=") {
+			out = append(out, kv)
+		}
+	}
+	return out
 }
 
 // CLIEnv is BaseEnv plus a region, for awscli and other tools that do
@@ -137,6 +178,9 @@ func (b *Bed) CLIEnv() []string {
 // Lazy starts a bed the first time a test asks for one and shares it with
 // the rest of the test binary; TestMain calls Close.
 type Lazy struct {
+	// Options start the bed (set before the first Get).
+	Options Options
+
 	once sync.Once
 	bed  *Bed
 	err  error
@@ -150,7 +194,7 @@ type Lazy struct {
 // peer cannot start.
 func (l *Lazy) Get(t testing.TB) *Bed {
 	t.Helper()
-	l.once.Do(func() { l.bed, l.err = Start(context.Background()) })
+	l.once.Do(func() { l.bed, l.err = StartWith(context.Background(), l.Options) })
 	if l.err != nil {
 		t.Fatalf("test bed: %v", l.err)
 	}

@@ -436,7 +436,9 @@ func (s *sim) afterAttachVolume(c *call, r *reply) *reply {
 // instead of corrupting a filesystem. Force skips the check, as EC2's
 // force-detach does.
 func (s *sim) beforeDetachVolume(c *call) *reply {
-	if strings.EqualFold(c.param("Force"), "true") {
+	// DryRun only asks about permissions: EC2 answers it without looking
+	// at the volume's use.
+	if strings.EqualFold(c.param("Force"), "true") || strings.EqualFold(c.param("DryRun"), "true") {
 		return nil
 	}
 	vol := c.param("VolumeId")

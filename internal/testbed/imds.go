@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
 )
 
 // IMDSMockVersion is the pinned ec2-metadata-mock the Makefile installs.
@@ -36,6 +38,16 @@ type IMDSOptions struct {
 	// AllowV1 runs the mock without -I, so unauthenticated IMDSv1 GETs
 	// work too: used to prove the agent never falls back to them.
 	AllowV1 bool
+	// Profile, when set, is served as EC2 serves an instance profile:
+	// iam/info and iam/security-credentials/ROLE.
+	Profile *ProfileCredentials
+}
+
+// ProfileCredentials are an instance profile's role credentials as IMDS
+// serves them.
+type ProfileCredentials struct {
+	ProfileARN, ProfileID, Role string
+	Creds                       aws.Credentials
 }
 
 // StartIMDS starts AWS's ec2-metadata-mock (-I: IMDSv2 only) serving doc.
@@ -77,6 +89,19 @@ func StartIMDSWith(ctx context.Context, doc InstanceDoc, o IMDSOptions) (*IMDS, 
 				"version":          "2017-09-30",
 			},
 		}},
+	}
+	if pc := o.Profile; pc != nil {
+		md := cfg["metadata"].(map[string]any)
+		md["paths"] = map[string]any{"iam-security-credentials": "/latest/meta-data/iam/security-credentials/" + pc.Role}
+		vals := md["values"].(map[string]any)
+		now := time.Now().UTC().Format(time.RFC3339)
+		vals["iam-info"] = map[string]any{"Code": "Success", "LastUpdated": now, "InstanceProfileArn": pc.ProfileARN, "InstanceProfileId": pc.ProfileID}
+		vals["iam-security-credentials-role"] = pc.Role
+		vals["iam-security-credentials"] = map[string]any{
+			"Code": "Success", "LastUpdated": now, "Type": "AWS-HMAC",
+			"AccessKeyId": pc.Creds.AccessKeyID, "SecretAccessKey": pc.Creds.SecretAccessKey, "Token": pc.Creds.SessionToken,
+			"Expiration": pc.Creds.Expires.UTC().Format(time.RFC3339),
+		}
 	}
 	b, _ := json.MarshalIndent(cfg, "", "  ")
 	cfgPath := filepath.Join(dir, "aemm-config.json")

@@ -31,6 +31,10 @@ type Instance struct {
 	// ByIDDir holds the by-id links of the instance's volumes (the
 	// agent's by_id_dir) when the instance has a data plane.
 	ByIDDir string
+	// Profile is the role session of the instance's profile (launched
+	// from a template that names one); its IMDS serves the credentials
+	// and Env leaves the static ones out, so the SDK takes them from IMDS.
+	Profile *Principal
 	bed     *Bed
 	plane   *instPlane // nil without a data plane
 }
@@ -48,6 +52,10 @@ type InstanceOptions struct {
 	// ImageMiB is the size of each volume's image (default 64), whatever
 	// the volume's size in GiB.
 	ImageMiB int
+	// LaunchTemplateID launches from a launch template (its image, type,
+	// instance profile, metadata options and tags) through the AWS proxy,
+	// which applies what moto leaves out of a template (motogaps.go).
+	LaunchTemplateID string
 }
 
 // NewInstance creates a VPC, a subnet and an instance with a root volume
@@ -102,12 +110,24 @@ func (b *Bed) NewInstance(ctx context.Context, o InstanceOptions) (*Instance, er
 	if len(tags) > 0 {
 		in.TagSpecifications = []types.TagSpecification{{ResourceType: types.ResourceTypeInstance, Tags: tags}}
 	}
-	run, err := c.RunInstances(ctx, in)
+	// The IMDS mock answers IMDSv2 only: EC2's record of the instance says
+	// so too, as for an AMI marked ImdsSupport v2.0 (HttpTokens required,
+	// hop limit 2).
+	in.MetadataOptions = &types.InstanceMetadataOptionsRequest{HttpTokens: types.HttpTokensStateRequired, HttpPutResponseHopLimit: aws.Int32(2), HttpEndpoint: types.InstanceMetadataEndpointStateEnabled}
+	launcher := c
+	if o.LaunchTemplateID != "" {
+		in.MetadataOptions = nil // the template's
+		in.LaunchTemplate = &types.LaunchTemplateSpecification{LaunchTemplateId: aws.String(o.LaunchTemplateID)}
+		in.ImageId, in.InstanceType = nil, ""
+		launcher = ec2.New(ec2.Options{Region: Region, BaseEndpoint: aws.String(b.AWS.URL), Credentials: b.credentials()})
+	}
+	run, err := launcher.RunInstances(ctx, in)
 	if err != nil {
 		return nil, wrap("RunInstances", err)
 	}
 	inst := run.Instances[0]
 	owner := aws.ToString(run.OwnerId)
+	image, o.InstanceType = aws.ToString(inst.ImageId), string(inst.InstanceType)
 	i := &Instance{
 		VPCID: aws.ToString(vpc.Vpc.VpcId), SubnetID: aws.ToString(sub.Subnet.SubnetId), bed: b,
 		Doc: InstanceDoc{
@@ -135,7 +155,22 @@ func (b *Bed) NewInstance(ctx context.Context, o InstanceOptions) (*Instance, er
 			return nil, err
 		}
 	}
-	i.IMDS, err = StartIMDS(ctx, i.Doc)
+	var imdsOpts IMDSOptions
+	if inst.IamInstanceProfile == nil {
+		// RunInstances answers before the profile is associated; ask again.
+		if d, err := b.sim.describeInstance(ctx, i.Doc.InstanceID); err == nil {
+			inst.IamInstanceProfile = d.IamInstanceProfile
+		}
+	}
+	if inst.IamInstanceProfile != nil {
+		p, pc, err := b.profileCredentials(ctx, inst)
+		if err != nil {
+			i.Close()
+			return nil, err
+		}
+		i.Profile, imdsOpts.Profile = p, pc
+	}
+	i.IMDS, err = StartIMDSWith(ctx, i.Doc, imdsOpts)
 	if err != nil {
 		i.Close()
 		return nil, err
@@ -155,7 +190,11 @@ func (b *Bed) NewInstance(ctx context.Context, o InstanceOptions) (*Instance, er
 // through the proxy, IMDS through its proxy, credentials and the region
 // (the agent takes its region from IMDS; the variable is for tools).
 func (i *Instance) Env() []string {
-	return append(i.bed.BaseEnv(), "AWS_EC2_METADATA_SERVICE_ENDPOINT="+i.IMDSProxy.URL, "AWS_REGION="+Region)
+	env := i.bed.BaseEnv()
+	if i.Profile != nil {
+		env = withoutCredentials(env)
+	}
+	return append(env, "AWS_EC2_METADATA_SERVICE_ENDPOINT="+i.IMDSProxy.URL, "AWS_REGION="+Region)
 }
 
 // Close stops the instance's IMDS mock and its proxy and, with a data

@@ -50,6 +50,9 @@ type call struct {
 	Ctx context.Context
 	// stash carries what Before learned to After.
 	stash map[string]any
+	// resign: sign the forwarded request as the bed's administrator
+	// (IAM enforcement decided it already).
+	resign bool
 }
 
 func (c *call) param(name string) string { return c.Form.Get(name) }
@@ -115,8 +118,8 @@ func errorReply(what string, err error) *reply {
 }
 
 // serveIntercepted runs op's hooks around a buffered forward to upstream.
-func (p *Proxy) serveIntercepted(r *http.Request, body []byte, op Op, h *hooks) *reply {
-	c := &call{Op: op, Req: r, Body: body, Ctx: context.WithoutCancel(r.Context()), stash: map[string]any{}}
+func (p *Proxy) serveIntercepted(r *http.Request, body []byte, op Op, h *hooks, resign bool) *reply {
+	c := &call{Op: op, Req: r, Body: body, Ctx: context.WithoutCancel(r.Context()), stash: map[string]any{}, resign: resign}
 	c.Form, _ = url.ParseQuery(string(body))
 	if h.Answer != nil {
 		if rep := h.Answer(c); rep != nil {
@@ -138,6 +141,40 @@ func (p *Proxy) serveIntercepted(r *http.Request, body []byte, op Op, h *hooks) 
 	return rep
 }
 
+// signedHeader reports whether the request's SigV4 signature covers the
+// header.
+func signedHeader(r *http.Request, name string) bool {
+	_, rest, ok := strings.Cut(r.Header.Get("Authorization"), "SignedHeaders=")
+	if !ok {
+		return false
+	}
+	list, _, _ := strings.Cut(rest, ",")
+	for _, h := range strings.Split(list, ";") {
+		if strings.EqualFold(strings.TrimSpace(h), name) {
+			return true
+		}
+	}
+	return false
+}
+
+// withAfter returns hooks that run after too, after h's own After.
+func withAfter(h *hooks, after func(*call, *reply) *reply) *hooks {
+	out := &hooks{}
+	if h != nil {
+		*out = *h
+	}
+	if after != nil {
+		prev := out.After
+		out.After = func(c *call, r *reply) *reply {
+			if prev != nil {
+				r = prev(c, r)
+			}
+			return after(c, r)
+		}
+	}
+	return out
+}
+
 // forward sends c to upstream and reads the whole answer.
 func (p *Proxy) forward(c *call) (*reply, error) {
 	body := c.Body
@@ -154,15 +191,26 @@ func (p *Proxy) forward(c *call) (*reply, error) {
 	}
 	for k, vs := range c.Req.Header {
 		switch http.CanonicalHeaderKey(k) {
-		case "Content-Length", "Connection", "Accept-Encoding", "Keep-Alive", "Te", "Trailer", "Transfer-Encoding", "Upgrade":
-			// Hop-by-hop, or recomputed; without Accept-Encoding the
-			// transport negotiates and decodes gzip itself, so the hooks
-			// always see plain XML.
+		case "Accept-Encoding":
+			// Without it the transport negotiates and decodes gzip
+			// itself, so the hooks always see plain XML; kept when the
+			// client signed it (S3 signs "identity"), as moto checks
+			// signatures when IAM is enforced.
+			if c.resign || !signedHeader(c.Req, k) {
+				continue
+			}
+		case "Content-Length", "Connection", "Keep-Alive", "Te", "Trailer", "Transfer-Encoding", "Upgrade":
+			// Hop-by-hop, or recomputed.
 			continue
 		}
 		req.Header[k] = vs
 	}
 	req.Host = c.Req.Host // SigV4 signed the original Host
+	if c.resign {
+		if err := p.resign(req, body); err != nil {
+			return nil, fmt.Errorf("sign %s again as the bed's administrator: %w", c.Op, err)
+		}
+	}
 	resp, err := p.client.Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("upstream %s: %w", c.Op, err)

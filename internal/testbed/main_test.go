@@ -38,6 +38,7 @@ func TestMain(m *testing.M) {
 	dir := bed.sim.dp.dir
 	code := m.Run()
 	bed.Close()
+	enforced.Close()
 	if err := checkNoLeaks(dir, before); err != nil {
 		fmt.Fprintln(os.Stderr, "leak after the tests:", err)
 		code = 1

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"strings"
 	"time"
 )
 
@@ -17,7 +18,11 @@ type Moto struct {
 // StartMoto starts moto_server on a free loopback port. moto comes from the
 // machine image; when it is missing the error says so (tests fail, never
 // skip).
-func StartMoto(ctx context.Context) (*Moto, error) {
+func StartMoto(ctx context.Context) (*Moto, error) { return StartMotoWith(ctx, nil) }
+
+// StartMotoWith starts moto_server with extra environment (moto's
+// settings, INITIAL_NO_AUTH_ACTION_COUNT say).
+func StartMotoWith(ctx context.Context, extraEnv []string) (*Moto, error) {
 	bin, err := findTool("moto_server", "MOTO_SERVER",
 		"moto 5.x must be installed in the machine's Python (it provides the moto_server command)")
 	if err != nil {
@@ -30,7 +35,7 @@ func StartMoto(ctx context.Context) (*Moto, error) {
 		if err != nil {
 			return nil, err
 		}
-		env := append(os.Environ(), "MOTO_ALLOW_NONEXISTENT_REGION=false", "PYTHONUNBUFFERED=1")
+		env := append(append(os.Environ(), "MOTO_ALLOW_NONEXISTENT_REGION=false", "PYTHONUNBUFFERED=1"), extraEnv...)
 		p, err := startProcess("moto_server", bin, []string{"-H", "127.0.0.1", "-p", itoa(port)}, env, "")
 		if err != nil {
 			return nil, err
@@ -67,6 +72,23 @@ func (m *Moto) Reset(ctx context.Context) error {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("testbed: reset moto: HTTP %d", resp.StatusCode)
+	}
+	return nil
+}
+
+// setAuth sets moto's count of requests let through before IAM is
+// enforced, and restarts the count ("0": enforce from now on; "inf": let
+// everything through). POST /moto-api/reset-auth is moto's own switch for
+// this (moto.core.set_initial_no_auth_action_count uses it in server mode).
+func (m *Moto) setAuth(ctx context.Context, count string) error {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, m.URL+"/moto-api/reset-auth", strings.NewReader(count))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("testbed: moto reset-auth %s: %w", count, err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("testbed: moto reset-auth %s: HTTP %d", count, resp.StatusCode)
 	}
 	return nil
 }

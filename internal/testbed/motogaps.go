@@ -82,6 +82,10 @@ func (s *sim) routes() []route {
 		{"AttachVolume", "", "data plane: loop device and by-id link on a data-plane instance", &hooks{After: s.afterAttachVolume}},
 		{"DetachVolume", "", "data plane: refuse (IncorrectState) while the loop device is mounted; else remove the link and the loop device", &hooks{Before: s.beforeDetachVolume, After: s.afterDetachVolume}},
 		{"DeleteVolume", "", "data plane: drop the volume's image", &hooks{After: s.afterDeleteVolume}},
+		{"RunInstances",
+			"from a launch template, its IamInstanceProfile and MetadataOptions are dropped (the image, type, key, security groups, user data, mappings and instance tags are applied)",
+			"the proxy adds those two to the request from the template's version, where the request does not set them (as EC2 merges a template with the request)",
+			&hooks{Before: s.beforeRunInstances}},
 	}
 }
 
@@ -423,6 +427,23 @@ func isCode(err error, code string) bool {
 func dryRun(c *call) *reply {
 	if strings.EqualFold(c.param("DryRun"), "true") {
 		return ec2Error(http.StatusPreconditionFailed, "DryRunOperation", "Request would have succeeded, but DryRun flag is set.")
+	}
+	return nil
+}
+
+// beforeRunInstances merges what moto leaves out of a launch template
+// into the request (launchtemplate.go has the rest).
+func (s *sim) beforeRunInstances(c *call) *reply {
+	id, name := c.param("LaunchTemplate.LaunchTemplateId"), c.param("LaunchTemplate.LaunchTemplateName")
+	if id == "" && name == "" {
+		return nil
+	}
+	data, err := s.templateData(c.Ctx, id, name, c.param("LaunchTemplate.Version"))
+	if err != nil {
+		return errorReply("DescribeLaunchTemplateVersions", err)
+	}
+	if mergeTemplate(c.Form, data) {
+		c.edit()
 	}
 	return nil
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"github.com/aws/aws-sdk-go-v2/service/iam"
 
 	"github.com/rollback-agent/rollback-agent/internal/testutil"
 )
@@ -345,5 +346,67 @@ func TestMotoGapsStillThere(t *testing.T) {
 	cs, err := moto.CreateSnapshots(ctx, &ec2.CreateSnapshotsInput{InstanceSpecification: &types.InstanceSpecification{InstanceId: aws.String(inst.Doc.InstanceID)}})
 	if err != nil || len(cs.Snapshots) == 0 || cs.Snapshots[0].State != "" {
 		t.Errorf("moto CreateSnapshots: %v %+v, the gap was no State", err, cs)
+	}
+}
+
+// RunInstances from a launch template: moto drops the template's instance
+// profile and metadata options (it keeps the mappings); through the proxy
+// the instance has them.
+func TestRunInstancesFromALaunchTemplate(t *testing.T) {
+	ctx := testCtx(t)
+	ic := adminIAM(bed)
+	name := "lt-gap"
+	if _, err := ic.CreateRole(ctx, &iam.CreateRoleInput{RoleName: aws.String(name), AssumeRolePolicyDocument: aws.String(ec2Trust)}); err != nil {
+		t.Fatal(err)
+	}
+	prof, err := ic.CreateInstanceProfile(ctx, &iam.CreateInstanceProfileInput{InstanceProfileName: aws.String(name)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ic.AddRoleToInstanceProfile(ctx, &iam.AddRoleToInstanceProfileInput{InstanceProfileName: aws.String(name), RoleName: aws.String(name)}); err != nil {
+		t.Fatal(err)
+	}
+	lt, err := bed.EC2.CreateLaunchTemplate(ctx, &ec2.CreateLaunchTemplateInput{LaunchTemplateName: aws.String(name),
+		LaunchTemplateData: &types.RequestLaunchTemplateData{
+			ImageId: aws.String("ami-0ed094fb1304fd857"), InstanceType: types.InstanceTypeT3Micro,
+			IamInstanceProfile: &types.LaunchTemplateIamInstanceProfileSpecificationRequest{Arn: prof.InstanceProfile.Arn},
+			MetadataOptions:    &types.LaunchTemplateInstanceMetadataOptionsRequest{HttpTokens: types.LaunchTemplateHttpTokensStateRequired, HttpPutResponseHopLimit: aws.Int32(2)},
+			BlockDeviceMappings: []types.LaunchTemplateBlockDeviceMappingRequest{{DeviceName: aws.String("/dev/sdf"),
+				Ebs: &types.LaunchTemplateEbsBlockDeviceRequest{VolumeSize: aws.Int32(3), VolumeType: types.VolumeTypeGp3}}},
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := func(c *ec2.Client) types.Instance {
+		out, err := c.RunInstances(ctx, &ec2.RunInstancesInput{MinCount: aws.Int32(1), MaxCount: aws.Int32(1),
+			LaunchTemplate: &types.LaunchTemplateSpecification{LaunchTemplateId: lt.LaunchTemplate.LaunchTemplateId}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, err := bed.sim.describeInstance(ctx, aws.ToString(out.Instances[0].InstanceId))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	sdf := func(i types.Instance) bool {
+		return slices.ContainsFunc(i.BlockDeviceMappings, func(m types.InstanceBlockDeviceMapping) bool { return aws.ToString(m.DeviceName) == "/dev/sdf" })
+	}
+	direct := run(bed.EC2)
+	if direct.IamInstanceProfile != nil || (direct.MetadataOptions != nil && direct.MetadataOptions.HttpTokens == types.HttpTokensStateRequired) {
+		t.Errorf("moto now applies a template's profile (%v) or metadata options (%+v): drop the RunInstances route", direct.IamInstanceProfile, direct.MetadataOptions)
+	}
+	if !sdf(direct) {
+		t.Errorf("moto no longer applies a template's mappings: add them to the RunInstances route")
+	}
+	proxied := run(viaProxy())
+	if proxied.IamInstanceProfile == nil || aws.ToString(proxied.IamInstanceProfile.Arn) != aws.ToString(prof.InstanceProfile.Arn) {
+		t.Errorf("through the proxy: profile %+v, want %s", proxied.IamInstanceProfile, aws.ToString(prof.InstanceProfile.Arn))
+	}
+	if mo := proxied.MetadataOptions; mo == nil || mo.HttpTokens != types.HttpTokensStateRequired || aws.ToInt32(mo.HttpPutResponseHopLimit) != 2 {
+		t.Errorf("through the proxy: metadata options %+v", proxied.MetadataOptions)
+	}
+	if !sdf(proxied) {
+		t.Errorf("through the proxy: mappings %+v lack the template's /dev/sdf", proxied.BlockDeviceMappings)
 	}
 }

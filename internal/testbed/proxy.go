@@ -96,7 +96,18 @@ type Proxy struct {
 	calls     []Call
 	rng       *rand.Rand
 	intercept interceptor
+	// authz, when set, decides each request before it reaches its hooks
+	// or moto: the bed's IAM enforcement (enforce.go); signer signs the
+	// requests it passes as the bed's administrator.
+	authz  authorizer
+	signer func(*http.Request, []byte) error
 }
+
+// authorizer decides one request: deny answers in the service's place;
+// resign has the request signed again as the bed's administrator before
+// it reaches moto (moto cannot evaluate what the bed evaluated); after,
+// when set, may rewrite moto's answer.
+type authorizer func(r *http.Request, body []byte, op Op) (deny *reply, resign bool, after func(*call, *reply) *reply)
 
 // StartProxy starts a proxy in front of upstream on a free loopback port.
 func StartProxy(name, upstream string) (*Proxy, error) {
@@ -153,6 +164,24 @@ func (p *Proxy) hooksFor(op Op) *hooks {
 		return nil
 	}
 	return i(op)
+}
+
+// setAuthz installs the IAM enforcement's decision and its signer.
+func (p *Proxy) setAuthz(a authorizer, signer func(*http.Request, []byte) error) {
+	p.mu.Lock()
+	p.authz, p.signer = a, signer
+	p.mu.Unlock()
+}
+
+// resign signs an upstream request again with the signer.
+func (p *Proxy) resign(req *http.Request, body []byte) error {
+	p.mu.Lock()
+	signer := p.signer
+	p.mu.Unlock()
+	if signer == nil {
+		return fmt.Errorf("no signer")
+	}
+	return signer(req, body)
 }
 
 // AddFault installs a rule and returns a function that removes it.
@@ -257,6 +286,23 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// whether the proxy then forwards it, rewrites it or answers it.
 	f := p.pick(op)
 	h := p.hooksFor(op)
+	p.mu.Lock()
+	authz := p.authz
+	p.mu.Unlock()
+	resign := false
+	if authz != nil {
+		deny, rs, after := authz(r, body, op)
+		if deny != nil {
+			deny.write(w)
+			return
+		}
+		resign = rs
+		if resign || after != nil {
+			// Buffered from here: the request is signed again, or the
+			// answer may be rewritten.
+			h = withAfter(h, after)
+		}
+	}
 	kind := FaultKind(0)
 	if f != nil {
 		kind = f.Kind
@@ -299,7 +345,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	// Intercepted: the hooks run in full (moto acts, side effects happen)
 	// before a reset, so the ambiguous failure stays ambiguous.
-	rep := p.serveIntercepted(r, body, op, h)
+	rep := p.serveIntercepted(r, body, op, h, resign)
 	if kind == FaultResetAfterUpstream {
 		resetConn(w)
 		return

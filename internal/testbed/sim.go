@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	"github.com/aws/smithy-go"
@@ -68,13 +67,9 @@ type imageMapping struct {
 	DeleteOnTermination, Encrypted                     bool
 }
 
-func newSim(motoURL string, dp *dataPlane, delay func() time.Duration) *sim {
+func newSim(motoURL string, creds aws.CredentialsProvider, dp *dataPlane, delay func() time.Duration) *sim {
 	return &sim{
-		moto: ec2.New(ec2.Options{
-			Region:       Region,
-			BaseEndpoint: aws.String(motoURL),
-			Credentials:  credentials.NewStaticCredentialsProvider(AccessKey, SecretKey, ""),
-		}),
+		moto:    ec2.New(ec2.Options{Region: Region, BaseEndpoint: aws.String(motoURL), Credentials: creds}),
 		dp:      dp,
 		delay:   delay,
 		snaps:   map[string]*snapRec{},

@@ -19,15 +19,18 @@ func TestIAM(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Run("PoliciesAllowExactlyWhatTheCodeCalls", func(t *testing.T) { testPoliciesMatchTheCode(t, p) })
+	sd := serviceData(t)
+	t.Run("PoliciesAllowExactlyWhatTheCodeCalls", func(t *testing.T) { testPoliciesMatchTheCode(t, p, sd) })
 	t.Run("ScanSeesTheKnownCalls", func(t *testing.T) { testScanSeesTheKnownCalls(t, p) })
 	t.Run("NewCallWithoutPermissionIsReported", func(t *testing.T) { testNewCallReported(t, p) })
 }
 
 // testPoliciesMatchTheCode is the coverage check: every AWS operation
-// reachable from each binary is allowed by its policy, and every action the
-// policy grants is needed (or listed as pending).
-func testPoliciesMatchTheCode(t *testing.T, p *Program) {
+// reachable from each binary is allowed by its policy on every resource its
+// request carries, and every action the policy grants is needed (or listed
+// as pending). The resource table and the policy's actions are checked
+// against AWS's own service data.
+func testPoliciesMatchTheCode(t *testing.T, p *Program, sd *ServiceData) {
 	for _, role := range Roles() {
 		t.Run(role.Name, func(t *testing.T) {
 			calls, err := p.Calls(role.Main)
@@ -45,6 +48,12 @@ func testPoliciesMatchTheCode(t *testing.T, p *Program) {
 			for _, n := range needs {
 				t.Logf("%s <- %s %s", n.Action, n.Call, n.Why)
 			}
+			if err := sd.CheckNeeds(needs); err != nil {
+				t.Errorf("the resource table disagrees with AWS's service data:\n%v", err)
+			}
+			if err := sd.CheckActions(pol); err != nil {
+				t.Errorf("%s: %v", role.Policy, err)
+			}
 			if r := Check(pol, needs, role.Pending); !r.OK() {
 				t.Errorf("%s does not match what %s calls:\n%s", role.Policy, role.Main, r)
 			}
@@ -61,8 +70,10 @@ func testPoliciesMatchTheCode(t *testing.T, p *Program) {
 // calls the product is known to make must be found, each in its binary.
 func testScanSeesTheKnownCalls(t *testing.T, p *Program) {
 	want := map[string][]string{
-		Module + "/cmd/agent":        {"ec2.CreateSnapshots", "ec2.CreateImage", "ec2.CreateReplaceRootVolumeTask", "ec2.DescribeSnapshots", "ec2.DescribeVolumes", "s3.GetObject", "cloudwatch.DescribeAlarms"},
-		Module + "/cmd/agentctl-aws": {"ec2.RunInstances", "ec2.DescribeInstanceStatus", "ec2.AssociateAddress", "ec2.StopInstances"},
+		Module + "/cmd/agent": {"ec2.CreateSnapshots", "ec2.CreateImage", "ec2.CreateReplaceRootVolumeTask", "ec2.DescribeSnapshots", "ec2.DescribeVolumes", "s3.GetObject", "cloudwatch.DescribeAlarms",
+			"s3.GetObject.VersionId"},
+		Module + "/cmd/agentctl-aws": {"ec2.RunInstances", "ec2.DescribeInstanceStatus", "ec2.AssociateAddress", "ec2.StopInstances",
+			"codedeploy.CreateDeployment.OverrideAlarmConfiguration"},
 	}
 	notWant := map[string][]string{
 		// The daemon never launches or stops instances; agentctl never
@@ -77,7 +88,11 @@ func testScanSeesTheKnownCalls(t *testing.T, p *Program) {
 		}
 		got := map[string]bool{}
 		for _, c := range calls {
-			got[c.Service+"."+c.Operation] = true
+			k := c.Service + "." + c.Operation
+			if c.Field != "" {
+				k += "." + c.Field
+			}
+			got[k] = true
 		}
 		for _, op := range ops {
 			if !got[op] {

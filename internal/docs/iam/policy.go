@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path"
+	"slices"
 	"sort"
 	"strings"
 )
@@ -125,19 +126,74 @@ func actionMatch(pattern, action string) bool {
 	return err == nil && ok
 }
 
-// Report is the outcome of checking a policy against what the code needs.
-type Report struct {
-	Missing []Need   // needed and not allowed
-	Unused  []string // allowed action patterns that nothing needs
+// AllowsOn reports whether some statement allows the action on the
+// resource. Conditions are not evaluated: a conditional grant counts (the
+// test bed's IAM enforcement evaluates them, see internal/testbed/iamauth).
+func (p *Policy) AllowsOn(action, resource string) bool {
+	for _, s := range p.Statement {
+		if !slices.ContainsFunc(s.Action, func(pat string) bool { return actionMatch(pat, action) }) {
+			continue
+		}
+		if slices.ContainsFunc(s.Resource, func(pat string) bool { return resourceMatch(pat, resource) }) {
+			return true
+		}
+	}
+	return false
 }
 
-// Check compares needs with a policy. pending lists actions the policy
-// grants ahead of the code (a command being built): they are not unused.
+// resourceMatch matches an IAM Resource pattern against an ARN: * is any
+// run of characters (slashes and colons too) and ? any one; ARNs are
+// case-sensitive. A policy variable (${...}) matches nothing here: its
+// value is only known per request.
+func resourceMatch(pattern, arn string) bool {
+	if strings.Contains(pattern, "${") {
+		return false
+	}
+	if pattern == "" {
+		return arn == ""
+	}
+	switch pattern[0] {
+	case '*':
+		for i := 0; i <= len(arn); i++ {
+			if resourceMatch(pattern[1:], arn[i:]) {
+				return true
+			}
+		}
+		return false
+	case '?':
+		return arn != "" && resourceMatch(pattern[1:], arn[1:])
+	}
+	return arn != "" && pattern[0] == arn[0] && resourceMatch(pattern[1:], arn[1:])
+}
+
+// ResourceGap is an action the policy allows, but not on a resource the
+// code's request carries.
+type ResourceGap struct {
+	Need     Need
+	Resource Resource
+}
+
+// Report is the outcome of checking a policy against what the code needs.
+type Report struct {
+	Missing         []Need        // needed and not allowed
+	MissingResource []ResourceGap // allowed, but not on a resource the request carries
+	Unused          []string      // allowed action patterns that nothing needs
+}
+
+// Check compares needs with a policy: every action allowed on every
+// resource its request carries. pending lists actions the policy grants
+// ahead of the code (a command being built): they are not unused.
 func Check(p *Policy, needs []Need, pending []string) Report {
 	var r Report
 	for _, n := range needs {
 		if !p.Allows(n.Action) {
 			r.Missing = append(r.Missing, n)
+			continue
+		}
+		for _, res := range n.Resources {
+			if !p.AllowsOn(n.Action, res.ARN) {
+				r.MissingResource = append(r.MissingResource, ResourceGap{Need: n, Resource: res})
+			}
 		}
 	}
 	for _, pat := range p.Actions() {
@@ -170,6 +226,10 @@ func (r Report) String() string {
 		}
 		fmt.Fprintf(&b, "missing %s for %s%s\n", m.Action, m.Call, why)
 	}
+	for _, g := range r.MissingResource {
+		fmt.Fprintf(&b, "missing %s on its %s resource (%s) for %s: no statement that grants %s names a resource matching it\n",
+			g.Need.Action, g.Resource.Type, g.Resource.ARN, g.Need.Call, g.Need.Action)
+	}
 	for _, u := range r.Unused {
 		fmt.Fprintf(&b, "unused %s: no code path needs it (least privilege: remove it)\n", u)
 	}
@@ -177,4 +237,6 @@ func (r Report) String() string {
 }
 
 // OK reports whether the policy allows exactly what is needed.
-func (r Report) OK() bool { return len(r.Missing) == 0 && len(r.Unused) == 0 }
+func (r Report) OK() bool {
+	return len(r.Missing) == 0 && len(r.MissingResource) == 0 && len(r.Unused) == 0
+}

@@ -24,3 +24,22 @@ func Roles() []Role {
 		{Name: "workstation", Main: Module + "/cmd/agentctl-aws", Policy: "packaging/iam/workstation-policy.json"},
 	}
 }
+
+// Optional is a policy a user attaches only in some setups. The scan does
+// not require its actions of the code: AWS services call them on the
+// caller's behalf (EBS asks KMS for a grant when a volume is made from an
+// encrypted snapshot; S3 decrypts an SSE-KMS object for GetObject).
+type Optional struct {
+	Name   string
+	Policy string
+	When   string
+}
+
+// OptionalPolicies are the optional policies the packaging ships.
+func OptionalPolicies() []Optional {
+	return []Optional{{
+		Name:   "kms",
+		Policy: "packaging/iam/kms-policy.json",
+		When:   "snapshots encrypted with a customer-managed KMS key (attach to the instance role for volume and root restores, to the workstation for restore-instance), or an SSE-KMS release bucket (both)",
+	}}
+}

@@ -36,10 +36,17 @@ type Call struct {
 	Service   string // the SDK package name: ec2, s3, cloudwatch, codedeploy...
 	Operation string // the API operation: CreateSnapshots
 	Pos       string // file:line, relative to the module root
-	Via       string // call, paginator, waiter or helper
+	Via       string // call, paginator, waiter, helper or field
+	// Field is set when the code sets a field of the operation's input
+	// that needs actions of its own (fieldActions): GetObjectInput's
+	// VersionId, say.
+	Field string
 }
 
 func (c Call) String() string {
+	if c.Field != "" {
+		return fmt.Sprintf("%s.%s.%s (%s at %s)", c.Service, c.Operation, c.Field, c.Via, c.Pos)
+	}
 	return fmt.Sprintf("%s.%s (%s at %s)", c.Service, c.Operation, c.Via, c.Pos)
 }
 
@@ -165,8 +172,9 @@ func (p *Program) Calls(mainPkg string) ([]Call, error) {
 		out = append(out, c)
 	}
 	sort.Slice(out, func(i, j int) bool {
-		if out[i].Service+out[i].Operation != out[j].Service+out[j].Operation {
-			return out[i].Service+out[i].Operation < out[j].Service+out[j].Operation
+		ki, kj := out[i].Service+out[i].Operation+out[i].Field, out[j].Service+out[j].Operation+out[j].Field
+		if ki != kj {
+			return ki < kj
 		}
 		return out[i].Pos < out[j].Pos
 	})
@@ -204,6 +212,7 @@ func (w *walker) visit(key string) {
 
 func (w *walker) walk(d decl) {
 	ast.Inspect(d.node, func(n ast.Node) bool {
+		w.fieldUse(d.info, n)
 		id, ok := n.(*ast.Ident)
 		if !ok {
 			return true
@@ -231,7 +240,10 @@ func (w *walker) record(service, op, via string, at token.Pos) {
 		file = rel
 	}
 	c := Call{Service: service, Operation: op, Pos: fmt.Sprintf("%s:%d", filepath.ToSlash(file), pos.Line), Via: via}
-	w.calls[c.Service+"."+c.Operation+"@"+c.Pos] = c
+	if f, ok := strings.CutPrefix(via, "field "); ok {
+		c.Via, c.Field = "field", f
+	}
+	w.calls[c.Service+"."+c.Operation+"."+c.Field+"@"+c.Pos] = c
 }
 
 func funcKey(fn *types.Func) string {

@@ -2,6 +2,7 @@ package iam
 
 import (
 	"go/ast"
+	"go/token"
 	"go/types"
 	"strings"
 )
@@ -150,4 +151,50 @@ func serviceOf(path string) string {
 		rest = rest[:i]
 	}
 	return rest
+}
+
+// fieldUse records a set field of an SDK operation's input that needs
+// actions of its own (fieldActions), in both shapes the code sets it:
+// in.VersionId = ... and &s3.GetObjectInput{VersionId: ...}.
+func (w *walker) fieldUse(info *types.Info, n ast.Node) {
+	switch n := n.(type) {
+	case *ast.SelectorExpr:
+		sel, ok := info.Selections[n]
+		if !ok || sel.Kind() != types.FieldVal {
+			return
+		}
+		w.inputField(sel.Recv(), n.Sel.Name, n.Sel.Pos())
+	case *ast.CompositeLit:
+		t := info.TypeOf(n)
+		if t == nil {
+			return
+		}
+		for _, e := range n.Elts {
+			if kv, ok := e.(*ast.KeyValueExpr); ok {
+				if k, ok := kv.Key.(*ast.Ident); ok {
+					w.inputField(t, k.Name, k.Pos())
+				}
+			}
+		}
+	}
+}
+
+// inputField records field of t when t is (a pointer to) an SDK
+// <Op>Input whose field needs actions of its own.
+func (w *walker) inputField(t types.Type, field string, at token.Pos) {
+	if p, ok := t.(*types.Pointer); ok {
+		t = p.Elem()
+	}
+	named, ok := t.(*types.Named)
+	if !ok || named.Obj().Pkg() == nil || !strings.HasPrefix(named.Obj().Pkg().Path(), sdkServicePrefix) {
+		return
+	}
+	op, ok := strings.CutSuffix(named.Obj().Name(), "Input")
+	if !ok {
+		return
+	}
+	svc := serviceOf(named.Obj().Pkg().Path())
+	if len(fieldActions(svc, op, field)) > 0 {
+		w.record(svc, op, "field "+field, at)
+	}
 }

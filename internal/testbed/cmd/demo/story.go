@@ -64,6 +64,10 @@ func (d *demo) deployStory(ctx context.Context) error {
 	if err := d.ctl(ctx, "checkpoint", "list"); err != nil {
 		return err
 	}
+	step("agentctl doctor: what a first real run needs, checked with the agent's own credentials (here the bed's test keys, so credentials warn)")
+	if err := d.ctl(ctx, "doctor"); err != nil {
+		return err
+	}
 	step("agentctl status")
 	return d.ctl(ctx, "status")
 }
