@@ -102,9 +102,9 @@ func TestParseMode(t *testing.T) {
 // refused with what to write.
 func TestParseUnquotedLeadingZeroMode(t *testing.T) {
 	for in, want := range map[string]string{
-		"0644": `permissions[0].mode: 0644 is unquoted: YAML 1.1, which CodeDeploy's agent reads, takes it for the octal number 420 and CodeDeploy applies it as mode 0420; write mode: "0644" (quoted) or mode: 644`,
-		"0755": `permissions[0].mode: 0755 is unquoted: YAML 1.1, which CodeDeploy's agent reads, takes it for the octal number 493 and CodeDeploy refuses it (not an octal mode); write mode: "0755" (quoted) or mode: 755`,
-		"0000": `octal number 0 and CodeDeploy applies it as mode 0000`,
+		"0644":  `permissions[0].mode: 0644 is unquoted: YAML 1.1, which CodeDeploy's agent reads, takes it for the octal number 420 and CodeDeploy applies it as mode 0420; write mode: "0644" (quoted) or mode: 644`,
+		"0755":  `permissions[0].mode: 0755 is unquoted: YAML 1.1, which CodeDeploy's agent reads, takes it for the octal number 493 and CodeDeploy refuses it (not an octal mode); write mode: "0755" (quoted) or mode: 755`,
+		"0000":  `octal number 0 and CodeDeploy applies it as mode 0000`,
 		"04755": `octal number 2541 and CodeDeploy applies it as mode 2541`,
 	} {
 		wantIn(t, mustFail(t, header+"permissions:\n  - object: /srv\n    mode: "+in+"\n"), "appspec.yml:5:11: ", want)
