@@ -193,4 +193,3 @@ func cleanup(ctx context.Context, t *tree, prev *merged, p *plan, rep *Report) (
 	}
 	return keep, nil
 }
-

@@ -435,18 +435,18 @@ func (c *ownerCache) resolve(o *bundle.Owner) (uid, gid int) {
 		return os.Geteuid(), os.Getegid()
 	}
 	return c.id(c.users, o.User, o.UID, func(n string) (string, error) {
-		u, err := user.Lookup(n)
-		if err != nil {
-			return "", err
-		}
-		return u.Uid, nil
-	}), c.id(c.groups, o.Group, o.GID, func(n string) (string, error) {
-		g, err := user.LookupGroup(n)
-		if err != nil {
-			return "", err
-		}
-		return g.Gid, nil
-	})
+			u, err := user.Lookup(n)
+			if err != nil {
+				return "", err
+			}
+			return u.Uid, nil
+		}), c.id(c.groups, o.Group, o.GID, func(n string) (string, error) {
+			g, err := user.LookupGroup(n)
+			if err != nil {
+				return "", err
+			}
+			return g.Gid, nil
+		})
 }
 
 func (c *ownerCache) id(cache map[string]int, name string, num int, lookup func(string) (string, error)) int {
