@@ -128,7 +128,7 @@ type manifestWriter struct {
 }
 
 func newManifestWriter(path string) (*manifestWriter, error) {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_WRONLY|os.O_APPEND, 0o644)
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("install: create manifest %s: %w", path, err)
 	}
@@ -159,7 +159,7 @@ func (w *manifestWriter) finish() error {
 		return fmt.Errorf("install: close manifest %s: %w", w.path, err)
 	}
 	tmp := w.path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
 	if err != nil {
 		return fmt.Errorf("install: write manifest %s: %w", tmp, err)
 	}
