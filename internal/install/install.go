@@ -12,6 +12,7 @@ import (
 
 	"github.com/rollback-agent/rollback-agent/internal/appspec"
 	"github.com/rollback-agent/rollback-agent/internal/bundle"
+	"github.com/rollback-agent/rollback-agent/internal/posixacl"
 )
 
 // tmpSuffix names the temporary file a path is written to before it is
@@ -166,7 +167,10 @@ func (m *merged) dirs() map[string]bool {
 }
 
 func copyAll(ctx context.Context, t *tree, p *plan, prev *merged, keep, skip map[string]bool, w *manifestWriter, rep *Report) error {
-	var withContext []*item
+	// Directory ACLs come after every copy, as CodeDeploy's agent runs all
+	// permission commands after its copies: a default ACL set first would
+	// be inherited by the files copied into the directory.
+	var withContext, dirACLs []*item
 	for _, it := range p.items {
 		if err := ctx.Err(); err != nil {
 			return fmt.Errorf("install: interrupted: %w", err)
@@ -195,6 +199,14 @@ func copyAll(ctx context.Context, t *tree, p *plan, prev *merged, keep, skip map
 		}
 		if it.SELinux {
 			withContext = append(withContext, it)
+		}
+		if it.ACL && it.Kind == KindDir && !it.preexisting {
+			dirACLs = append(dirACLs, it)
+		}
+	}
+	for _, it := range dirACLs {
+		if err := setDirACL(t, it); err != nil {
+			return err
 		}
 	}
 	for _, it := range withContext {
@@ -245,15 +257,29 @@ func installDir(t *tree, it *item, w *manifestWriter, rep *Report) error {
 	}
 	d := os.NewFile(uintptr(fd), it.Path)
 	defer d.Close()
+	// A directory of ours kept from the previous install starts without
+	// ACLs, as the fresh mkdir CodeDeploy's agent would make: copies into
+	// it must not inherit a default ACL the new revision may not set.
+	for _, attr := range []string{posixacl.XattrAccess, posixacl.XattrDefault} {
+		if err := posixacl.RemoveFd(fd, attr); err != nil {
+			return fmt.Errorf("install: %s: %w", it.Path, err)
+		}
+	}
 	if err := setOwnerMode(d, it); err != nil {
 		return err
 	}
-	if it.ACL {
-		if err := setACL(d, it); err != nil {
-			return err
-		}
-	}
 	return w.record(it.Entry)
+}
+
+// setDirACL sets a directory's ACLs once everything is copied.
+func setDirACL(t *tree, it *item) error {
+	fd, _, err := t.openDir(it.Path)
+	if err != nil {
+		return fmt.Errorf("install: %s: %w", it.Path, err)
+	}
+	d := os.NewFile(uintptr(fd), it.Path)
+	defer d.Close()
+	return setACL(d, it)
 }
 
 func installFile(t *tree, it *item, prev *merged, w *manifestWriter, rep *Report) error {
