@@ -8,7 +8,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -352,12 +351,6 @@ func (c *countdownCtx) Err() error {
 }
 
 func (c *countdownCtx) Done() <-chan struct{} { return c.done }
-
-// isNotExist reports whether p is absent (without following a link).
-func isNotExist(p string) bool {
-	_, err := os.Lstat(p)
-	return errors.Is(err, fs.ErrNotExist)
-}
 
 // fixTarChecksum recomputes the checksum of the tar header at off, so a
 // test can patch a header the way a hostile or ancient tool would write it.

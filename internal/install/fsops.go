@@ -300,34 +300,3 @@ func (t *tree) readlink(p string) (string, error) {
 	defer unix.Close(fd)
 	return readlinkat(fd, base)
 }
-
-// unixMode turns the permission, setuid, setgid and sticky bits of m into
-// the bits chmod(2) takes.
-func unixMode(m fs.FileMode) uint32 {
-	out := uint32(m.Perm())
-	if m&fs.ModeSetuid != 0 {
-		out |= unix.S_ISUID
-	}
-	if m&fs.ModeSetgid != 0 {
-		out |= unix.S_ISGID
-	}
-	if m&fs.ModeSticky != 0 {
-		out |= unix.S_ISVTX
-	}
-	return out
-}
-
-// fileMode is unixMode's inverse, for what fstat reports.
-func fileMode(m uint32) fs.FileMode {
-	out := fs.FileMode(m & 0o777)
-	if m&unix.S_ISUID != 0 {
-		out |= fs.ModeSetuid
-	}
-	if m&unix.S_ISGID != 0 {
-		out |= fs.ModeSetgid
-	}
-	if m&unix.S_ISVTX != 0 {
-		out |= fs.ModeSticky
-	}
-	return out
-}

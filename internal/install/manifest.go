@@ -16,7 +16,6 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"syscall"
 )
 
 // Entry kinds.
@@ -58,17 +57,6 @@ type StatKey struct {
 	Size  int64  `json:"size"`
 	MTime int64  `json:"mtime"`
 	CTime int64  `json:"ctime"`
-}
-
-func statKey(fi fs.FileInfo) *StatKey {
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	if !ok {
-		return nil
-	}
-	return &StatKey{
-		Dev: st.Dev, Ino: st.Ino, Size: st.Size,
-		MTime: st.Mtim.Sec*1e9 + st.Mtim.Nsec, CTime: st.Ctim.Sec*1e9 + st.Ctim.Nsec,
-	}
 }
 
 // Manifest is what one Install put on disk, in creation order.

@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -406,16 +405,6 @@ func lookupOwner(perm appspec.Permission) (int, int, error) {
 		gid, _ = strconv.Atoi(g.Gid)
 	}
 	return uid, gid, nil
-}
-
-// sortedPaths is used in messages, so they are stable.
-func sortedPaths(m map[string]bool) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }
 
 // ownerCache maps an archive's owners to this host's ids once per name.
