@@ -88,12 +88,8 @@ func preflight(t *tree, p *plan, prev *merged, behavior string) (map[string]bool
 // followsToDir reports whether p is a link the tree follows (trusted) to
 // a directory.
 func followsToDir(t *tree, p string) bool {
-	fd, _, err := t.openDir(p)
-	if err != nil {
-		return false
-	}
-	unix.Close(fd)
-	return true
+	_, _, err := t.openDir(p)
+	return err == nil
 }
 
 func kindOf(fi fs.FileInfo) string {

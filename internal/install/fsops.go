@@ -48,8 +48,8 @@ func (e *errUntrusted) Error() string {
 // agent made (from the manifests and as it goes).
 type tree struct {
 	ours map[string]bool
-	// lastDir caches the most recently opened parent: an install creates
-	// siblings one after the other.
+	// lastDir is the most recently opened directory, kept open: an
+	// install creates siblings one after the other.
 	lastDir  string
 	lastFd   int
 	lastReal string
@@ -69,9 +69,6 @@ func (t *tree) close() {
 		t.lastFd, t.lastDir = -1, ""
 	}
 }
-
-// forget drops the cache (after a change that can affect it).
-func (t *tree) forget() { t.close() }
 
 type comp struct {
 	name string
@@ -94,25 +91,21 @@ type level struct {
 }
 
 // openDir opens the directory at the absolute path p (O_RDONLY,
-// O_DIRECTORY) and returns its fd and its real path. The caller closes it.
+// O_DIRECTORY) and returns its fd and its real path. The fd belongs to
+// the tree, which keeps the last directory opened (an install works on
+// siblings one after the other): it stays valid until the next openDir,
+// so callers neither close it nor hold it across another call.
 func (t *tree) openDir(p string) (int, string, error) {
 	p = path.Clean(p)
 	if t.lastFd >= 0 && t.lastDir == p {
-		fd, err := unix.Dup(t.lastFd)
-		if err == nil {
-			unix.CloseOnExec(fd)
-			return fd, t.lastReal, nil
-		}
+		return t.lastFd, t.lastReal, nil
 	}
 	fd, real, err := t.walk(p)
 	if err != nil {
 		return -1, "", err
 	}
 	t.close()
-	if c, err := unix.Dup(fd); err == nil {
-		unix.CloseOnExec(c)
-		t.lastDir, t.lastFd, t.lastReal = p, c, real
-	}
+	t.lastDir, t.lastFd, t.lastReal = p, fd, real
 	return fd, real, nil
 }
 
@@ -227,7 +220,7 @@ func readlinkat(dirFd int, name string) (string, error) {
 	return string(buf[:n]), nil
 }
 
-// parent opens the directory of p; the caller closes fd.
+// parent opens the directory of p (the tree's fd, see openDir).
 func (t *tree) parent(p string) (fd int, base, realDir string, err error) {
 	p = path.Clean(p)
 	dir, base := path.Split(p)
@@ -244,7 +237,6 @@ func (t *tree) lstat(p string) (*unix.Stat_t, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer unix.Close(fd)
 	var st unix.Stat_t
 	if err := unix.Fstatat(fd, base, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		return nil, &fs.PathError{Op: "lstat", Path: p, Err: err}
@@ -258,11 +250,10 @@ func (t *tree) remove(p string, dir bool) error {
 	if err != nil {
 		return err
 	}
-	defer unix.Close(fd)
 	flags := 0
 	if dir {
+		// The tree's cached directory is p's parent now, never p.
 		flags = unix.AT_REMOVEDIR
-		t.forget()
 	}
 	if err := unix.Unlinkat(fd, base, flags); err != nil {
 		return &fs.PathError{Op: "remove", Path: p, Err: err}
@@ -297,6 +288,5 @@ func (t *tree) readlink(p string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	defer unix.Close(fd)
 	return readlinkat(fd, base)
 }

@@ -225,13 +225,11 @@ func installDir(t *tree, it *item, w *manifestWriter, rep *Report) error {
 	if err != nil {
 		return fmt.Errorf("install: create directory %s: %w", it.Path, err)
 	}
-	defer unix.Close(pfd)
 	if it.replaceLink {
 		target, _ := readlinkat(pfd, base)
 		if err := unix.Unlinkat(pfd, base, 0); err != nil && !errors.Is(err, unix.ENOENT) {
 			return fmt.Errorf("install: remove the symlink at %s: %w", it.Path, err)
 		}
-		t.forget()
 		rep.Warnings = append(rep.Warnings, fmt.Sprintf("%s: the symlink to %s that replaced this directory after the previous install was replaced by a directory again (its target is left alone)", it.Path, target))
 	}
 	var st unix.Stat_t
@@ -273,10 +271,15 @@ func installDir(t *tree, it *item, w *manifestWriter, rep *Report) error {
 
 // setDirACL sets a directory's ACLs once everything is copied.
 func setDirACL(t *tree, it *item) error {
-	fd, _, err := t.openDir(it.Path)
+	tfd, _, err := t.openDir(it.Path)
 	if err != nil {
 		return fmt.Errorf("install: %s: %w", it.Path, err)
 	}
+	fd, err := unix.Dup(tfd)
+	if err != nil {
+		return fmt.Errorf("install: %s: %w", it.Path, err)
+	}
+	unix.CloseOnExec(fd)
 	d := os.NewFile(uintptr(fd), it.Path)
 	defer d.Close()
 	return setACL(d, it)
@@ -294,7 +297,6 @@ func installFile(t *tree, it *item, prev *merged, w *manifestWriter, rep *Report
 	if err != nil {
 		return fmt.Errorf("install: %s: %w", it.Path, err)
 	}
-	defer unix.Close(pfd)
 	tmp := base + tmpSuffix
 	_ = unix.Unlinkat(pfd, tmp, 0)
 	if it.Kind == KindSymlink {
