@@ -66,8 +66,10 @@ func TestWatchWindowRollsBackWithoutACommand(t *testing.T) {
 	v1 := h.bundle("v1", app.Revision("v1", ""))
 	v2rev := app.Revision("v2", "")
 	// v2 starts fine and dies a few seconds later: after ValidateService
-	// and the assessment, inside the watch window.
-	v2rev.Hooks["ApplicationStart"] = fmt.Sprintf("(sleep 3; kill $(cat %s/web.pid)) >/dev/null 2>&1 &\n", app.Run) + v2rev.Hooks["ApplicationStart"]
+	// and the assessment, inside the watch window. (ApplicationStart
+	// itself takes half a second more than the script: its server holds
+	// the script's output, see hooks/drain.go.)
+	v2rev.Hooks["ApplicationStart"] = fmt.Sprintf("(sleep 6; kill $(cat %s/web.pid)) >/dev/null 2>&1 &\n", app.Run) + v2rev.Hooks["ApplicationStart"]
 	v2 := h.bundle("v2", v2rev)
 	if r := h.ctl("deploy", v1, "--wait"); r.code != 0 || !strings.Contains(r.stdout, "ok   Assess") {
 		t.Fatalf("deploy v1: %d\n%s%s", r.code, r.stdout, r.stderr)

@@ -35,8 +35,9 @@ const (
 	maxLine = 64 << 10
 	// outputGrace is how long the pipes may stay open after the script's
 	// main process has exited before their holder counts as a background
-	// process: long enough for a short-lived child to finish its output.
-	outputGrace = time.Second
+	// process: long enough for a short-lived child to finish its output,
+	// short enough not to slow down every hook that starts a server.
+	outputGrace = 500 * time.Millisecond
 )
 
 // stream is one of the two pipes.
