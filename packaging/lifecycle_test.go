@@ -143,10 +143,10 @@ func checkInstalled(t *testing.T, r string) {
 	if group := readFile(t, filepath.Join(r, "etc/group")); !regexp.MustCompile(`(?m)^rollback-agent:x:\d+:`).MatchString(group) {
 		t.Errorf("no rollback-agent group after install:\n%s", group)
 	}
-	for _, d := range []string{"var/lib/rollback-agent", "var/lib/rollback-agent/inbox"} {
+	for d, mode := range map[string]os.FileMode{"var/lib/rollback-agent": 0o711, "var/lib/rollback-agent/inbox": 0o700} {
 		fi, err := os.Stat(filepath.Join(r, d))
-		if err != nil || fi.Mode().Perm() != 0o700 {
-			t.Errorf("/%s after install: %v %v (want a 0700 directory from tmpfiles.d)", d, fi, err)
+		if err != nil || fi.Mode().Perm() != mode {
+			t.Errorf("/%s after install: %v %v (want a %04o directory from tmpfiles.d)", d, fi, err, mode)
 		}
 	}
 }

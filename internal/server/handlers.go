@@ -309,6 +309,11 @@ func logFiles(dir, event string) ([]string, error) {
 	}
 	var fs []f
 	for _, e := range ents {
+		// scripts.log repeats every event's output in CodeDeploy's format
+		// (for log shippers); it is shown when asked for (event=scripts).
+		if e.Name() == "scripts.log" {
+			continue
+		}
 		if info, err := e.Info(); err == nil && strings.HasSuffix(e.Name(), ".log") {
 			fs = append(fs, f{e.Name(), info.ModTime()})
 		}
