@@ -13,6 +13,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -30,6 +31,7 @@ import (
 	"github.com/rollback-agent/rollback-agent/internal/health"
 	"github.com/rollback-agent/rollback-agent/internal/identity"
 	"github.com/rollback-agent/rollback-agent/internal/journal"
+	"github.com/rollback-agent/rollback-agent/internal/securepath"
 	"github.com/rollback-agent/rollback-agent/internal/server"
 	"github.com/rollback-agent/rollback-agent/internal/version"
 )
@@ -79,6 +81,9 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return &ExitError{Code: ExitConfig, Err: err}
 	}
 	if *checkOnly {
+		if err := checkPaths(*cfgPath, cfg); err != nil {
+			return &ExitError{Code: ExitConfig, Err: err}
+		}
 		fmt.Fprintf(stdout, "%s: OK\n", *cfgPath)
 		return nil
 	}
@@ -138,6 +143,12 @@ func (d *Daemon) run(parent context.Context) (err error) {
 	}()
 
 	d.setPhase(api.StateStarting, "opening the journal")
+	// The state dir holds what the agent executes and its record of what
+	// it did: no user but root may be able to change or redirect it.
+	if err := checkStateDir(cfg.StateDir); err != nil {
+		close(startDone)
+		return err
+	}
 	j, err := journal.Open(cfg.StateDir, journalLockWait)
 	if err != nil {
 		close(startDone)
@@ -156,7 +167,7 @@ func (d *Daemon) run(parent context.Context) (err error) {
 
 	if err := d.startServer(cfg); err != nil {
 		close(startDone)
-		return err
+		return unsafeIsConfig(err)
 	}
 	defer d.stopServer()
 
@@ -297,6 +308,48 @@ func (d *Daemon) discover(ctx context.Context, cfg *config.Config) (aws.Config, 
 	d.newBoot = newBoot && prev != ""
 	d.mu.Unlock()
 	return awsCfg, nil
+}
+
+// checkPaths is --check-config's look at where the agent would keep its
+// state and socket: what exists of those paths must be root's alone
+// (the rest the agent creates at start).
+func checkPaths(cfgPath string, cfg *config.Config) error {
+	var errs []error
+	check := func(key, dir string) {
+		if dir == "" {
+			return
+		}
+		if err := securepath.CheckExisting(dir); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %s: %w", cfgPath, key, err))
+		}
+	}
+	check("state_dir", cfg.StateDir)
+	check("socket", filepath.Dir(cfg.Socket))
+	if cfg.Sources.Inbox != "" {
+		check("sources.inbox", filepath.Dir(cfg.Sources.Inbox))
+	}
+	return errors.Join(errs...)
+}
+
+// checkStateDir creates the state dir when missing and refuses one that
+// a user other than root could change (securepath).
+func checkStateDir(dir string) error {
+	f, err := securepath.Open(dir, 0o755)
+	if err != nil {
+		return unsafeIsConfig(fmt.Errorf("state_dir: %w", err))
+	}
+	return f.Close()
+}
+
+// unsafeIsConfig makes an unsafe path exit 78, as a bad config does: the
+// agent refuses to start and systemd does not restart it into the same
+// refusal; the message says which directory to fix.
+func unsafeIsConfig(err error) error {
+	var ue *securepath.UnsafeError
+	if errors.As(err, &ue) {
+		return &ExitError{Code: ExitConfig, Err: fmt.Errorf("%w (refusing to start)", err)}
+	}
+	return err
 }
 
 func readBootID(path string) string {
