@@ -57,7 +57,9 @@ func Load(dir string, opts Options) (*AppSpec, error) {
 	if err != nil {
 		return nil, err
 	}
-	data, err := os.ReadFile(filepath.Join(dir, name))
+	// Bounded: a bundle may carry an appspec of any size up to
+	// limits.max_file_bytes, and only the first MiB can be valid.
+	data, err := yamlx.ReadFile(filepath.Join(dir, name))
 	if err != nil {
 		return nil, fmt.Errorf("appspec: reading %s: %w", name, err)
 	}

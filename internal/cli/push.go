@@ -59,7 +59,7 @@ func (g *globals) loadSignKey(path string) (*minisign.PrivateKey, error) {
 	if path == "" {
 		return nil, nil
 	}
-	b, err := os.ReadFile(path)
+	b, err := release.ReadKeyFile(path)
 	if err != nil {
 		return nil, usageErr("--sign-key: %v", err)
 	}

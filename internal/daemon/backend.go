@@ -48,7 +48,7 @@ func (d *Daemon) startServices(ctx context.Context, cfg *config.Config, awsCfg a
 	fetcher := &source.Fetcher{S3: func(context.Context) (*s3.Client, error) {
 		s3once.Do(func() { s3c = awsconf.S3(awsCfg) })
 		return s3c, nil
-	}}
+	}, Limits: func() config.Limits { return d.cfg.Load().Limits }}
 	ec2c := ec2.NewFromConfig(awsCfg)
 	d.svc = &services{awsCfg: awsCfg, ec2: ec2c}
 	cps := checkpoint.New(checkpoint.Options{

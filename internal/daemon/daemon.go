@@ -33,6 +33,7 @@ import (
 	"github.com/rollback-agent/rollback-agent/internal/journal"
 	"github.com/rollback-agent/rollback-agent/internal/securepath"
 	"github.com/rollback-agent/rollback-agent/internal/server"
+	"github.com/rollback-agent/rollback-agent/internal/source/release"
 	"github.com/rollback-agent/rollback-agent/internal/version"
 )
 
@@ -83,6 +84,9 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if *checkOnly {
 		if err := checkPaths(*cfgPath, cfg); err != nil {
 			return &ExitError{Code: ExitConfig, Err: err}
+		}
+		if _, err := release.NewKeyring(cfg.Trust.PublicKeys, cfg.Trust.RequireSignature); err != nil {
+			return &ExitError{Code: ExitConfig, Err: fmt.Errorf("%s: %w", *cfgPath, err)}
 		}
 		fmt.Fprintf(stdout, "%s: OK\n", *cfgPath)
 		return nil
@@ -352,11 +356,15 @@ func unsafeIsConfig(err error) error {
 	return err
 }
 
+// readBootID reads boot.id_file, at most a line of it: the setting may
+// name any file, and a boot id is 36 bytes.
 func readBootID(path string) string {
-	b, err := os.ReadFile(path)
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return ""
 	}
+	defer f.Close()
+	b, _ := io.ReadAll(io.LimitReader(f, 256))
 	return strings.TrimSpace(string(b))
 }
 

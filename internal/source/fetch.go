@@ -15,12 +15,14 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/rollback-agent/rollback-agent/internal/api"
 	"github.com/rollback-agent/rollback-agent/internal/bundle"
+	"github.com/rollback-agent/rollback-agent/internal/config"
 )
 
 // Source types.
@@ -64,7 +66,26 @@ type Fetcher struct {
 	// S3 returns the client for s3:// sources (created lazily: a host that
 	// never deploys from S3 needs no S3 permissions).
 	S3 func(ctx context.Context) (*s3.Client, error)
+	// Limits are the current limits.* (nil: none); a bundle larger than
+	// MaxBundleBytes of them is refused when the copy reaches that size.
+	Limits func() config.Limits
 }
+
+// perEntryOverhead is what an archive may spend on one entry besides its
+// content, generously: a tar header and its padding, a long name's PAX
+// record, a zip's local and central headers with the name twice.
+const perEntryOverhead = 8 << 10
+
+// MaxBundleBytes is the largest bundle (as fetched, before unpacking)
+// the limits can allow: every entry at its largest plus its headers.
+// Anything bigger cannot unpack within the limits, so fetching stops
+// there rather than filling the state disk first.
+func MaxBundleBytes(l config.Limits) int64 {
+	return int64(l.MaxUnpackedBytes) + int64(l.MaxFiles)*perEntryOverhead + 1<<20
+}
+
+// ErrTooLarge is a bundle over MaxBundleBytes.
+var ErrTooLarge = errors.New("bundle too large")
 
 // Fetch writes the bundle of src to dst and returns its sha256 and size.
 func (f *Fetcher) Fetch(ctx context.Context, src *api.Source, dst string) (string, int64, error) {
@@ -73,7 +94,10 @@ func (f *Fetcher) Fetch(ctx context.Context, src *api.Source, dst string) (strin
 		return "", 0, fmt.Errorf("fetch: create %s: %w", dst, err)
 	}
 	h := sha256.New()
-	cw := &countingWriter{w: io.MultiWriter(out, h)}
+	cw := &countingWriter{w: io.MultiWriter(out, h), max: -1}
+	if f.Limits != nil {
+		cw.max, cw.why = limitOf(f.Limits())
+	}
 	switch src.Type {
 	case TypeFile, TypeInbox:
 		err = copyFile(ctx, src.Location, cw)
@@ -94,12 +118,24 @@ func (f *Fetcher) Fetch(ctx context.Context, src *api.Source, dst string) (strin
 	return hex.EncodeToString(h.Sum(nil)), cw.n, nil
 }
 
+func limitOf(l config.Limits) (int64, string) {
+	return MaxBundleBytes(l), fmt.Sprintf("limits.max_unpacked_bytes (%d bytes) with limits.max_files %d allow no bundle larger than %d bytes",
+		int64(l.MaxUnpackedBytes), l.MaxFiles, MaxBundleBytes(l))
+}
+
+// countingWriter counts what passes and refuses to pass more than max
+// bytes (max < 0: no limit), so a copy stops at the limit.
 type countingWriter struct {
-	w io.Writer
-	n int64
+	w   io.Writer
+	n   int64
+	max int64
+	why string
 }
 
 func (c *countingWriter) Write(p []byte) (int, error) {
+	if c.max >= 0 && c.n+int64(len(p)) > c.max {
+		return 0, fmt.Errorf("%w: %s; stopped reading there", ErrTooLarge, c.why)
+	}
 	n, err := c.w.Write(p)
 	c.n += int64(n)
 	return n, err
@@ -118,12 +154,21 @@ func (c ctxReader) Read(p []byte) (int, error) {
 	return c.r.Read(p)
 }
 
+// copyFile copies a regular file: a FIFO or a device named as a bundle
+// (a path is whatever the request says) is refused before it is read.
 func copyFile(ctx context.Context, path string, w io.Writer) error {
-	in, err := os.Open(path)
+	in, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return err
 	}
 	defer in.Close()
+	fi, err := in.Stat()
+	if err != nil {
+		return err
+	}
+	if !fi.Mode().IsRegular() {
+		return fmt.Errorf("%s is not a regular file (%s)", path, fi.Mode().Type())
+	}
 	_, err = io.Copy(w, ctxReader{ctx, in})
 	return err
 }
@@ -145,6 +190,9 @@ func (f *Fetcher) fetchS3(ctx context.Context, src *api.Source, w io.Writer) err
 		return fmt.Errorf("S3 GetObject s3://%s/%s: %w", src.Bucket, src.Key, err)
 	}
 	defer out.Body.Close()
+	if cw, ok := w.(*countingWriter); ok && cw.max >= 0 && aws.ToInt64(out.ContentLength) > cw.max {
+		return fmt.Errorf("s3://%s/%s is %d bytes: %w: %s; nothing of it was read", src.Bucket, src.Key, aws.ToInt64(out.ContentLength), ErrTooLarge, cw.why)
+	}
 	src.ETag = strings.Trim(aws.ToString(out.ETag), `"`)
 	if out.VersionId != nil && *out.VersionId != "null" {
 		src.VersionID = *out.VersionId

@@ -3,10 +3,12 @@ package release
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"aead.dev/minisign"
 )
@@ -30,7 +32,7 @@ func NewKeyring(entries []string, require bool) (*Keyring, error) {
 		e = strings.TrimSpace(e)
 		text := []byte(e)
 		if filepath.IsAbs(e) {
-			b, err := os.ReadFile(e)
+			b, err := ReadKeyFile(e)
 			if err != nil {
 				errs = append(errs, fmt.Errorf("trust.public_keys[%d]: read %s: %w", i, e, err))
 				continue
@@ -48,6 +50,27 @@ func NewKeyring(entries []string, require bool) (*Keyring, error) {
 		errs = append(errs, errors.New("trust.require_signature is true but trust.public_keys is empty"))
 	}
 	return kr, errors.Join(errs...)
+}
+
+// MaxKeyFileBytes bounds what is read of a key file: a minisign key file
+// is two short lines, and a key named /dev/zero must not fill memory.
+const MaxKeyFileBytes = 4 << 10
+
+// ReadKeyFile reads a minisign key file, at most MaxKeyFileBytes of it.
+func ReadKeyFile(path string) ([]byte, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, MaxKeyFileBytes+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > MaxKeyFileBytes {
+		return nil, fmt.Errorf("%s is larger than %d bytes: not a minisign key file (reading stopped there)", path, MaxKeyFileBytes)
+	}
+	return b, nil
 }
 
 // Len is the number of trusted keys.
@@ -129,7 +152,7 @@ func SignDoc(key minisign.PrivateKey, doc []byte, comment string) []byte {
 // minisign tool's default) is decrypted with password; "" fails with a
 // message that says so.
 func LoadPrivateKey(path, password string) (minisign.PrivateKey, error) {
-	b, err := os.ReadFile(path)
+	b, err := ReadKeyFile(path)
 	if err != nil {
 		return minisign.PrivateKey{}, fmt.Errorf("read signing key %s: %w", path, err)
 	}
