@@ -169,12 +169,20 @@ type HealthSummary struct {
 
 // CheckResult is one check's last result.
 type CheckResult struct {
-	Name     string        `json:"name"`
-	Kind     string        `json:"kind"`
-	Healthy  bool          `json:"healthy"`
-	Output   string        `json:"output,omitempty"`
-	Duration time.Duration `json:"duration_ns"`
-	At       time.Time     `json:"at"`
+	Name    string `json:"name"`
+	Kind    string `json:"kind"`
+	Healthy bool   `json:"healthy"`
+	// Output says what happened in words safe for every reader of the
+	// status: a status line, an exit status; URLs without passwords or
+	// query values.
+	Output string `json:"output,omitempty"`
+	// Detail is what the check saw that may hold the application's
+	// secrets (a command's output, the start of an HTTP body). The API
+	// gives it to root only; others get DetailWithheld.
+	Detail         string        `json:"detail,omitempty"`
+	DetailWithheld bool          `json:"detail_withheld,omitempty"`
+	Duration       time.Duration `json:"duration_ns"`
+	At             time.Time     `json:"at"`
 }
 
 // WatchWindow is the post-deployment watch.
