@@ -347,6 +347,16 @@ type Source struct {
 	VersionID string `json:"version_id,omitempty"`
 	ETag      string `json:"etag,omitempty"`
 	Size      int64  `json:"size,omitempty"`
+	// SHA256 is the digest the bundle must have: from a manifest the
+	// agent verified, or measured when the inbox took an unsigned drop.
+	// The fetch refuses any other bytes (then Size must match too).
+	SHA256 string `json:"sha256,omitempty"`
+	// Signer is the key (as minisign prints its id) whose signature over
+	// the manifest vouched for the bundle; empty when it came unsigned.
+	Signer string `json:"signer,omitempty"`
+	// AllowUnsigned is root's --allow-unsigned: deploy this source without
+	// a signature although trust.require_signature is true.
+	AllowUnsigned bool `json:"allow_unsigned,omitempty"`
 }
 
 // Step is one journaled step of a deployment.
@@ -390,6 +400,9 @@ type DeployRequest struct {
 	// Revision labels the deployment; default: derived from the source.
 	Revision                      string `json:"revision,omitempty"`
 	IgnoreApplicationStopFailures bool   `json:"ignore_application_stop_failures,omitempty"`
+	// AllowUnsigned deploys a source that has no valid signature although
+	// trust.require_signature is true (root's explicit choice).
+	AllowUnsigned bool `json:"allow_unsigned,omitempty"`
 }
 
 // RollbackRequest is POST /v1/rollback.

@@ -21,7 +21,6 @@ import (
 	"github.com/rollback-agent/rollback-agent/internal/releases"
 	"github.com/rollback-agent/rollback-agent/internal/server"
 	"github.com/rollback-agent/rollback-agent/internal/source"
-	"github.com/rollback-agent/rollback-agent/internal/source/release"
 )
 
 // services are the parts that exist once the agent knows who it is.
@@ -48,7 +47,8 @@ func (d *Daemon) startServices(ctx context.Context, cfg *config.Config, awsCfg a
 	fetcher := &source.Fetcher{S3: func(context.Context) (*s3.Client, error) {
 		s3once.Do(func() { s3c = awsconf.S3(awsCfg) })
 		return s3c, nil
-	}, Limits: func() config.Limits { return d.cfg.Load().Limits }}
+	}, Limits: func() config.Limits { return d.cfg.Load().Limits },
+		Keys: d.keys, App: func() string { return d.cfg.Load().Application }}
 	ec2c := ec2.NewFromConfig(awsCfg)
 	d.svc = &services{awsCfg: awsCfg, ec2: ec2c}
 	cps := checkpoint.New(checkpoint.Options{
@@ -118,12 +118,8 @@ func (d *Daemon) startServices(ctx context.Context, cfg *config.Config, awsCfg a
 		eng.BootAssess()
 	}
 	if cfg.Sources.Inbox != "" {
-		keys, err := release.NewKeyring(cfg.Trust.PublicKeys, cfg.Trust.RequireSignature)
-		if err != nil {
-			return fmt.Errorf("sources.inbox: %w", err)
-		}
 		in := &source.Inbox{Dir: cfg.Sources.Inbox, Engine: eng, Journal: d.journal, Log: d.log, OnError: d.sourceError("inbox"),
-			Keys: keys, App: cfg.Application}
+			Keys: d.keys, App: cfg.Application}
 		d.mu.Lock()
 		d.sources["inbox"] = api.SourceState{Enabled: true, Detail: cfg.Sources.Inbox}
 		d.mu.Unlock()
@@ -170,6 +166,7 @@ func (d *Daemon) Deploy(_ context.Context, req api.DeployRequest) (*api.Deployme
 	if err != nil {
 		return nil, server.BadRequest(err)
 	}
+	src.AllowUnsigned = req.AllowUnsigned
 	return d.svc.engine.Submit(engine.Request{Source: src, Revision: req.Revision, Trigger: "api", IgnoreApplicationStopFailures: req.IgnoreApplicationStopFailures})
 }
 

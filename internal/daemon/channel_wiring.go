@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"context"
-	"fmt"
 	"path/filepath"
 
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -11,7 +10,6 @@ import (
 	"github.com/rollback-agent/rollback-agent/internal/config"
 	"github.com/rollback-agent/rollback-agent/internal/engine"
 	"github.com/rollback-agent/rollback-agent/internal/source"
-	"github.com/rollback-agent/rollback-agent/internal/source/release"
 )
 
 // startChannel starts the S3 release channel watcher when
@@ -23,12 +21,8 @@ func (d *Daemon) startChannel(ctx context.Context, cfg *config.Config, eng *engi
 	if cfg.Sources.Channel == "" {
 		return nil
 	}
-	keys, err := release.NewKeyring(cfg.Trust.PublicKeys, cfg.Trust.RequireSignature)
-	if err != nil {
-		return fmt.Errorf("sources.channel: %w", err)
-	}
 	ch, err := source.NewChannel(source.ChannelOptions{
-		URL: cfg.Sources.Channel, App: cfg.Application, Interval: cfg.Sources.PollInterval, Keys: keys,
+		URL: cfg.Sources.Channel, App: cfg.Application, Interval: cfg.Sources.PollInterval, Keys: d.keys,
 		S3: s3c, Engine: eng, Journal: d.journal, Dir: filepath.Join(cfg.StateDir, "channel"), Log: d.log,
 		OnState: d.channelState,
 	})

@@ -81,19 +81,20 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return &ExitError{Code: ExitConfig, Err: err}
 	}
+	keys, err := release.NewKeyring(cfg.Trust.PublicKeys, cfg.Trust.RequireSignature)
+	if err != nil {
+		return &ExitError{Code: ExitConfig, Err: fmt.Errorf("%s: %w", *cfgPath, err)}
+	}
 	if *checkOnly {
 		if err := checkPaths(*cfgPath, cfg); err != nil {
 			return &ExitError{Code: ExitConfig, Err: err}
-		}
-		if _, err := release.NewKeyring(cfg.Trust.PublicKeys, cfg.Trust.RequireSignature); err != nil {
-			return &ExitError{Code: ExitConfig, Err: fmt.Errorf("%s: %w", *cfgPath, err)}
 		}
 		fmt.Fprintf(stdout, "%s: OK\n", *cfgPath)
 		return nil
 	}
 	log, level := newLogger(stderr, cfg.LogLevel)
 	defer log.Sync() //nolint:errcheck // stderr sync errors are not actionable
-	d := &Daemon{cfgPath: *cfgPath, log: log, level: level, notify: notifier{log: log}, loop: newLoop(), started: time.Now(), sourceErrs: map[string]string{}, sources: map[string]api.SourceState{}}
+	d := &Daemon{cfgPath: *cfgPath, log: log, level: level, notify: notifier{log: log}, loop: newLoop(), started: time.Now(), sourceErrs: map[string]string{}, sources: map[string]api.SourceState{}, keys: keys}
 	d.cfg.Store(cfg)
 	d.cfgLoadedAt = time.Now()
 	return d.run(ctx)
@@ -112,6 +113,9 @@ type Daemon struct {
 	svc     *services
 	deps    health.Deps
 	started time.Time
+	// keys are trust.*: one Keyring shared by the fetcher, the inbox and
+	// the channel, whose contents a reload replaces.
+	keys *release.Keyring
 
 	mu          sync.Mutex
 	state       api.AgentState

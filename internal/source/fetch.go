@@ -19,10 +19,12 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"golang.org/x/sys/unix"
 
 	"github.com/rollback-agent/rollback-agent/internal/api"
 	"github.com/rollback-agent/rollback-agent/internal/bundle"
 	"github.com/rollback-agent/rollback-agent/internal/config"
+	"github.com/rollback-agent/rollback-agent/internal/source/release"
 )
 
 // Source types.
@@ -69,6 +71,11 @@ type Fetcher struct {
 	// Limits are the current limits.* (nil: none); a bundle larger than
 	// MaxBundleBytes of them is refused when the copy reaches that size.
 	Limits func() config.Limits
+	// Keys are trust.* as they are now (the daemon's one Keyring, which
+	// a reload updates); nil trusts no key and requires no signature.
+	Keys *release.Keyring
+	// App is the agent's application, which a manifest must name.
+	App func() string
 }
 
 // perEntryOverhead is what an archive may spend on one entry besides its
@@ -88,7 +95,15 @@ func MaxBundleBytes(l config.Limits) int64 {
 var ErrTooLarge = errors.New("bundle too large")
 
 // Fetch writes the bundle of src to dst and returns its sha256 and size.
+// First the source must meet the trust policy as it is now (admit: a
+// verified manifest, or an unsigned source where none is required or root
+// allowed it). The digest is taken of the bytes as they are copied into
+// dst, the only copy the engine unpacks; when a manifest (or the inbox)
+// pinned a digest, other bytes are refused.
 func (f *Fetcher) Fetch(ctx context.Context, src *api.Source, dst string) (string, int64, error) {
+	if err := f.admit(ctx, src); err != nil {
+		return "", 0, fmt.Errorf("fetch %s: %w", src.Location, err)
+	}
 	out, err := os.OpenFile(dst, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
 	if err != nil {
 		return "", 0, fmt.Errorf("fetch: create %s: %w", dst, err)
@@ -98,8 +113,14 @@ func (f *Fetcher) Fetch(ctx context.Context, src *api.Source, dst string) (strin
 	if f.Limits != nil {
 		cw.max, cw.why = limitOf(f.Limits())
 	}
+	if src.SHA256 != "" && src.Size > 0 && (cw.max < 0 || src.Size < cw.max) {
+		// One byte more than the pinned size is enough to know it is wrong.
+		cw.max, cw.why = src.Size+1, fmt.Sprintf("it is not the bundle that was verified (%d bytes, sha256 %s): tampered or replaced", src.Size, src.SHA256)
+	}
 	switch src.Type {
-	case TypeFile, TypeInbox:
+	case TypeInbox:
+		err = copyInbox(ctx, src.Location, cw)
+	case TypeFile:
 		err = copyFile(ctx, src.Location, cw)
 	case TypeDir:
 		err = bundle.WriteTarGz(ctx, src.Location, cw)
@@ -111,11 +132,15 @@ func (f *Fetcher) Fetch(ctx context.Context, src *api.Source, dst string) (strin
 	if cerr := out.Close(); err == nil && cerr != nil {
 		err = cerr
 	}
+	sum := hex.EncodeToString(h.Sum(nil))
+	if err == nil && src.SHA256 != "" && (sum != src.SHA256 || cw.n != src.Size) {
+		err = fmt.Errorf("the bundle has sha256 %s (%d bytes), but the one verified has %s (%d bytes): tampered or replaced after it was checked, refused", sum, cw.n, src.SHA256, src.Size)
+	}
 	if err != nil {
 		os.Remove(dst)
 		return "", 0, fmt.Errorf("fetch %s: %w", src.Location, err)
 	}
-	return hex.EncodeToString(h.Sum(nil)), cw.n, nil
+	return sum, cw.n, nil
 }
 
 func limitOf(l config.Limits) (int64, string) {
@@ -139,6 +164,33 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 	n, err := c.w.Write(p)
 	c.n += int64(n)
 	return n, err
+}
+
+// copyInbox copies a bundle from the inbox's processing/ without
+// following a link on the way there: whoever may write the inbox could
+// have put one where processing/ was. (The digest pinned when the bundle
+// was taken is the guarantee; this keeps the agent from reading files it
+// was pointed at.)
+func copyInbox(ctx context.Context, path string, w io.Writer) error {
+	sub := filepath.Dir(path)
+	inbox, err := os.Open(filepath.Dir(sub))
+	if err != nil {
+		return err
+	}
+	defer inbox.Close()
+	fd, err := unix.Openat(int(inbox.Fd()), filepath.Base(sub), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", sub, err)
+	}
+	dir := os.NewFile(uintptr(fd), sub)
+	defer dir.Close()
+	in, err := openAt(dir, filepath.Base(path))
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	_, err = io.Copy(w, ctxReader{ctx, in})
+	return err
 }
 
 // ctxReader stops a long copy when the context ends.
