@@ -25,11 +25,16 @@ import (
 
 // services are the parts that exist once the agent knows who it is.
 type services struct {
+	ctx         context.Context
 	engine      *engine.Engine
 	checkpoints *checkpoint.Manager
 	ec2         *ec2.Client
 	awsCfg      aws.Config
+	s3          func(context.Context) (*s3.Client, error)
 	wg          sync.WaitGroup
+	// inbox and channel are the running sources (nil: off); only the
+	// agent's loop starts and stops them.
+	inbox, channel *runningSource
 }
 
 // startServices builds the engine and the sources and starts them.
@@ -50,7 +55,7 @@ func (d *Daemon) startServices(ctx context.Context, cfg *config.Config, awsCfg a
 	}, Limits: func() config.Limits { return d.cfg.Load().Limits },
 		Keys: d.keys, App: func() string { return d.cfg.Load().Application }}
 	ec2c := ec2.NewFromConfig(awsCfg)
-	d.svc = &services{awsCfg: awsCfg, ec2: ec2c}
+	d.svc = &services{ctx: ctx, awsCfg: awsCfg, ec2: ec2c, s3: fetcher.S3}
 	cps := checkpoint.New(checkpoint.Options{
 		EC2: ec2c, Identity: d.identity, Config: d.cfg.Load, Cache: d.journal, Log: d.log,
 		OnChange: func() { d.notify.status(d.summary()) },
@@ -117,21 +122,7 @@ func (d *Daemon) startServices(ctx context.Context, cfg *config.Config, awsCfg a
 	if newBoot && cfg.Boot.Assess {
 		eng.BootAssess()
 	}
-	if cfg.Sources.Inbox != "" {
-		in := &source.Inbox{Dir: cfg.Sources.Inbox, Engine: eng, Journal: d.journal, Log: d.log, OnError: d.sourceError("inbox"),
-			Keys: d.keys, App: cfg.Application}
-		d.mu.Lock()
-		d.sources["inbox"] = api.SourceState{Enabled: true, Detail: cfg.Sources.Inbox}
-		d.mu.Unlock()
-		d.svc.wg.Add(1)
-		go func() {
-			defer d.svc.wg.Done()
-			if err := in.Run(ctx); err != nil {
-				d.sourceError("inbox")(err)
-			}
-		}()
-	}
-	if err := d.startChannel(ctx, cfg, eng, fetcher.S3); err != nil {
+	if err := d.startSources(cfg); err != nil {
 		return err
 	}
 	return nil
