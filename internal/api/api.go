@@ -18,6 +18,9 @@ const (
 	PathEvents      = "/v1/events"
 	PathMetrics     = "/v1/metrics"
 	PathGuards      = "/v1/guards"
+	// PathAcknowledge (POST, root): an operator saw the trouble that put
+	// the agent in needs_operator (AcknowledgeRequest).
+	PathAcknowledge = "/v1/acknowledge"
 )
 
 // HeaderServerVersion is set on every response.
@@ -193,10 +196,14 @@ type WatchWindow struct {
 
 // OperatorAttention is set when the agent stopped and needs a human.
 type OperatorAttention struct {
-	DeploymentID string    `json:"deployment_id,omitempty"`
-	What         string    `json:"what"`
-	Next         string    `json:"next"`
-	Since        time.Time `json:"since"`
+	DeploymentID string `json:"deployment_id,omitempty"`
+	// Trouble names a problem of the agent's own record (journal-lost),
+	// not of a deployment: it is cleared by acknowledging it
+	// (agentctl acknowledge TROUBLE).
+	Trouble string    `json:"trouble,omitempty"`
+	What    string    `json:"what"`
+	Next    string    `json:"next"`
+	Since   time.Time `json:"since"`
 }
 
 // DeploymentStatus is where a deployment (or rollback, restore, guard)
@@ -403,6 +410,12 @@ type DeployRequest struct {
 	// AllowUnsigned deploys a source that has no valid signature although
 	// trust.require_signature is true (root's explicit choice).
 	AllowUnsigned bool `json:"allow_unsigned,omitempty"`
+}
+
+// AcknowledgeRequest is POST /v1/acknowledge: Trouble must name the
+// trouble the status reports.
+type AcknowledgeRequest struct {
+	Trouble string `json:"trouble"`
 }
 
 // RollbackRequest is POST /v1/rollback.

@@ -242,6 +242,6 @@ func newRoot(g *globals) *cobra.Command {
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error {
 		return &exitError{code: ExitUsage, err: err}
 	})
-	root.AddCommand(newStatusCmd(g), newVersionCmd(g), newDeployCmd(g), newRollbackCmd(g), newHistoryCmd(g), newShowCmd(g), newLogsCmd(g), newCheckpointCmd(g), newRestoreInstanceCmd(g), newHealthCmd(g), newGuardCmd(g), newPushCmd(g), newReleasesCmd(g), newPromoteCmd(g), newKeygenCmd(g))
+	root.AddCommand(newStatusCmd(g), newVersionCmd(g), newDeployCmd(g), newRollbackCmd(g), newHistoryCmd(g), newShowCmd(g), newLogsCmd(g), newCheckpointCmd(g), newRestoreInstanceCmd(g), newHealthCmd(g), newGuardCmd(g), newPushCmd(g), newReleasesCmd(g), newPromoteCmd(g), newKeygenCmd(g), newAcknowledgeCmd(g))
 	return root
 }

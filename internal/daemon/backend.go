@@ -75,7 +75,7 @@ func (d *Daemon) startServices(ctx context.Context, cfg *config.Config, awsCfg a
 	eng, err := engine.New(engine.Options{
 		Config: d.cfg.Load, Journal: d.journal, Releases: rel, StateDir: cfg.StateDir,
 		Log: d.log, Fetcher: fetcher, GroupID: groupID, Checkpoints: cps,
-		RefreshIdentity: d.refreshIdentity, Health: d.checkers, OnHealth: d.onHealth, BootID: bootID,
+		RefreshIdentity: d.refreshIdentity, Health: d.checkers, OnHealth: d.onHealth, BootID: bootID, Gate: d.gate,
 	})
 	if err != nil {
 		return err
@@ -158,7 +158,8 @@ func (d *Daemon) Deploy(_ context.Context, req api.DeployRequest) (*api.Deployme
 		return nil, server.BadRequest(err)
 	}
 	src.AllowUnsigned = req.AllowUnsigned
-	return d.svc.engine.Submit(engine.Request{Source: src, Revision: req.Revision, Trigger: "api", IgnoreApplicationStopFailures: req.IgnoreApplicationStopFailures})
+	dep, err := d.svc.engine.Submit(engine.Request{Source: src, Revision: req.Revision, Trigger: "api", IgnoreApplicationStopFailures: req.IgnoreApplicationStopFailures})
+	return dep, needsOperator(err)
 }
 
 // Rollback implements server.Backend.
@@ -167,7 +168,7 @@ func (d *Daemon) Rollback(_ context.Context, req api.RollbackRequest) (*api.Depl
 	if errors.Is(err, engine.ErrNoTarget) {
 		return nil, server.Conflict(err)
 	}
-	return dep, err
+	return dep, needsOperator(err)
 }
 
 // Deployments implements server.Backend.

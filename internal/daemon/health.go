@@ -64,7 +64,7 @@ func (d *Daemon) Guard(ctx context.Context, req api.GuardRequest) (*api.GuardSta
 		return nil, server.Conflict(err)
 	}
 	if err != nil {
-		return nil, err
+		return nil, needsOperator(err)
 	}
 	return &api.GuardStarted{SchemaVersion: api.SchemaVersion, ID: dep.ID, Checkpoint: dep.Checkpoint}, nil
 }

@@ -132,7 +132,7 @@ func (d *Daemon) startChannel(cfg *config.Config) error {
 	ch, err := source.NewChannel(source.ChannelOptions{
 		URL: cfg.Sources.Channel, App: cfg.Application, Interval: cfg.Sources.PollInterval, Keys: d.keys,
 		S3: d.svc.s3, Engine: d.svc.engine, Journal: d.journal, Dir: filepath.Join(cfg.StateDir, "channel"), Log: d.log,
-		OnState: d.channelState,
+		OnState: d.channelState, Floors: d.journal,
 	})
 	if err != nil {
 		return err

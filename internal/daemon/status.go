@@ -38,6 +38,7 @@ func (d *Daemon) Status(ctx context.Context) api.Status {
 		st.Identity.Volumes = []api.Volume{}
 	}
 	d.deploymentStatus(&st)
+	d.troubleStatus(&st)
 	if d.svc != nil && d.svc.checkpoints != nil {
 		st.Checkpoints = d.svc.checkpoints.Summary()
 	}
@@ -85,6 +86,11 @@ func (d *Daemon) summaryLocked() string {
 		return fmt.Sprintf("Starting: %s.", d.phase)
 	case api.StateStopping:
 		return "Stopping."
+	}
+	if d.journal != nil {
+		if t := d.journal.Trouble(); t != nil {
+			return fmt.Sprintf("NEEDS OPERATOR: %s; nothing is deployed until `agentctl acknowledge %s` (see agentctl status).", t.What, t.Kind)
+		}
 	}
 	id := d.ident
 	where := id.InstanceID

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -35,6 +36,10 @@ type Journal struct {
 	db      *bolt.DB
 	path    string
 	pidPath string
+
+	// wmu serialises the witness's rewrites; trouble is what Open found.
+	wmu     sync.Mutex
+	trouble *Trouble
 }
 
 // Open opens (creating if needed) the journal in stateDir and takes its
@@ -48,6 +53,7 @@ func Open(stateDir string, lockWait time.Duration) (*Journal, error) {
 	if lockWait <= 0 {
 		lockWait = 50 * time.Millisecond
 	}
+	fresh := isFresh(path)
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: lockWait})
 	if err != nil {
 		if errors.Is(err, berrors.ErrTimeout) {
@@ -78,7 +84,12 @@ func Open(stateDir string, lockWait time.Duration) (*Journal, error) {
 		db.Close()
 		return nil, fmt.Errorf("journal: write %s: %w", pidPath, err)
 	}
-	return &Journal{db: db, path: path, pidPath: pidPath}, nil
+	j := &Journal{db: db, path: path, pidPath: pidPath}
+	if err := j.checkWitness(fresh); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return j, nil
 }
 
 // writePID writes the pid file, never through a link someone left there.

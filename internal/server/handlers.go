@@ -37,6 +37,8 @@ type Backend interface {
 	GuardDone(ctx context.Context, id string, done api.GuardDone) error
 	// Metrics is the Prometheus text exposition.
 	Metrics(ctx context.Context) string
+	// Acknowledge clears the trouble of that kind the status reports.
+	Acknowledge(ctx context.Context, trouble string) error
 }
 
 // CheckpointBackend is the checkpoint part of the API.
@@ -148,6 +150,18 @@ func (s *Server) routes() {
 			rep = &withheld
 		}
 		WriteJSON(w, http.StatusOK, rep)
+	})
+	s.mux.HandleFunc("POST "+api.PathAcknowledge, func(w http.ResponseWriter, r *http.Request) {
+		var req api.AcknowledgeRequest
+		if err := decodeBody(r, &req); err != nil {
+			writeErr(w, err)
+			return
+		}
+		if err := s.backend.Acknowledge(r.Context(), req.Trouble); err != nil {
+			writeErr(w, err)
+			return
+		}
+		WriteJSON(w, http.StatusOK, s.backend.Status(r.Context()))
 	})
 	s.mux.HandleFunc("POST "+api.PathGuards, func(w http.ResponseWriter, r *http.Request) {
 		var req api.GuardRequest

@@ -66,6 +66,9 @@ func (fakeBackend) GuardDone(_ context.Context, id string, _ api.GuardDone) erro
 	return NotFound(errors.New("fake: no guard " + id))
 }
 func (fakeBackend) Metrics(context.Context) string { return "go_goroutines 1\n" }
+func (fakeBackend) Acknowledge(_ context.Context, kind string) error {
+	return Conflict(errors.New("fake: nothing to acknowledge of kind " + kind))
+}
 func (fakeBackend) RestoreCheckpoint(_ context.Context, id string, _ api.RestoreRequest) (*api.Deployment, error) {
 	return nil, NotFound(errors.New("fake: no checkpoint " + id))
 }

@@ -21,6 +21,7 @@ import (
 
 	"github.com/rollback-agent/rollback-agent/internal/api"
 	"github.com/rollback-agent/rollback-agent/internal/engine"
+	"github.com/rollback-agent/rollback-agent/internal/journal"
 	"github.com/rollback-agent/rollback-agent/internal/source/release"
 )
 
@@ -55,6 +56,14 @@ func (c *Channel) poll(ctx context.Context) error {
 	}
 	switch {
 	case err == nil:
+		return nil
+	case errors.Is(err, engine.ErrNeedsOperator):
+		// Not S3's fault and not the document's: the agent takes no work
+		// until an operator acknowledges. The document is looked at again
+		// at the next poll (its ETag is not recorded).
+		c.mu.Lock()
+		c.state.refused = err.Error()
+		c.mu.Unlock()
 		return nil
 	case isRefusal(err):
 		c.o.Log.Warn("channel: refused; nothing installed", zap.String("channel", c.o.URL), zap.Error(err))
@@ -131,6 +140,12 @@ func (c *Channel) apply(ctx context.Context, client *s3.Client, body []byte, eta
 	b, _ := json.Marshal(rec)
 	if err := c.o.Journal.SetMeta(c.metaKey, string(b)); err != nil {
 		c.o.Log.Error("channel: could not record the applied sequence; a restart may deploy it again", zap.String("channel", c.o.URL), zap.Error(err))
+	}
+	if c.o.Floors != nil {
+		if err := c.o.Floors.RaiseChannelFloor(c.o.URL, journal.ChannelFloor{Sequence: ch.Sequence, Version: ch.Version, ManifestSHA256: ch.ManifestSHA256}); err != nil {
+			c.o.Log.Error("channel: could not record the applied sequence apart from the journal; after a loss of the journal an older channel could be replayed",
+				zap.String("channel", c.o.URL), zap.Error(err))
+		}
 	}
 	unsigned := errors.Is(chErr, release.ErrUnsigned) || mUnsigned
 	c.mu.Lock()
