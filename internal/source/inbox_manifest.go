@@ -96,8 +96,11 @@ func findManifest(dir *os.File, name string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("read %s: %w", filepath.Join(dir.Name(), release.ManifestName), err)
 	}
-	// Another bundle's manifest.json is not this one's.
-	if m, err := release.ParseManifest(body); err == nil && m.Bundle != name {
+	// Another bundle's manifest.json is not this one's, and neither is a
+	// manifest.json that is no release manifest at all (a web app's, say,
+	// beside a bundle deployed from its build directory): it proves
+	// nothing, so the bundle counts as having none.
+	if m, err := release.ParseManifest(body); err != nil || m.Bundle != name {
 		return "", nil
 	}
 	return release.ManifestName, nil

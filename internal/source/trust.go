@@ -125,8 +125,9 @@ func (f *Fetcher) s3Manifest(ctx context.Context, src *api.Source, keys *release
 			return nil, err
 		}
 		if k == prefix+release.ManifestName {
-			// Another object's manifest.json is not this one's.
-			if m, err := release.ParseManifest(b); err == nil && m.Bundle != name {
+			// Another object's manifest.json (or one that is no release
+			// manifest) is not this one's.
+			if m, err := release.ParseManifest(b); err != nil || m.Bundle != name {
 				continue
 			}
 		}
