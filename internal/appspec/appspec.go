@@ -3,7 +3,6 @@ package appspec
 import (
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"os/user"
@@ -32,11 +31,6 @@ const (
 	nameYML  = "appspec.yml"
 	nameYAML = "appspec.yaml"
 )
-
-// maxAppSpecBytes bounds what Load reads: yamlx refuses larger documents
-// (with its own message), so reading stops one byte past the limit instead
-// of taking in a hostile bundle's 400 MB appspec whole.
-const maxAppSpecBytes = yamlx.MaxFileSize
 
 // Find returns the appspec file name in dir: "appspec.yml" first, then "appspec.yaml"; an error naming both when neither exists.
 func Find(dir string) (string, error) {
@@ -91,12 +85,9 @@ func Load(dir string, opts Options) (*AppSpec, error) {
 	if err != nil {
 		return nil, err
 	}
-	f, err := os.Open(filepath.Join(dir, name))
-	if err != nil {
-		return nil, fmt.Errorf("appspec: reading %s: %w", name, err)
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, maxAppSpecBytes+1))
+	// Bounded: a bundle may carry an appspec of any size up to
+	// limits.max_file_bytes, and only the first MiB can be valid.
+	data, err := yamlx.ReadFile(filepath.Join(dir, name))
 	if err != nil {
 		return nil, fmt.Errorf("appspec: reading %s: %w", name, err)
 	}

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -35,7 +34,7 @@ func validName(s string) bool { return len(s) <= 63 && namePattern.MatchString(s
 // Load reads and validates the file at path. Every problem in the file is
 // reported in one *yamlx.Error; warnings are returned separately.
 func Load(path string) (*Config, []string, error) {
-	data, err := os.ReadFile(path)
+	data, err := yamlx.ReadFile(path)
 	if err != nil {
 		return nil, nil, fmt.Errorf("config: read %s: %w", path, err)
 	}

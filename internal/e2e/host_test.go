@@ -483,3 +483,15 @@ func (h *host) metric(name string) float64 {
 	h.t.Fatalf("no metric %s in\n%s", name, out)
 	return 0
 }
+
+// deployJSON deploys with --wait -o json and returns the result and the
+// deployment's record; output that is not a record fails the test.
+func (h *host) deployJSON(args ...string) (result, api.Deployment) {
+	h.t.Helper()
+	r := h.ctl(append([]string{"deploy"}, append(args, "--wait", "-o", "json")...)...)
+	var d api.Deployment
+	if err := json.Unmarshal([]byte(r.stdout), &d); err != nil {
+		h.t.Fatalf("deploy %v: exit %d, no record: %v\n%s\n%s", args, r.code, err, r.stdout, r.stderr)
+	}
+	return r, d
+}

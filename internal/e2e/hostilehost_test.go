@@ -4,7 +4,6 @@ import (
 	"archive/tar"
 	"bytes"
 	"compress/gzip"
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -55,17 +54,6 @@ func writeTgz(t *testing.T, path string, ents ...tarEntry) {
 	if err := os.WriteFile(path, b.Bytes(), 0o644); err != nil {
 		t.Fatal(err)
 	}
-}
-
-// deployJSON runs agentctl deploy --wait -o json and decodes the record.
-func (h *host) deployJSON(args ...string) (result, api.Deployment) {
-	h.t.Helper()
-	r := h.ctl(append([]string{"deploy"}, append(args, "--wait", "-o", "json")...)...)
-	var d api.Deployment
-	if err := json.Unmarshal([]byte(r.stdout), &d); err != nil {
-		h.t.Fatalf("deploy %v: exit %d, no record: %v\n%s\n%s", args, r.code, err, r.stdout, r.stderr)
-	}
-	return r, d
 }
 
 // A developer (a local user) built the bundle: its tar carries their uid,
