@@ -21,6 +21,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/rollback-agent/rollback-agent/internal/api"
+	"github.com/rollback-agent/rollback-agent/internal/clock"
 	"github.com/rollback-agent/rollback-agent/internal/config"
 	"github.com/rollback-agent/rollback-agent/internal/health"
 	"github.com/rollback-agent/rollback-agent/internal/journal"
@@ -68,6 +69,10 @@ type Options struct {
 	// result not journaled yet): tracing, and tests that stop the engine
 	// at exactly those points as a crash would.
 	OnStep func(d *api.Deployment, s api.Step, at StepPoint)
+	// Clock times the waits that can last hours on AWS (a checkpoint the
+	// volumes rung restores, a root replacement task); nil is the
+	// machine's clock. Tests pass a fake one.
+	Clock clock.Clock
 }
 
 // StepPoint is a point in a step's life that OnStep is told about.
@@ -111,6 +116,7 @@ func New(o Options) (*Engine, error) {
 			return nil, fmt.Errorf("engine: create %s: %w", d, err)
 		}
 	}
+	o.Clock = clock.Or(o.Clock)
 	return &Engine{o: o, bus: newBus(), wake: make(chan struct{}, 1), jobs: make(chan job, 16), guards: map[string]*guardState{}}, nil
 }
 

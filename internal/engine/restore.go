@@ -85,6 +85,18 @@ func (r *run) restoreVolumes(ctx context.Context, rung api.RungName) error {
 			}
 		}
 	}
+	// Before anything is stopped: every old volume can be released.
+	for i := range r.d.Volumes {
+		vr := &r.d.Volumes[i]
+		if !before(vr.Stage, checkpoint.StageUnmounted) {
+			continue
+		}
+		if err := r.step(StepCheckDetach+" "+vr.DeviceName, api.EffectNone, "", rung, func() (string, error) {
+			return vr.OldVolumeID + " can be released: nothing but the agent's unmount holds it", cps.CheckDetach(vr)
+		}); err != nil {
+			return err
+		}
+	}
 	if err := r.stopPrevious(ctx, rung, rung != ""); err != nil {
 		return err
 	}
@@ -106,6 +118,9 @@ func (r *run) restoreVolumes(ctx context.Context, rung api.RungName) error {
 			{checkpoint.StageAttached, func() (string, error) {
 				var err error
 				dev, err = cps.Attach(ctx, vr)
+				if vr.AttachedAs != "" {
+					return fmt.Sprintf("%s attached as %s at %s (EC2 would not take %s)", vr.NewVolumeID, dev, vr.AttachedAs, vr.DeviceName), err
+				}
 				return vr.NewVolumeID + " attached as " + dev, err
 			}},
 			{checkpoint.StageMounted, func() (string, error) {
@@ -253,6 +268,9 @@ func (e *Engine) resumeRootRestore(ctx context.Context) error {
 			Trigger: "api", CreatedAt: in.Started, StartedAt: in.Started, Steps: []api.Step{}}
 	}
 	r := &run{e: e, d: d, cfg: e.o.Config(), log: e.o.Log}
+	if err := e.o.Checkpoints.AdoptRestored(*in); err != nil {
+		e.o.Log.Warn("record the checkpoints of the root restore in the ledger", zap.Error(err))
+	}
 	markInterrupted(d)
 	climbing := d.Kind != api.KindRestoreRoot // the ladder's root rung, not `checkpoint restore --root`
 	if d.Root == nil {

@@ -34,6 +34,7 @@ const (
 	StepUninstall   = "Uninstall"
 	StepRecover     = "Recover"
 	StepPlan        = "Plan"
+	StepCheckDetach = "CheckDetach"
 	StepIntent      = "Intent"
 	StepAssess      = "Assess"
 	StepCommand     = "Command"
