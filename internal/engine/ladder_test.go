@@ -62,7 +62,7 @@ func TestLadderWhenRungsFail(t *testing.T) {
 		{name: "volumes rung refuses a volume it cannot release, before stopping anything", ladder: []api.RungName{rung.Revision, rung.Volumes}, v2Data: true,
 			held: "a filesystem on partition nvme1n1p1 is mounted at /srv", want: api.StatusNeedsOperator, wantRungs: "revision=failed volumes=failed", wantV: "v1", wantData: "bad",
 			wantInErr: []string{"volumes rung: restore /dev/sdf: the agent cannot release", "partition nvme1n1p1", "nothing was stopped"},
-			wantCalls: map[string]int{"CheckDetach": 1, "Unmount": 0, "CreateRestoreVolume": 1}},
+			wantCalls: map[string]int{"CheckDetach": 1, "Unmount": 0, "CreateRestoreVolume": 0}},
 		// The guest still holds /dev/sdf: the new volume goes to the next
 		// free name and is mounted where the old one was.
 		{name: "volumes rung attaches at another name when the guest holds the device name", ladder: []api.RungName{rung.Volumes}, v2Data: true, heldName: true,
@@ -156,7 +156,7 @@ func TestMatrixOtherKindsKilled(t *testing.T) {
 	for _, s := range []string{"ApplicationStop", engine.StepCheckpoint, "BeforeInstall", engine.StepInstall, "ValidateService", engine.StepAssess} {
 		cases = append(cases, kindCase{api.KindRollback, s, engine.StepStarted, api.StatusSucceeded}, kindCase{api.KindRollback, s, engine.StepReturned, api.StatusSucceeded})
 	}
-	for _, s := range []string{engine.StepPlan, "CreateVolume " + dataDevice, "Unmount " + dataDevice, "Detach " + dataDevice, "Attach " + dataDevice, "Mount " + dataDevice, engine.StepAssess} {
+	for _, s := range []string{engine.StepPlan, engine.StepCheckDetach + " " + dataDevice, "CreateVolume " + dataDevice, "Unmount " + dataDevice, "Detach " + dataDevice, "Attach " + dataDevice, "Mount " + dataDevice, engine.StepAssess} {
 		cases = append(cases, kindCase{api.KindRestore, s, engine.StepStarted, api.StatusSucceeded}, kindCase{api.KindRestore, s, engine.StepReturned, api.StatusSucceeded})
 	}
 	cases = append(cases, kindCase{api.KindGuard, engine.StepCommand, engine.StepStarted, api.StatusSucceeded},

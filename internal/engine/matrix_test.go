@@ -221,7 +221,7 @@ func TestMatrixRevisionRungKilledAtEveryStep(t *testing.T) {
 // journaled stage and ends with the checkpoint's data, one new volume
 // made, not two.
 func TestMatrixVolumesRungKilledAtEveryStage(t *testing.T) {
-	steps := []string{engine.StepPlan, "CreateVolume " + dataDevice, engine.StepCheckDetach + " " + dataDevice, "ApplicationStop", "Unmount " + dataDevice, "Detach " + dataDevice,
+	steps := []string{engine.StepPlan, engine.StepCheckDetach + " " + dataDevice, "CreateVolume " + dataDevice, "ApplicationStop", "Unmount " + dataDevice, "Detach " + dataDevice,
 		"Attach " + dataDevice, "Mount " + dataDevice, "ApplicationStart", "ValidateService", engine.StepAssess}
 	for _, s := range steps {
 		for _, at := range []engine.StepPoint{engine.StepStarted, engine.StepReturned} {

@@ -74,18 +74,8 @@ func (r *run) restoreVolumes(ctx context.Context, rung api.RungName) error {
 			return err
 		}
 	}
-	for i := range r.d.Volumes {
-		vr := &r.d.Volumes[i]
-		if before(vr.Stage, checkpoint.StageCreated) {
-			if err := r.step("CreateVolume "+vr.DeviceName, api.EffectNone, "", rung, func() (string, error) {
-				err := cps.CreateRestoreVolume(ctx, r.d.ID, r.d.Checkpoint, vr)
-				return fmt.Sprintf("%s from %s", vr.NewVolumeID, vr.SnapshotID), err
-			}); err != nil {
-				return err
-			}
-		}
-	}
-	// Before anything is stopped: every old volume can be released.
+	// Before anything is made or stopped: every old volume can be
+	// released (EC2 would keep the detach of one still in use busy).
 	for i := range r.d.Volumes {
 		vr := &r.d.Volumes[i]
 		if !before(vr.Stage, checkpoint.StageUnmounted) {
@@ -95,6 +85,17 @@ func (r *run) restoreVolumes(ctx context.Context, rung api.RungName) error {
 			return vr.OldVolumeID + " can be released: nothing but the agent's unmount holds it", cps.CheckDetach(vr)
 		}); err != nil {
 			return err
+		}
+	}
+	for i := range r.d.Volumes {
+		vr := &r.d.Volumes[i]
+		if before(vr.Stage, checkpoint.StageCreated) {
+			if err := r.step("CreateVolume "+vr.DeviceName, api.EffectNone, "", rung, func() (string, error) {
+				err := cps.CreateRestoreVolume(ctx, r.d.ID, r.d.Checkpoint, vr)
+				return fmt.Sprintf("%s from %s", vr.NewVolumeID, vr.SnapshotID), err
+			}); err != nil {
+				return err
+			}
 		}
 	}
 	if err := r.stopPrevious(ctx, rung, rung != ""); err != nil {

@@ -298,6 +298,9 @@ func (d *dataPlane) closeInstance(i *Instance) error {
 		}
 	}
 	for _, dev := range devs {
+		if err := unmountPartitions(dev); err != nil {
+			errs = append(errs, err)
+		}
 		if err := unmountAll(dev); err != nil {
 			errs = append(errs, err)
 		}
