@@ -162,8 +162,9 @@ func protection(c *api.Checkpoint, protected map[string]string) string {
 }
 
 // replacedVolumes lists the volumes restores swapped out, as the ledger
-// records them (a replaced-by tag alone would make prune delete any
-// volume it is put on); skipped names those the tag claims wrongly.
+// records them: a replaced-by tag alone would make prune delete any
+// volume it is put on. skipped names the volumes such a tag claims
+// wrongly, for the log.
 func (m *Manager) replacedVolumes(ctx context.Context, led *ledger) (out []api.ReplacedVolume, skipped []string, err error) {
 	filters := append(m.ownFilters(), types.Filter{Name: aws.String("tag-key"), Values: []string{TagReplacedBy}})
 	p := ec2.NewDescribeVolumesPaginator(m.o.EC2, &ec2.DescribeVolumesInput{Filters: filters})
@@ -173,14 +174,30 @@ func (m *Manager) replacedVolumes(ctx context.Context, led *ledger) (out []api.R
 			return nil, nil, fmt.Errorf("checkpoint: catalogue: DescribeVolumes (replaced): %w", err)
 		}
 		for _, v := range page.Volumes {
-			if led.Volumes[aws.ToString(v.VolumeId)] != volumeReplaced {
+			if led.Replaced[aws.ToString(v.VolumeId)] == nil {
 				skipped = append(skipped, fmt.Sprintf("volume %s tagged %s: the agent never replaced it", aws.ToString(v.VolumeId), TagReplacedBy))
-				continue
 			}
-			tags := tagMap(v.Tags)
-			at, _ := time.Parse(time.RFC3339Nano, tags[TagCreated])
-			out = append(out, api.ReplacedVolume{VolumeID: aws.ToString(v.VolumeId), ReplacedBy: tags[TagReplacedBy],
-				Checkpoint: tags[TagCheckpoint], DeviceName: tags[TagDevice], ReplacedAt: at})
+		}
+	}
+	if len(led.Replaced) == 0 {
+		return nil, skipped, nil
+	}
+	ids := make([]string, 0, len(led.Replaced))
+	for id := range led.Replaced {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	p = ec2.NewDescribeVolumesPaginator(m.o.EC2, &ec2.DescribeVolumesInput{Filters: []types.Filter{{Name: aws.String("volume-id"), Values: ids}}})
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			return nil, nil, fmt.Errorf("checkpoint: catalogue: DescribeVolumes (replaced): %w", err)
+		}
+		for _, v := range page.Volumes {
+			id := aws.ToString(v.VolumeId)
+			if r := led.Replaced[id]; r != nil && v.State != types.VolumeStateDeleting && v.State != types.VolumeStateDeleted {
+				out = append(out, api.ReplacedVolume{VolumeID: id, ReplacedBy: r.By, Checkpoint: r.Checkpoint, DeviceName: r.Device, ReplacedAt: r.At})
+			}
 		}
 	}
 	sort.Slice(out, func(a, b int) bool { return out[a].ReplacedAt.After(out[b].ReplacedAt) })

@@ -41,6 +41,18 @@ type ledger struct {
 	// why: "attached", "restored", "replaced" (a restore swapped it out:
 	// retention may delete it).
 	Volumes map[string]string `json:"volumes"`
+	// Replaced are the volumes restores swapped out and kept for undo:
+	// what the catalogue lists and retention may delete, whatever tags
+	// say (a volume at EC2's 50 tags cannot carry the agent's).
+	Replaced map[string]*replacedRec `json:"replaced,omitempty"`
+}
+
+// replacedRec is one volume a restore swapped out.
+type replacedRec struct {
+	By         string    `json:"by"`
+	Checkpoint string    `json:"checkpoint"`
+	Device     string    `json:"device"`
+	At         time.Time `json:"at"`
 }
 
 // ledgerEntry is one checkpoint the agent made.
@@ -76,7 +88,7 @@ func (l *ledgerStore) load(cache Cache, current []api.Volume) (*ledger, error) {
 	if err != nil {
 		return nil, fmt.Errorf("checkpoint: read the ledger: %w", err)
 	}
-	led := &ledger{Checkpoints: map[string]*ledgerEntry{}, Volumes: map[string]string{}}
+	led := &ledger{Checkpoints: map[string]*ledgerEntry{}, Volumes: map[string]string{}, Replaced: map[string]*replacedRec{}}
 	if v != "" {
 		if err := json.Unmarshal([]byte(v), led); err != nil {
 			return nil, fmt.Errorf("checkpoint: the ledger in the journal is damaged (%w): nothing is trusted or pruned until it is repaired (move the journal aside)", err)
@@ -86,6 +98,9 @@ func (l *ledgerStore) load(cache Cache, current []api.Volume) (*ledger, error) {
 		}
 		if led.Volumes == nil {
 			led.Volumes = map[string]string{}
+		}
+		if led.Replaced == nil {
+			led.Replaced = map[string]*replacedRec{}
 		}
 		return led, nil
 	}

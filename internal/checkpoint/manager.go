@@ -58,6 +58,8 @@ type Manager struct {
 	mu     sync.Mutex // one create at a time: creates share volumes' limits
 	wake   chan struct{}
 	ledger *ledgerStore
+	// pruneMu: one prune at a time.
+	pruneMu sync.Mutex
 }
 
 // New returns a manager; Run tracks completion in the background.

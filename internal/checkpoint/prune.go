@@ -21,6 +21,10 @@ import (
 // tagged as this agent's for this instance and app are ever touched, and
 // one failed delete does not stop the rest: it is reported.
 func (m *Manager) Prune(ctx context.Context, dryRun bool) (*api.PruneReport, error) {
+	// One prune at a time (the one after a deployment, agentctl's): two
+	// would catalogue the same checkpoints and delete them twice.
+	m.pruneMu.Lock()
+	defer m.pruneMu.Unlock()
 	list, err := m.Catalogue(ctx)
 	if err != nil {
 		return nil, err
@@ -63,7 +67,7 @@ func (m *Manager) Prune(ctx context.Context, dryRun bool) (*api.PruneReport, err
 			rep.Errors = append(rep.Errors, fmt.Sprintf("DeleteVolume %s: %v", v.VolumeID, err))
 			continue
 		}
-		if err := m.record(func(led *ledger) { delete(led.Volumes, v.VolumeID) }); err != nil {
+		if err := m.record(func(led *ledger) { delete(led.Volumes, v.VolumeID); delete(led.Replaced, v.VolumeID) }); err != nil {
 			m.o.Log.Warn("forget a deleted volume in the ledger", zap.Error(err))
 		}
 		rep.Deleted = append(rep.Deleted, v.VolumeID)
@@ -111,6 +115,9 @@ func (m *Manager) delete(ctx context.Context, c *api.Checkpoint) error {
 		return err
 	}
 	if led.Checkpoints[c.ID] == nil {
+		if m.gone(ctx, c) {
+			return nil // deleted a moment ago (the ledger forgot it then)
+		}
 		return fmt.Errorf("checkpoint %s is not in the agent's ledger: its resources were not made by this agent and are left alone", c.ID)
 	}
 	var errs []error
@@ -171,4 +178,21 @@ func (m *Manager) delete(ctx context.Context, c *api.Checkpoint) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// gone is true when none of c's resources exists any more.
+func (m *Manager) gone(ctx context.Context, c *api.Checkpoint) bool {
+	for _, s := range c.Snapshots {
+		out, err := m.o.EC2.DescribeSnapshots(ctx, &ec2.DescribeSnapshotsInput{SnapshotIds: []string{s.SnapshotID}})
+		if !notFound(err) && (err != nil || len(out.Snapshots) > 0) {
+			return false
+		}
+	}
+	if c.Image != nil {
+		out, err := m.o.EC2.DescribeImages(ctx, &ec2.DescribeImagesInput{ImageIds: []string{c.Image.ImageID}})
+		if !notFound(err) && (err != nil || len(out.Images) > 0) {
+			return false
+		}
+	}
+	return true
 }

@@ -103,8 +103,10 @@ func (m *Manager) Detach(ctx context.Context, checkpointID string, vr *api.Volum
 		}
 	}
 	var busy string
+	var have []types.Tag
 	err = m.waitVolume(ctx, vr.OldVolumeID, cfg.Devices.DetachTimeout, func(v types.Volume) (bool, error) {
 		if v.State == types.VolumeStateAvailable {
+			have = v.Tags
 			return true, nil
 		}
 		if attachedTo(v, ident.InstanceID) == types.VolumeAttachmentStateBusy {
@@ -119,18 +121,52 @@ func (m *Manager) Detach(ctx context.Context, checkpointID string, vr *api.Volum
 		}
 		return fmt.Errorf("restore %s: volume %s did not detach: %w", vr.DeviceName, vr.OldVolumeID, err)
 	}
-	if err := m.record(func(led *ledger) { led.Volumes[vr.OldVolumeID] = volumeReplaced }); err != nil {
+	now := time.Now().UTC()
+	if err := m.record(func(led *ledger) {
+		led.Volumes[vr.OldVolumeID] = volumeReplaced
+		led.Replaced[vr.OldVolumeID] = &replacedRec{By: vr.NewVolumeID, Checkpoint: checkpointID, Device: vr.DeviceName, At: now}
+	}); err != nil {
 		return fmt.Errorf("restore %s: %w", vr.DeviceName, err)
 	}
-	_, err = m.o.EC2.CreateTags(ctx, &ec2.CreateTagsInput{Resources: []string{vr.OldVolumeID}, Tags: toTags(map[string]string{
-		TagReplacedBy: vr.NewVolumeID, TagCheckpoint: checkpointID, TagDevice: vr.DeviceName, TagApp: cfg.Application,
-		TagInstance: ident.InstanceID, TagManaged: "true", TagCreated: time.Now().UTC().Format(time.RFC3339Nano),
-	})})
-	if err != nil {
-		return fmt.Errorf("restore %s: tag the replaced volume %s: %w", vr.DeviceName, vr.OldVolumeID, err)
+	// The tags tell people (and IAM policies) what the kept volume is;
+	// the ledger is what the agent goes by. They go in order of use, as
+	// many as the volume's 50 allow.
+	tags, dropped := fitOrdered(have, [][2]string{{TagReplacedBy, vr.NewVolumeID}, {TagManaged, "true"}, {TagInstance, ident.InstanceID},
+		{TagApp, cfg.Application}, {TagCheckpoint, checkpointID}, {TagCreated, now.Format(time.RFC3339Nano)}, {TagDevice, vr.DeviceName}})
+	if len(dropped) > 0 {
+		m.o.Log.Warn("the replaced volume has no room for all the agent's tags (EC2 allows 50): some left off; the agent's ledger keeps what it needs",
+			zap.String("volume", vr.OldVolumeID), zap.Strings("left_off", dropped))
+	}
+	if len(tags) > 0 {
+		if _, err := m.o.EC2.CreateTags(ctx, &ec2.CreateTagsInput{Resources: []string{vr.OldVolumeID}, Tags: tags}); err != nil {
+			return fmt.Errorf("restore %s: tag the replaced volume %s: %w", vr.DeviceName, vr.OldVolumeID, err)
+		}
 	}
 	vr.Stage = StageDetached
 	return nil
+}
+
+// fitOrdered is the tags of add, in order, that fit next to have within
+// EC2's 50 per resource (a key have has already is replaced, free);
+// dropped are the keys left off.
+func fitOrdered(have []types.Tag, add [][2]string) ([]types.Tag, []string) {
+	keys := map[string]bool{}
+	for _, t := range have {
+		if k := aws.ToString(t.Key); !strings.HasPrefix(strings.ToLower(k), "aws:") {
+			keys[k] = true
+		}
+	}
+	var out []types.Tag
+	var dropped []string
+	for _, kv := range add {
+		if !keys[kv[0]] && len(keys) >= MaxTags {
+			dropped = append(dropped, kv[0])
+			continue
+		}
+		keys[kv[0]] = true
+		out = append(out, types.Tag{Key: aws.String(kv[0]), Value: aws.String(cleanTagValue(kv[1]))})
+	}
+	return out, dropped
 }
 
 // releaseBusy unmounts the old device's mounts in the agent's namespace
