@@ -45,8 +45,8 @@ func (i *Instance) PartitionVolume(volumeID string) (string, error) {
 	if err := f.Sync(); err != nil {
 		return "", err
 	}
-	// A loop device made without -P does not scan partitions; the flag
-	// can be set afterwards, and setting it rescans.
+	// A loop device made without -P takes no partitions; the flag can be
+	// set afterwards.
 	info, err := unix.IoctlLoopGetStatus64(int(f.Fd()))
 	if err != nil {
 		return "", fmt.Errorf("testbed: LOOP_GET_STATUS64 %s: %w", dev, err)
@@ -54,6 +54,11 @@ func (i *Instance) PartitionVolume(volumeID string) (string, error) {
 	info.Flags |= unix.LO_FLAGS_PARTSCAN
 	if err := unix.IoctlLoopSetStatus64(int(f.Fd()), info); err != nil {
 		return "", fmt.Errorf("testbed: LOOP_SET_STATUS64 %s (partscan): %w", dev, err)
+	}
+	// The kernel may have no partition table parser (this one has none):
+	// partx reads the table and adds the partition (BLKPG).
+	if out, err := exec.Command("partx", "--add", dev).CombinedOutput(); err != nil {
+		return "", fmt.Errorf("testbed: partx --add %s: %w: %s", dev, err, out)
 	}
 	part := dev + "p1"
 	if err := testutil.Poll(10*time.Second, func() error {
