@@ -137,6 +137,10 @@ type Rollback struct {
 	// volume can take hours and an AMI up to a day, and meanwhile the
 	// application is down.
 	CheckpointWait time.Duration `yaml:"checkpoint_wait" doc:"How long the volumes and root rungs wait for their checkpoint to complete; beyond it: needs_operator, saying what to run once it completes."`
+	// RestoreWarmup: volumes made from snapshots fetch each block from
+	// S3 on first read, so the assessment after a restore may see checks
+	// time out on a healthy application.
+	RestoreWarmup time.Duration `yaml:"restore_warmup" doc:"After a volume or root restore, how long the assessment lets checks fail before counting them (restored volumes read slowly until warm); 0: no allowance."`
 }
 
 // Boot is what happens on every start with a new boot id.
@@ -199,7 +203,7 @@ func Default() *Config {
 			AssessTimeout:   60 * time.Second,
 			WatchWindow:     5 * time.Minute,
 		},
-		Rollback: Rollback{Automatic: true, Ladder: []api.RungName{rung.Revision, rung.Volumes}, MaxClimbsPerBoot: 3, MaxClimbsPerDay: 10, CheckpointWait: 30 * time.Minute},
+		Rollback: Rollback{Automatic: true, Ladder: []api.RungName{rung.Revision, rung.Volumes}, MaxClimbsPerBoot: 3, MaxClimbsPerDay: 10, CheckpointWait: 30 * time.Minute, RestoreWarmup: 5 * time.Minute},
 		Boot:     Boot{Assess: true, IDFile: "/proc/sys/kernel/random/boot_id"},
 		Devices:  Devices{ByIDDir: "/dev/disk/by-id", AttachTimeout: time.Minute, DetachTimeout: 5 * time.Minute},
 	}

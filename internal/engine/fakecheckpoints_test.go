@@ -51,6 +51,9 @@ type fakeCheckpoints struct {
 	fail map[string]int
 	// calls logs every call, for assertions.
 	calls []string
+	// coldRounds is how many health rounds a volume restored from a
+	// snapshot reads too slowly for (Mount writes them to <mount>.cold).
+	coldRounds int
 	// heldNames are device names the guest still holds: an attach there
 	// never completes, and the real Attach moves to another name.
 	heldNames map[string]bool
@@ -380,6 +383,11 @@ func (f *fakeCheckpoints) Mount(vr *api.VolumeRestore, _ string) error {
 			return err
 		}
 		d.mount = d.path
+		if f.coldRounds > 0 {
+			if err := os.WriteFile(d.path+".cold", []byte(fmt.Sprint(f.coldRounds)), 0o644); err != nil {
+				return err
+			}
+		}
 	}
 	vr.Stage = checkpoint.StageMounted
 	return nil

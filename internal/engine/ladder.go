@@ -113,6 +113,7 @@ func (r *run) climbRung(ctx context.Context, name api.RungName) (string, error) 
 			// The root was replaced and the host came back on it: what
 			// was left is starting the installed revision and assessing.
 			detail = "root volume replaced from checkpoint " + r.d.Checkpoint + "; the host started again on it"
+			r.restored = true
 			err = r.startInstalled(ctx, name)
 			break
 		}
@@ -263,6 +264,11 @@ func (r *run) assess(ctx context.Context, rung api.RungName) error {
 		if len(checkers) == 0 {
 			return "no health checks configured (ValidateService is the check)", errSkipped
 		}
+		warm := ""
+		if w := r.cfg.Rollback.RestoreWarmup; r.restored && w > 0 {
+			policy = warmupPolicy(policy, w)
+			warm = fmt.Sprintf(" (after a restore, failed rounds allowed for rollback.restore_warmup %s: volumes made from snapshots read slowly until their blocks are fetched)", w)
+		}
 		a := health.Assess(ctx, checkers, policy, func(round int, results []api.CheckResult) {
 			r.e.bus.publish(api.Event{Type: api.EventMessage, DeploymentID: r.d.ID, Message: roundLine(round, results)})
 		})
@@ -270,10 +276,22 @@ func (r *run) assess(ctx context.Context, rung api.RungName) error {
 		r.d.Health = &sum
 		r.e.reportHealth(sum)
 		if !a.Healthy {
-			return a.Reason, errors.New(a.Reason)
+			return a.Reason + warm, errors.New(a.Reason + warm)
 		}
-		return a.Reason, nil
+		return a.Reason + warm, nil
 	})
+}
+
+// warmupPolicy lets an assessment after a restore fail rounds for w
+// before it counts them: a volume restored from a snapshot fetches each
+// block from S3 the first time it is read (EBS User Guide, "Initialize
+// Amazon EBS volumes"), so checks right after a restore can time out on
+// a healthy application. It still ends at the first success run.
+func warmupPolicy(p health.Policy, w time.Duration) health.Policy {
+	interval := max(p.Interval, time.Millisecond)
+	p.FailuresAllowed += int(w / interval)
+	p.AssessTimeout = max(p.AssessTimeout, p.Grace+w)
+	return p
 }
 
 func roundLine(round int, results []api.CheckResult) string {

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/rollback-agent/rollback-agent/internal/api"
 	"github.com/rollback-agent/rollback-agent/internal/engine"
@@ -39,6 +40,10 @@ func TestLadderWhenRungsFail(t *testing.T) {
 		heldName   bool
 		wantDataAt string // device to read the data at (default dataDevice)
 		wantCalls  map[string]int
+		// cold: health rounds the restored volume fails; warmup:
+		// rollback.restore_warmup.
+		cold   int
+		warmup time.Duration
 	}{
 		{name: "revision rung mends the revision", ladder: []api.RungName{rung.Revision, rung.Volumes},
 			want: api.StatusRolledBack, wantRungs: "revision=succeeded", wantV: "v1", wantData: "good"},
@@ -67,6 +72,13 @@ func TestLadderWhenRungsFail(t *testing.T) {
 		// free name and is mounted where the old one was.
 		{name: "volumes rung attaches at another name when the guest holds the device name", ladder: []api.RungName{rung.Volumes}, v2Data: true, heldName: true,
 			want: api.StatusRolledBack, wantRungs: "volumes=succeeded", wantV: "v2", wantData: "good", wantDataAt: "/dev/sdg"},
+		// A restored volume reads slowly until warm: without an allowance
+		// the first checks after the restore fail it; with
+		// rollback.restore_warmup they are allowed to fail for a while.
+		{name: "volumes rung: a cold volume fails the assessment without a warm-up", ladder: []api.RungName{rung.Volumes}, v2Data: true, cold: 3,
+			want: api.StatusNeedsOperator, wantRungs: "volumes=failed", wantV: "v2", wantData: "good"},
+		{name: "volumes rung: a cold volume passes within the warm-up", ladder: []api.RungName{rung.Volumes}, v2Data: true, cold: 3, warmup: 5 * time.Second,
+			want: api.StatusRolledBack, wantRungs: "volumes=succeeded", wantV: "v2", wantData: "good", wantInErr: []string{}},
 		// The root rung waits for the root snapshot the same way.
 		{name: "root rung: the root snapshot stays pending for hours", ladder: []api.RungName{rung.Revision, rung.Root}, v2Sys: true, pendingFor: 1 << 30,
 			want: api.StatusNeedsOperator, wantRungs: "revision=failed root=failed", wantV: "v1", wantData: "good",
@@ -92,6 +104,8 @@ func TestLadderWhenRungsFail(t *testing.T) {
 				f.fail[k] = v
 			}
 			f.pendingReads = c.pendingFor
+			f.coldRounds = c.cold
+			a.cfg.Rollback.RestoreWarmup = c.warmup
 			f.devices[dataDevice].held = c.held
 			if c.heldName {
 				f.heldNames[dataDevice] = true

@@ -37,17 +37,18 @@ func ladderAgent(t *testing.T, ladder ...api.RungName) (*agent, *fakeCheckpoints
 	a := newAgentYAML(t, func(dir string) string {
 		return fmt.Sprintf(`health:
   checks:
-    - {name: app, command: {argv: [sh, -c, 'test "$(cat %s)" = ok && test "$(cat %s)" = good && test "$(cat %s)" = ok'], timeout: 5s}}
+    - {name: app, command: {argv: [sh, -c, 'c=$(cat %[4]s 2>/dev/null || echo 0); if [ "$c" -gt 0 ]; then echo $((c-1)) > %[4]s; echo cold; exit 1; fi; test "$(cat %[1]s)" = ok && test "$(cat %[2]s)" = good && test "$(cat %[3]s)" = ok'], timeout: 5s}}
   interval: 10ms
   grace: 0s
   successes_needed: 1
   failures_allowed: 1
   assess_timeout: 10s
   watch_window: 0s
-`, filepath.Join(dir, "opt", "shop", "health"), filepath.Join(dir, "data"), filepath.Join(dir, "sys"))
+`, filepath.Join(dir, "opt", "shop", "health"), filepath.Join(dir, "data"), filepath.Join(dir, "sys"), filepath.Join(dir, "data.cold"))
 	}, func(c *config.Config) {
 		c.Rollback.Ladder = ladder
 		c.Rollback.MaxClimbsPerBoot, c.Rollback.MaxClimbsPerDay = 100, 100
+		c.Rollback.RestoreWarmup = 0 // the cold-volume cases set it
 	})
 	// newAgentYAML started an engine without checkpoints: start again
 	// with them (the first never ran anything).

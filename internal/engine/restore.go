@@ -143,6 +143,7 @@ func (r *run) restoreVolumes(ctx context.Context, rung api.RungName) error {
 			}
 		}
 	}
+	r.restored = true
 	if r.e.o.RefreshIdentity != nil {
 		if err := r.e.o.RefreshIdentity(ctx); err != nil {
 			r.log.Warn("refresh identity after the volume swap", zap.Error(err))
@@ -348,6 +349,7 @@ func (r *run) finishRootRung(ctx context.Context) {
 	if prev := r.previousGood(); prev != nil {
 		r.d.RolledBackTo = prev.ID
 	}
+	r.restored = true
 	err := r.rung(rung.Root, func() (string, error) {
 		if err := r.startInstalled(ctx, rung.Root); err != nil {
 			return "", err
