@@ -217,7 +217,9 @@ func TestLongRevisionsAndManyTags(t *testing.T) {
 		t.Fatalf("volume restore with 45 tags on the old volume: %s%s", r.stdout, r.stderr)
 	}
 	newVol := lastDeployment(h).Volumes[0].NewVolumeID
-	var vols struct{ Volumes []struct{ Tags []struct{ Key, Value string } } }
+	var vols struct {
+		Volumes []struct{ Tags []struct{ Key, Value string } }
+	}
 	awscli(t, h.bed, &vols, "ec2", "describe-volumes", "--volume-ids", newVol)
 	kept := 0
 	for _, tg := range vols.Volumes[0].Tags {
@@ -282,7 +284,9 @@ func TestRestoreInstanceTwiceLaunchesTwice(t *testing.T) {
 		t.Errorf("the second restore-instance got the first launch back (%s)", first.NewInstanceID)
 	}
 	var desc struct {
-		Reservations []struct{ Instances []struct{ Tags []struct{ Key string } } }
+		Reservations []struct {
+			Instances []struct{ Tags []struct{ Key string } }
+		}
 	}
 	awscli(t, h.bed, &desc, "ec2", "describe-instances", "--instance-ids", second.NewInstanceID)
 	if n := len(desc.Reservations[0].Instances[0].Tags); n != 50 {
