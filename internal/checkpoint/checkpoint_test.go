@@ -64,7 +64,7 @@ func newFixture(t *testing.T, dataPlane bool, mutate func(*config.Config)) *fixt
 		byID = t.TempDir()
 	}
 	ident, err := identity.Describe(ctx, c, identity.Doc{InstanceID: inst.Doc.InstanceID, Region: testbed.Region,
-		AvailabilityZone: inst.Doc.AvailabilityZone, AccountID: inst.Doc.AccountID}, byID)
+		AvailabilityZone: inst.Doc.AvailabilityZone, AccountID: inst.Doc.AccountID, Source: "imds"}, byID, 30*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
