@@ -62,7 +62,7 @@ func describe(cp *api.Checkpoint) string {
 // after all: snapshots of this instance's own volumes carrying this new
 // checkpoint's id that are not the set the agent kept.
 func (m *Manager) settle(cp *api.Checkpoint, retried bool, ident api.Identity) {
-	ctx, cancel := context.WithTimeout(context.Background(), notFoundGrace)
+	ctx, cancel := context.WithTimeout(m.life, notFoundGrace)
 	defer cancel()
 	for _, s := range cp.Snapshots {
 		if s.DeviceName == "" {
@@ -72,7 +72,7 @@ func (m *Manager) settle(cp *api.Checkpoint, retried bool, ident api.Identity) {
 			_, err := m.o.EC2.CreateTags(ctx, &ec2.CreateTagsInput{Resources: []string{s.SnapshotID}, Tags: toTags(map[string]string{TagDevice: s.DeviceName})})
 			return err
 		})
-		if err != nil {
+		if err != nil && m.life.Err() == nil {
 			m.o.Log.Warn("tag snapshot with its device (the catalogue falls back to the agent's record)", zap.String("snapshot", s.SnapshotID), zap.Error(err))
 		}
 	}

@@ -60,6 +60,37 @@ type Manager struct {
 	ledger *ledgerStore
 	// pruneMu: one prune at a time.
 	pruneMu sync.Mutex
+	// The background work of creates (settle) runs under life and is
+	// counted in background, so Run's end stops and waits for it.
+	life           context.Context
+	stopBackground context.CancelFunc
+	background     sync.WaitGroup
+	bgMu           sync.Mutex // orders Add with the Wait at Run's end
+	bgClosed       bool
+}
+
+// goBackground runs fn in the background unless Run has ended (then the
+// agent is stopping and fn's work is left to the next start).
+func (m *Manager) goBackground(fn func()) {
+	m.bgMu.Lock()
+	defer m.bgMu.Unlock()
+	if m.bgClosed {
+		return
+	}
+	m.background.Add(1)
+	go func() {
+		defer m.background.Done()
+		fn()
+	}()
+}
+
+// endBackground stops the background work and waits for it.
+func (m *Manager) endBackground() {
+	m.bgMu.Lock()
+	m.bgClosed = true
+	m.stopBackground()
+	m.bgMu.Unlock()
+	m.background.Wait()
 }
 
 // New returns a manager; Run tracks completion in the background.
@@ -74,7 +105,8 @@ func New(o Options) *Manager {
 	if o.Protected == nil {
 		o.Protected = func() map[string]string { return nil }
 	}
-	return &Manager{o: o, wake: make(chan struct{}, 1), ledger: &ledgerStore{meta: o.Cache}}
+	life, stop := context.WithCancel(context.Background())
+	return &Manager{o: o, wake: make(chan struct{}, 1), ledger: &ledgerStore{meta: o.Cache}, life: life, stopBackground: stop}
 }
 
 func (m *Manager) kick() {
@@ -149,7 +181,7 @@ func (m *Manager) Create(ctx context.Context, meta Meta) (*api.Checkpoint, error
 		// never complete at once, and the deploy goes on meanwhile.
 		time.AfterFunc(m.o.PollInterval, m.kick)
 		m.o.OnChange()
-		go m.settle(cp, retried, ident)
+		m.goBackground(func() { m.settle(cp, retried, ident) })
 	}
 	if err := errors.Join(errs...); err != nil {
 		return cp, err

@@ -20,7 +20,10 @@ import (
 // Run tracks pending checkpoints to completion until ctx ends: it polls
 // DescribeSnapshots/DescribeImages for what is pending, slowing down the
 // longer nothing changes, and records state and progress in the cache.
+// When it returns, the background work of creates (settle) has ended too:
+// nothing of the manager outlives Run.
 func (m *Manager) Run(ctx context.Context) {
+	defer m.endBackground()
 	delay := m.o.PollInterval
 	for {
 		pending := m.pending()
