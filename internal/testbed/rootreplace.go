@@ -232,28 +232,14 @@ func (s *sim) prepareTask(c *call) (*rootTask, *reply) {
 
 // rootSnapshotOf is the snapshot of an image's root device.
 func (s *sim) rootSnapshotOf(ctx context.Context, imageID string) (string, error) {
-	s.mu.Lock()
-	rec := s.images[imageID]
-	s.mu.Unlock()
-	if rec != nil {
-		for _, m := range rec.mappings {
-			if m.Device == rec.rootDevice {
-				return m.SnapshotID, nil
-			}
-		}
-	}
-	out, err := s.moto.DescribeImages(ctx, &ec2.DescribeImagesInput{ImageIds: []string{imageID}})
+	root, err := s.imageRoot(ctx, imageID)
 	if err != nil {
 		return "", err
 	}
-	for _, im := range out.Images {
-		for _, m := range im.BlockDeviceMappings {
-			if aws.ToString(m.DeviceName) == aws.ToString(im.RootDeviceName) && m.Ebs != nil && m.Ebs.SnapshotId != nil {
-				return *m.Ebs.SnapshotId, nil
-			}
-		}
+	if root.SnapshotID == "" {
+		return "", &apiError{code: "InvalidAMIID.NotFound", msg: fmt.Sprintf("The image id '[%s]' has no EBS root snapshot", imageID)}
 	}
-	return "", &apiError{code: "InvalidAMIID.NotFound", msg: fmt.Sprintf("The image id '[%s]' has no EBS root snapshot", imageID)}
+	return root.SnapshotID, nil
 }
 
 // runTask is the task's life after CreateReplaceRootVolumeTask answered.

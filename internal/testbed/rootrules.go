@@ -83,39 +83,40 @@ func (s *sim) rootReplaceRefusal(ctx context.Context, t *rootTask, inst types.In
 		return ec2Error(http.StatusBadRequest, "InvalidParameterValue",
 			fmt.Sprintf("The AMI '%s' is an AWS Marketplace AMI (product code %s): it cannot replace a root volume.", t.imageID, code))
 	}
-	size, err := s.imageRootSize(ctx, t.imageID)
+	root, err := s.imageRoot(ctx, t.imageID)
 	if err != nil {
 		return errorReply("DescribeImages "+t.imageID, err)
 	}
-	if cur := aws.ToInt32(old.Size); size < cur {
+	if size, cur := root.Size, aws.ToInt32(old.Size); size < cur {
 		return ec2Error(http.StatusBadRequest, "InvalidParameterValue",
 			fmt.Sprintf("The root volume of AMI '%s' (%d GiB) is smaller than the instance's current root volume %s (%d GiB).", t.imageID, size, t.oldVol, cur))
 	}
 	return nil
 }
 
-// imageRootSize is the size of an image's root mapping.
-func (s *sim) imageRootSize(ctx context.Context, imageID string) (int32, error) {
+// imageRoot is an image's root mapping: the bed's faithful record of
+// images made through it, else moto's.
+func (s *sim) imageRoot(ctx context.Context, imageID string) (imageMapping, error) {
 	s.mu.Lock()
 	rec := s.images[imageID]
 	s.mu.Unlock()
 	if rec != nil {
 		for _, m := range rec.mappings {
 			if m.Device == rec.rootDevice {
-				return m.Size, nil
+				return m, nil
 			}
 		}
 	}
 	out, err := s.moto.DescribeImages(ctx, &ec2.DescribeImagesInput{ImageIds: []string{imageID}})
 	if err != nil {
-		return 0, err
+		return imageMapping{}, err
 	}
 	for _, im := range out.Images {
 		for _, m := range im.BlockDeviceMappings {
 			if aws.ToString(m.DeviceName) == aws.ToString(im.RootDeviceName) && m.Ebs != nil {
-				return aws.ToInt32(m.Ebs.VolumeSize), nil
+				return imageMapping{Device: aws.ToString(m.DeviceName), SnapshotID: aws.ToString(m.Ebs.SnapshotId), Size: aws.ToInt32(m.Ebs.VolumeSize)}, nil
 			}
 		}
 	}
-	return 0, &apiError{code: "InvalidAMIID.NotFound", msg: fmt.Sprintf("The image id '[%s]' has no EBS root", imageID)}
+	return imageMapping{}, &apiError{code: "InvalidAMIID.NotFound", msg: fmt.Sprintf("The image id '[%s]' has no EBS root", imageID)}
 }
