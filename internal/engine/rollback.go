@@ -42,6 +42,11 @@ func (r *run) revisionRung(ctx context.Context) (string, error) {
 			return "", err
 		}
 	}
+	// Whatever the failed revision's hooks started goes with it, however
+	// it left its process group (setsid, a daemon's double fork).
+	if err := r.endRevision(r.d.Release, r.d.Revision, rungName); err != nil {
+		return "", err
+	}
 	lastGood := r.previousGood()
 	if lastGood == nil {
 		err := r.step(StepUninstall, api.EffectHost, r.d.Revision, rungName, func() (string, error) { return r.e.uninstall(ctx) })
