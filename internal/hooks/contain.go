@@ -148,12 +148,18 @@ func detect(pid int, stateDir string) (*Containment, error) {
 // kill a cgroup at once (cgroup.kill, Linux 5.14, which also has clone3
 // into a cgroup, 5.7), and the agent itself is not in it.
 func usable(root cgroup) error {
+	if err := agentOutside(root); err != nil {
+		return err
+	}
 	if _, err := os.Stat(filepath.Join(root.dir, "cgroup.kill")); err != nil {
+		if root.path == "/" {
+			return fmt.Errorf("%s is the root cgroup, which cannot be killed as a whole (no cgroup.kill): use a cgroup below it", root.dir)
+		}
 		var u unix.Utsname
 		_ = unix.Uname(&u)
 		return fmt.Errorf("%s has no cgroup.kill: the kernel (%s) is older than Linux 5.14 (%w)", root.dir, unix.ByteSliceToString(u.Release[:]), err)
 	}
-	return agentOutside(root)
+	return nil
 }
 
 // agentOutside refuses a cgroup that holds the agent: ending it would

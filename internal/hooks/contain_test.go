@@ -162,3 +162,16 @@ trap '' TERM
 		t.Fatalf("Members after EndGroup = %v", members)
 	}
 }
+
+// A configured root that is no cgroup v2 directory, or that holds the
+// agent itself (ending it would end the agent), is refused.
+func TestContainUnderRefusesWhatItCannotUse(t *testing.T) {
+	if _, err := ContainUnder(t.TempDir()); err == nil || !strings.Contains(err.Error(), "not on the cgroup v2 file system") {
+		t.Fatalf("ContainUnder(a temp dir) = %v, want a refusal naming the cgroup v2 file system", err)
+	}
+	mnt, self := testCgroupMount(t)
+	own := filepath.Join(mnt, self)
+	if _, err := ContainUnder(own); err == nil || !strings.Contains(err.Error(), "ending it would end the agent") {
+		t.Fatalf("ContainUnder(the test's own cgroup %s) = %v, want a refusal", own, err)
+	}
+}
