@@ -202,3 +202,39 @@ sleep 1000;'`, pidFile)
 		t.Errorf("v=%q after v3", b)
 	}
 }
+
+// `agentctl rollback` away from a revision ends what its hooks left
+// running (a setsid'd application), after its ApplicationStop, and says so.
+func TestManualRollbackEndsWhatTheRevisionLeftRunning(t *testing.T) {
+	h := newHost(t, "limits: {hook_kill_grace: 1s}\n")
+	t.Cleanup(func() { removeCgroupTree(t, filepath.Join(cgroup2Mount(t), hooks.SharedRootName(h.stateDir))) })
+	h.start()
+	dest := filepath.Join(h.dir, "srv", "app")
+	app := filepath.Join(h.dir, "app.pid")
+	v1 := h.bundle("v1", revision.Revision{Dest: dest, Files: map[string]revision.File{"v": {Content: "1"}}})
+	v2 := h.bundle("v2", revision.Revision{Dest: dest, Files: map[string]revision.File{"v": {Content: "2"}}, Hooks: map[string]string{
+		"ApplicationStart": fmt.Sprintf("setsid sleep 1000 < /dev/null > /dev/null 2>&1 &\necho $! > %[1]s.tmp && mv %[1]s.tmp %[1]s\n", app),
+	}})
+	d1 := h.deployRecord(v1, 0)
+	h.deployRecord(v2, 0)
+	pid := h.pidOf(app)
+	if !livePid(pid) {
+		t.Fatalf("v2's application %d does not run after a successful deployment", pid)
+	}
+	if r := h.ctl("rollback", "--to", d1.ID, "--wait"); r.code != 0 {
+		t.Fatalf("rollback --to %s: exit %d\n%s%s", d1.ID, r.code, r.stdout, r.stderr)
+	}
+	d := lastDeployment(h)
+	if livePid(pid) {
+		t.Errorf("v2's application %d still runs after the rollback to v1", pid)
+	}
+	var ended string
+	for _, s := range d.Steps {
+		if s.Name == "EndProcesses" {
+			ended = s.Detail
+		}
+	}
+	if !strings.Contains(ended, strconv.Itoa(pid)) {
+		t.Errorf("the rollback's EndProcesses step does not name %d: %q (steps %+v)", pid, ended, d.Steps)
+	}
+}

@@ -77,6 +77,17 @@ func (r *run) rollbackTo(ctx context.Context) error {
 	if err := r.stopPrevious(ctx, "", false); err != nil {
 		return err
 	}
+	// The revision rolled back from goes with what its hooks left running,
+	// as on the ladder's revision rung.
+	if cur, _ := r.e.o.Journal.Pointer(journal.PointerInstalled); cur != "" && cur != r.d.Release {
+		name := cur
+		if old, err := r.e.o.Releases.Load(cur); err == nil {
+			name = old.Revision
+		}
+		if err := r.endRevision(cur, name, ""); err != nil {
+			return err
+		}
+	}
 	if err := r.checkpoint(ctx); err != nil {
 		return err
 	}
