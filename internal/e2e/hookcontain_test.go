@@ -41,8 +41,35 @@ func cgroup2Mount(t *testing.T) string {
 	return ""
 }
 
+// sharedHookCgroups is where an agent sharing this test's cgroup makes
+// its hooks' cgroups ("" without cgroup v2).
+func sharedHookCgroups(stateDir string) string {
+	mountinfo, _ := os.ReadFile("/proc/self/mountinfo")
+	self, _ := os.ReadFile("/proc/self/cgroup")
+	var mnt, path string
+	for _, line := range strings.Split(string(mountinfo), "\n") {
+		if pre, post, ok := strings.Cut(line, " - "); ok && strings.HasPrefix(post, "cgroup2 ") {
+			if f := strings.Fields(pre); len(f) > 4 && f[3] == "/" {
+				mnt = f[4]
+			}
+		}
+	}
+	for _, line := range strings.Split(string(self), "\n") {
+		if p, ok := strings.CutPrefix(line, "0::"); ok {
+			path = p
+		}
+	}
+	if mnt == "" || path == "" {
+		return ""
+	}
+	return filepath.Join(mnt, path, hooks.SharedRootName(stateDir))
+}
+
 // removeCgroupTree kills whatever is in dir and removes it, deepest first.
 func removeCgroupTree(t *testing.T, dir string) {
+	if dir == "" {
+		return
+	}
 	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
 		return
 	}
@@ -100,9 +127,12 @@ func (h *host) pidOf(path string) int {
 // Under the old process-group kill both ran on, unreported.
 func TestSetsidSleepersOfAFailedRevisionAreGoneAfterRollback(t *testing.T) {
 	h := newHost(t, "limits: {hook_kill_grace: 1s}\n")
-	// The agent shares its cgroup here: hooks' cgroups are under
-	// <its cgroup>/rollback-agent-<hash of the state dir>.
-	t.Cleanup(func() { removeCgroupTree(t, filepath.Join(cgroup2Mount(t), hooks.SharedRootName(h.stateDir))) })
+	// The agent shares this test's cgroup: hooks' cgroups are under
+	// <that cgroup>/rollback-agent-<hash of the state dir>.
+	root := sharedHookCgroups(h.stateDir)
+	if root == "" {
+		t.Fatal("no cgroup v2 here: hook containment cannot be tested")
+	}
 	h.start()
 	dest := filepath.Join(h.dir, "srv", "app")
 	app, validate := filepath.Join(h.dir, "app.pid"), filepath.Join(h.dir, "validate.pid")
@@ -207,7 +237,6 @@ sleep 1000;'`, pidFile)
 // running (a setsid'd application), after its ApplicationStop, and says so.
 func TestManualRollbackEndsWhatTheRevisionLeftRunning(t *testing.T) {
 	h := newHost(t, "limits: {hook_kill_grace: 1s}\n")
-	t.Cleanup(func() { removeCgroupTree(t, filepath.Join(cgroup2Mount(t), hooks.SharedRootName(h.stateDir))) })
 	h.start()
 	dest := filepath.Join(h.dir, "srv", "app")
 	app := filepath.Join(h.dir, "app.pid")
