@@ -175,3 +175,27 @@ func TestContainUnderRefusesWhatItCannotUse(t *testing.T) {
 		t.Fatalf("ContainUnder(the test's own cgroup %s) = %v, want a refusal", own, err)
 	}
 }
+
+// The daemon's double fork: the sleeper is orphaned (its parent subshell
+// has exited) before the hook fails, so no process-tree walk finds it;
+// its cgroup still holds it.
+func TestContainedFailedHookEndsDoubleForkedDaemon(t *testing.T) {
+	dir := revisionDir(t)
+	pidFile := filepath.Join(dir, "daemon.pid")
+	writeScript(t, dir, "fail.sh", `#!/bin/sh
+( setsid sleep 1000 < /dev/null > /dev/null 2>&1 &
+  echo $! > '`+pidFile+`.tmp' && mv '`+pidFile+`.tmp' '`+pidFile+`' )
+exit 2
+`, 0o755)
+	s, _ := containedSpec(t, dir, "fail.sh")
+	res := Run(context.Background(), s)
+	wantCode(t, res, ScriptFailed)
+	daemon := readPid(t, pidFile)
+	killLater(t, daemon)
+	if alive(daemon) {
+		t.Fatalf("the double-forked daemon %d of a failed hook still runs", daemon)
+	}
+	if !slices.Contains(killedPIDs(res.Killed), daemon) {
+		t.Fatalf("Killed = %v, want the daemon %d", res.Killed, daemon)
+	}
+}
