@@ -181,16 +181,30 @@ func TestSetsidSleepersOfAFailedRevisionAreGoneAfterRollback(t *testing.T) {
 // and ignores SIGTERM outlives its 3 s timeout: the deployment still ends
 // (failed, rolled back) and the one queued behind it runs. The old kill
 // signalled only the group and then waited for the script forever. The
-// hooks' cgroups are under a configured root here (limits.hook_cgroup).
+// hooks' cgroups are under a configured root (limits.hook_cgroup), or,
+// with a root that is no cgroup, there are none and the agent ends the
+// script by pid.
 func TestHookLeavingItsGroupCannotWedgeTheEngine(t *testing.T) {
-	b := make([]byte, 6)
-	_, _ = rand.Read(b)
-	root := filepath.Join(cgroup2Mount(t), "e2e-hooks-"+hex.EncodeToString(b))
-	if err := os.Mkdir(root, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { removeCgroupTree(t, root) })
-	h := newHost(t, fmt.Sprintf("limits: {hook_kill_grace: 1s, hook_cgroup: %s}\n", root))
+	t.Run("cgroup", func(t *testing.T) {
+		b := make([]byte, 6)
+		_, _ = rand.Read(b)
+		root := filepath.Join(cgroup2Mount(t), "e2e-hooks-"+hex.EncodeToString(b))
+		if err := os.Mkdir(root, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { removeCgroupTree(t, root) })
+		hookLeavingItsGroup(t, root)
+	})
+	t.Run("process-group-only", func(t *testing.T) {
+		h := hookLeavingItsGroup(t, t.TempDir())
+		if out := h.agent.Output(); !strings.Contains(out, "hooks are contained by their process group only") {
+			t.Errorf("the agent did not say that hooks have no cgroups:\n%s", out)
+		}
+	})
+}
+
+func hookLeavingItsGroup(t *testing.T, cgroupRoot string) *host {
+	h := newHost(t, fmt.Sprintf("limits: {hook_kill_grace: 1s, hook_cgroup: %s}\n", cgroupRoot))
 	h.start()
 	dest := filepath.Join(h.dir, "srv", "app")
 	pidFile := filepath.Join(h.dir, "stuck.pid")
@@ -231,6 +245,7 @@ sleep 1000;'`, pidFile)
 	if b, _ := os.ReadFile(filepath.Join(dest, "v")); string(b) != "3" {
 		t.Errorf("v=%q after v3", b)
 	}
+	return h
 }
 
 // `agentctl rollback` away from a revision ends what its hooks left
