@@ -97,7 +97,7 @@ func (r *run) hookStep(ctx context.Context, event string, rel *releases.Release,
 				}
 			}
 			if len(res.Killed) > 0 {
-				r.warn(fmt.Sprintf("%s: %s: ended what it left running: %s", event, sc.Location, procList(res.Killed)))
+				r.warn(fmt.Sprintf("%s: %s: ended with everything it started: %s", event, sc.Location, procList(res.Killed)))
 			}
 			for _, w := range res.Warnings {
 				r.log.Warn("hook", zap.String("event", event), zap.String("script", sc.Location), zap.String("warning", w))
