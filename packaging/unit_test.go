@@ -46,7 +46,7 @@ func TestUnitDirectives(t *testing.T) {
 			"KillMode": "process", "RuntimeDirectory": "rollback-agent", "RuntimeDirectoryMode": "0750",
 			"StateDirectory": "rollback-agent", "ConfigurationDirectory": "rollback-agent",
 			"ExecStart": "/usr/bin/rollback-agent --config /etc/rollback-agent/agent.yaml",
-			"OOMPolicy": "continue", "LockPersonality": "yes", "SystemCallArchitectures": "native",
+			"OOMPolicy": "continue", "Delegate": "yes", "LockPersonality": "yes", "SystemCallArchitectures": "native",
 		},
 		"Install": {"WantedBy": "multi-user.target"},
 	}

@@ -174,6 +174,9 @@ func (v *validator) validate() {
 		v.errorf("limits.hook_output_bytes", "must be at least 4KiB")
 	}
 	v.positive("limits.hook_kill_grace", l.HookKillGrace, false)
+	if l.HookCgroup != "" && !filepath.IsAbs(l.HookCgroup) {
+		v.errorf("limits.hook_cgroup", "must be an absolute path in the cgroup v2 file system, got %q", l.HookCgroup)
+	}
 	v.validateHealth()
 	v.validateLadder()
 	if c.Rollback.MaxClimbsPerBoot < 1 {

@@ -112,6 +112,7 @@ health:
 rollback: {automatic: yes, ladder: [volumes, revision, sideways]}
 trust: {require_signature: true}
 instance_id: i-0123456789abcdef0
+limits: {hook_cgroup: cgroups/hooks}
 `
 	_, _, err := Parse("/etc/rollback-agent/agent.yaml", []byte(src))
 	var ye *yamlx.Error
@@ -138,6 +139,7 @@ instance_id: i-0123456789abcdef0
 		`agent.yaml:19:56: rollback.ladder[2]: "sideways"`,
 		`agent.yaml:20:28: trust.require_signature: is true but trust.public_keys is empty`,
 		`agent.yaml:21:14: instance_id: instance_id and region are set together`,
+		`agent.yaml:22:23: limits.hook_cgroup: must be an absolute path`,
 	}
 	msg := err.Error()
 	for _, w := range want {
@@ -148,7 +150,7 @@ instance_id: i-0123456789abcdef0
 	if t.Failed() {
 		t.Log(msg)
 	}
-	if !strings.HasPrefix(msg, "/etc/rollback-agent/agent.yaml: 19 problem(s)") {
+	if !strings.HasPrefix(msg, "/etc/rollback-agent/agent.yaml: 20 problem(s)") {
 		t.Errorf("header: %s", strings.SplitN(msg, "\n", 2)[0])
 	}
 }

@@ -41,6 +41,7 @@ type Limits struct {
 	MaxFileBytes     ByteSize      `yaml:"max_file_bytes" doc:"One file of a bundle may be at most this big."`
 	HookOutputBytes  ByteSize      `yaml:"hook_output_bytes" doc:"Each lifecycle event's output file is capped at this size."`
 	HookKillGrace    time.Duration `yaml:"hook_kill_grace" doc:"After a hook's timeout: SIGTERM, then SIGKILL after this."`
+	HookCgroup       string        `yaml:"hook_cgroup" doc:"Empty: hooks' cgroups are made under the agent's own cgroup. Else an existing cgroup v2 directory, not holding the agent, to make them under. Read at start."`
 }
 
 // Sources says where deployments come from.

@@ -18,6 +18,7 @@ import (
 	"github.com/rollback-agent/rollback-agent/internal/checkpoint"
 	"github.com/rollback-agent/rollback-agent/internal/config"
 	"github.com/rollback-agent/rollback-agent/internal/engine"
+	"github.com/rollback-agent/rollback-agent/internal/hooks"
 	"github.com/rollback-agent/rollback-agent/internal/journal"
 	"github.com/rollback-agent/rollback-agent/internal/releases"
 	"github.com/rollback-agent/rollback-agent/internal/server"
@@ -36,6 +37,8 @@ type services struct {
 	// inbox and channel are the running sources (nil: off); only the
 	// agent's loop starts and stops them.
 	inbox, channel *runningSource
+	// contain is where hooks' cgroups are made, or why there are none.
+	contain *hooks.Containment
 }
 
 // startServices builds the engine and the sources and starts them.
@@ -56,7 +59,24 @@ func (d *Daemon) startServices(ctx context.Context, cfg *config.Config, awsCfg a
 	}, Limits: func() config.Limits { return d.cfg.Load().Limits },
 		Keys: d.keys, App: func() string { return d.cfg.Load().Application }}
 	ec2c := ec2.NewFromConfig(awsCfg)
-	d.svc = &services{ctx: ctx, awsCfg: awsCfg, ec2: ec2c, s3: fetcher.S3}
+	// Before the engine starts any hook: each runs in a cgroup of its own
+	// so that what it leaves behind can be ended whatever it does to its
+	// process group (issue 17.17).
+	var contain *hooks.Containment
+	if cfg.Limits.HookCgroup == "" {
+		contain = hooks.DetectContainment(cfg.StateDir)
+	} else if c, err := hooks.ContainUnder(cfg.Limits.HookCgroup); err == nil {
+		contain = c
+	} else {
+		// No silent fallback to another place: no cgroups, said loudly.
+		contain = hooks.ProcessGroupsOnly(fmt.Sprintf("limits.hook_cgroup %s: %v", cfg.Limits.HookCgroup, err))
+	}
+	if contain.On() {
+		d.log.Info("hook containment", zap.String("cgroups", contain.Root()))
+	} else {
+		d.log.Warn("hook containment", zap.String("warning", contain.Warning()))
+	}
+	d.svc = &services{ctx: ctx, awsCfg: awsCfg, ec2: ec2c, s3: fetcher.S3, contain: contain}
 	cps := checkpoint.New(checkpoint.Options{
 		EC2: ec2c, Identity: d.identity, Config: d.cfg.Load, Cache: d.journal, Log: d.log,
 		OnChange: func() { d.notify.status(d.summary()) },
@@ -77,6 +97,7 @@ func (d *Daemon) startServices(ctx context.Context, cfg *config.Config, awsCfg a
 		Config: d.cfg.Load, Journal: d.journal, Releases: rel, StateDir: cfg.StateDir,
 		Log: d.log, Fetcher: fetcher, GroupID: groupID, Checkpoints: cps,
 		RefreshIdentity: d.refreshIdentity, Health: d.checkers, OnHealth: d.onHealth, BootID: bootID, Gate: d.gate,
+		Contain: contain,
 	})
 	if err != nil {
 		return err

@@ -17,7 +17,7 @@ import (
 func (d *Daemon) doctorHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		cfg := d.svc.awsCfg
-		rep := doctor.Run(r.Context(), doctor.Inputs{
+		in := doctor.Inputs{
 			Config:        d.cfg.Load(),
 			Identity:      d.identity(),
 			EC2:           d.svc.ec2,
@@ -26,7 +26,9 @@ func (d *Daemon) doctorHandler() http.Handler {
 			STS:           sts.NewFromConfig(cfg),
 			DryRun:        d.svc.checkpoints.DryRun,
 			SysClassBlock: "/sys/class/block",
-		})
+		}
+		in.HookContainment.On, in.HookContainment.Detail = d.svc.contain.On(), d.svc.contain.Describe()
+		rep := doctor.Run(r.Context(), in)
 		server.WriteJSON(w, http.StatusOK, rep)
 	})
 }

@@ -184,6 +184,7 @@ func (d *Daemon) reload() {
 	keep("socket_group", &old.SocketGroup, &next.SocketGroup)
 	keep("instance_id", &old.InstanceID, &next.InstanceID)
 	keep("region", &old.Region, &next.Region)
+	keep("limits.hook_cgroup", &old.Limits.HookCgroup, &next.Limits.HookCgroup)
 	if len(fixed) > 0 {
 		d.log.Warn("these settings take effect only on restart (systemctl restart rollback-agent)",
 			zap.String("settings", strings.Join(fixed, ", ")))

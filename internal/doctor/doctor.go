@@ -60,6 +60,12 @@ type Inputs struct {
 	// SysClassBlock is /sys/class/block, where the block devices'
 	// partitions and holders show.
 	SysClassBlock string
+	// HookContainment says how hooks are contained (hooks.Containment):
+	// on, and where, or why not.
+	HookContainment struct {
+		On     bool
+		Detail string
+	}
 }
 
 // callTimeout bounds each AWS check: a doctor that hangs helps nobody.
@@ -76,6 +82,7 @@ func Run(ctx context.Context, in Inputs) api.DoctorReport {
 	r.alarms(ctx)
 	r.volumes()
 	r.pending(ctx)
+	r.hookContainment()
 	return api.DoctorReport{SchemaVersion: api.SchemaVersion, Checks: r.checks}
 }
 
@@ -132,4 +139,19 @@ func (r *report) roleFix(what string) string {
 		role = "role " + r.role
 	}
 	return fmt.Sprintf("grant %s to %s: packaging/iam/instance-policy.json (placeholders replaced), or the role of packaging/cloudformation/rollback-agent.yaml, has it", what, role)
+}
+
+// hookContainment says whether a hook's leftovers can be ended whatever
+// they did to their process group.
+func (r *report) hookContainment() {
+	c := r.in.HookContainment
+	if c.Detail == "" {
+		return
+	}
+	if c.On {
+		r.ok("hook containment", c.Detail)
+		return
+	}
+	r.warn("hook containment", c.Detail,
+		"give the agent a writable cgroup v2 subtree: a cgroup v2 (unified) hierarchy mounted read-write, Linux 5.14 or later, and under systemd Delegate=yes in the unit")
 }

@@ -88,6 +88,9 @@ func newHostOn(t *testing.T, bed *testbed.Bed, opts testbed.InstanceOptions, ext
 		h.byID = inst.ByIDDir
 	}
 	h.writeConfig(extra)
+	// After the agent has stopped (cleanups run last first): what its
+	// hooks left running goes, and their cgroups with it.
+	t.Cleanup(func() { removeCgroupTree(t, sharedHookCgroups(h.stateDir)) })
 	return h
 }
 

@@ -24,6 +24,7 @@ import (
 	"github.com/rollback-agent/rollback-agent/internal/clock"
 	"github.com/rollback-agent/rollback-agent/internal/config"
 	"github.com/rollback-agent/rollback-agent/internal/health"
+	"github.com/rollback-agent/rollback-agent/internal/hooks"
 	"github.com/rollback-agent/rollback-agent/internal/journal"
 	"github.com/rollback-agent/rollback-agent/internal/releases"
 )
@@ -73,6 +74,9 @@ type Options struct {
 	// and guards (from every source) with it: the agent's record is in
 	// trouble an operator must look at first (journal.Trouble).
 	Gate func() error
+	// Contain says where hooks' cgroups are made (hooks.DetectContainment);
+	// nil contains each hook by its process group only.
+	Contain *hooks.Containment
 	// Clock times the waits that can last hours on AWS (a checkpoint the
 	// volumes rung restores, a root replacement task); nil is the
 	// machine's clock. Tests pass a fake one.

@@ -62,7 +62,7 @@ func (r *run) hookStep(ctx context.Context, event string, rel *releases.Release,
 			budget = appspec.MaxEventTime
 		}
 		start := time.Now()
-		for _, sc := range scripts {
+		for i, sc := range scripts {
 			// Each script gets its own timeout or what is left of the
 			// event's budget, whichever is smaller.
 			timeout := min(sc.Timeout, budget-time.Since(start))
@@ -81,10 +81,26 @@ func (r *run) hookStep(ctx context.Context, event string, rel *releases.Release,
 				ScriptsLog:  scriptsLog,
 				MaxLogBytes: int64(r.cfg.Limits.HookOutputBytes),
 				KillGrace:   r.cfg.Limits.HookKillGrace,
+				// The revision's cgroup holds what its hooks leave
+				// running, so that rolling it back ends it; the leaf is
+				// this run of this script, found again if the agent dies
+				// in it.
+				Contain: r.e.o.Contain,
+				Group:   cgroupName(relID),
+				Name:    cgroupName(fmt.Sprintf("%s_%s_%d", r.d.ID, strings.TrimSuffix(LogFile(event, rung), ".log"), i)),
 			})
 			line := fmt.Sprintf("%s (%s)", sc.Location, res.Duration.Round(1e6))
 			if len(res.Lingering) > 0 {
 				line += fmt.Sprintf(", left running: pids %v", res.Lingering)
+				if res.Cgroup != "" {
+					line += " in cgroup " + res.Cgroup
+				}
+			}
+			if len(res.Killed) > 0 {
+				r.warn(fmt.Sprintf("%s: %s: ended with everything it started: %s", event, sc.Location, procList(res.Killed)))
+			}
+			for _, w := range res.Warnings {
+				r.log.Warn("hook", zap.String("event", event), zap.String("script", sc.Location), zap.String("warning", w))
 			}
 			if res.Truncated {
 				line += ", output truncated"
@@ -252,4 +268,52 @@ func (e *Engine) uninstall(ctx context.Context) (string, error) {
 		return "", err
 	}
 	return fmt.Sprintf("%d paths removed", rep.Removed), nil
+}
+
+// cgroupName makes s usable as a cgroup's name: letters, digits, - and _.
+func cgroupName(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			b[i] = '_'
+		}
+	}
+	if len(b) == 0 || b[0] == '-' || b[0] == '_' {
+		b = append([]byte("r"), b...)
+	}
+	return string(b[:min(len(b), 200)])
+}
+
+// procList formats processes for a record.
+func procList(ps []hooks.Proc) string {
+	parts := make([]string, len(ps))
+	for i, p := range ps {
+		parts[i] = p.String()
+	}
+	return strings.Join(parts, ", ")
+}
+
+// endRevision ends what the hooks of release relID left running (the
+// application a rolled-back revision started), as a step of the rung.
+func (r *run) endRevision(relID, revision string, rungName api.RungName) error {
+	if !r.e.o.Contain.On() {
+		return nil
+	}
+	return r.step(StepEndProcesses, api.EffectHost, revision, rungName, func() (string, error) {
+		rep, err := r.e.o.Contain.EndGroup(cgroupName(relID), r.cfg.Limits.HookKillGrace)
+		detail := "nothing the revision's hooks started was running"
+		if len(rep.Killed) > 0 {
+			detail = "ended what the revision's hooks left running: " + procList(rep.Killed)
+			r.warn(fmt.Sprintf("revision %s: %s", revision, detail))
+		}
+		if len(rep.Survivors) > 0 {
+			r.warn(fmt.Sprintf("revision %s: processes %v survived SIGKILL (uninterruptible sleep?)", revision, rep.Survivors))
+		}
+		if err != nil {
+			// Not fatal to the rollback: what could not be ended is
+			// reported, the last good revision still goes back.
+			r.warn(fmt.Sprintf("revision %s: ending what its hooks left running: %v", revision, err))
+		}
+		return detail, nil
+	})
 }

@@ -42,6 +42,11 @@ func (r *run) revisionRung(ctx context.Context) (string, error) {
 			return "", err
 		}
 	}
+	// Whatever the failed revision's hooks started goes with it, however
+	// it left its process group (setsid, a daemon's double fork).
+	if err := r.endRevision(r.d.Release, r.d.Revision, rungName); err != nil {
+		return "", err
+	}
 	lastGood := r.previousGood()
 	if lastGood == nil {
 		err := r.step(StepUninstall, api.EffectHost, r.d.Revision, rungName, func() (string, error) { return r.e.uninstall(ctx) })
@@ -71,6 +76,17 @@ func (r *run) rollbackTo(ctx context.Context) error {
 	}
 	if err := r.stopPrevious(ctx, "", false); err != nil {
 		return err
+	}
+	// The revision rolled back from goes with what its hooks left running,
+	// as on the ladder's revision rung.
+	if cur, _ := r.e.o.Journal.Pointer(journal.PointerInstalled); cur != "" && cur != r.d.Release {
+		name := cur
+		if old, err := r.e.o.Releases.Load(cur); err == nil {
+			name = old.Revision
+		}
+		if err := r.endRevision(cur, name, ""); err != nil {
+			return err
+		}
 	}
 	if err := r.checkpoint(ctx); err != nil {
 		return err

@@ -43,6 +43,8 @@ const (
 	StepCommand     = "Command"
 	StepReplaceRoot = "ReplaceRoot"
 	StepReboot      = "Reboot"
+	// StepEndProcesses ends what a rolled-back revision's hooks left running.
+	StepEndProcesses = "EndProcesses"
 )
 
 // save writes the record. A record that cannot be written stops the

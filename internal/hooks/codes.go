@@ -123,7 +123,7 @@ func msgSignal(location, runAs, signal string) string {
 func msgOutputHeld(location, stream string, pids []int) string {
 	who := "a process the script left running"
 	if len(pids) > 0 {
-		who = fmt.Sprintf("a process the script left running (pids %v in its process group)", pids)
+		who = fmt.Sprintf("a process the script left running (pids %v)", pids)
 	}
 	return fmt.Sprintf("%s failed to close %s (%s, error code %d): %s still holds it open. CodeDeploy's agent fails the script with this once its timeout has passed; this agent goes on and discards that process's further output. Redirect it, e.g. `./server > /var/log/app.log 2>&1 &`",
 		scriptAt(location), strings.ToUpper(stream), OutputsLeftOpen, int(OutputsLeftOpen), who)

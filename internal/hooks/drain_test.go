@@ -74,15 +74,18 @@ func TestBackgroundWriterCannotGrowTheLog(t *testing.T) {
 }
 
 // A hook killed at its timeout, whose child escaped the process group
-// with setsid and keeps writing: the cap holds all the same.
+// with setsid and keeps writing: the cap holds all the same. Without a
+// cgroup the agent also ends the script's setsid descendants, so the
+// writer here is orphaned first (a double fork), which no process-group
+// or process-tree tracking finds.
 func TestEscapedWriterOfATimedOutHook(t *testing.T) {
 	const limit = 128 << 10
 	dir := revisionDir(t)
 	count := filepath.Join(dir, "count")
 	pids := filepath.Join(dir, "pids")
 	writeScript(t, dir, "stuck.sh", `#!/bin/bash
-setsid bash -c 'n=0; while :; do head -c 65536 /dev/zero; n=$((n+1)); echo $n > "$COUNT"; done' &
-echo $! > '`+pids+`'
+(setsid bash -c 'n=0; while :; do head -c 65536 /dev/zero; n=$((n+1)); echo $n > "$COUNT"; done' &
+echo $! > '`+pids+`')
 exec sleep 3600
 `, 0o755)
 	s := baseSpec(t, dir, "stuck.sh")

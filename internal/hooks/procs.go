@@ -49,6 +49,36 @@ func groupMembers(pgid int) ([]int, error) {
 	return pids, nil
 }
 
+// procStat reads the state and the process group of pid.
+func procStat(pid int) (state byte, pgrp int, err error) {
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, 0, err
+	}
+	return parseStat(data)
+}
+
+// zombieStatus returns the wait status of pid, a zombie not reaped yet,
+// from /proc/PID/stat: its 52nd field, exit_code (Linux 3.5), is the
+// status waitpid would report.
+func zombieStatus(pid int) (unix.WaitStatus, error) {
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, fmt.Errorf("reading /proc/%d/stat: %w", pid, err)
+	}
+	end := bytes.LastIndexByte(data, ')')
+	fields := bytes.Fields(data[end+1:])
+	// fields[0] is field 3 (state), so field 52 is fields[49].
+	if end < 0 || len(fields) < 50 || fields[0][0] != 'Z' {
+		return 0, fmt.Errorf("/proc/%d/stat is not that of a zombie with an exit code: %q", pid, data)
+	}
+	code, err := strconv.ParseUint(string(fields[49]), 10, 32)
+	if err != nil {
+		return 0, fmt.Errorf("/proc/%d/stat: exit code %q: %w", pid, fields[49], err)
+	}
+	return unix.WaitStatus(code), nil
+}
+
 // parseStat extracts the state and the process group from /proc/PID/stat:
 // "pid (comm) state ppid pgrp ...". comm may contain spaces and ')', so
 // fields are counted from the last ')'.
@@ -115,4 +145,61 @@ func waitExitedNoReap(pid int) error {
 		}
 		return nil
 	}
+}
+
+// descendants returns the live processes below roots in the process tree
+// (by parent pid, from one scan of /proc), whatever their process group
+// or session. Without a cgroup it is how the agent finds what a script
+// moved out of its group (setsid) while the script still runs; a process
+// whose parent has exited is reparented away and not found.
+func descendants(roots []int) []int {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	children := map[int][]int{}
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		data, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		state, ppid, ok := parsePPID(data)
+		if ok && state != 'Z' && state != 'X' {
+			children[ppid] = append(children[ppid], pid)
+		}
+	}
+	seen := map[int]bool{}
+	queue := slices.Clone(roots)
+	var out []int
+	for len(queue) > 0 {
+		p := queue[0]
+		queue = queue[1:]
+		for _, c := range children[p] {
+			if !seen[c] {
+				seen[c] = true
+				out = append(out, c)
+				queue = append(queue, c)
+			}
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// parsePPID extracts the state and the parent pid from /proc/PID/stat.
+func parsePPID(data []byte) (state byte, ppid int, ok bool) {
+	end := bytes.LastIndexByte(data, ')')
+	if end < 0 {
+		return 0, 0, false
+	}
+	fields := bytes.Fields(data[end+1:])
+	if len(fields) < 2 || len(fields[0]) != 1 {
+		return 0, 0, false
+	}
+	ppid, err := strconv.Atoi(string(fields[1]))
+	return fields[0][0], ppid, err == nil
 }

@@ -5,8 +5,11 @@
 // at once instead of hanging until the timeout (and is warned about, since
 // CodeDeploy fails it); every log stays under its cap whoever writes to the
 // script's pipes and for however long; a script that ignores SIGTERM is
-// killed after a grace period; and runas switches credentials natively
-// instead of through `su`.
+// killed after a grace period; each script runs in a cgroup of its own, so
+// that a failure or timeout ends everything it started however it left
+// its process group (setsid, a double fork), and a rollback ends what a
+// revision's hooks left running (contain.go, supervise.go); and runas
+// switches credentials natively instead of through `su`.
 package hooks
 
 import (
@@ -66,6 +69,11 @@ type Spec struct {
 	MaxLogBytes int64
 	// KillGrace is the time between SIGTERM and SIGKILL; 0 means 5s.
 	KillGrace time.Duration
+	// Contain puts the script in a cgroup of its own, named Name, in the
+	// cgroup of Group (the release whose script it is); nil, or a
+	// Containment that is off, leaves it to its process group.
+	Contain     *Containment
+	Group, Name string
 }
 
 // Result is the outcome of Run.
@@ -80,9 +88,17 @@ type Result struct {
 	Started   time.Time
 	Duration  time.Duration
 	Truncated bool // output exceeded MaxLogBytes
-	// Lingering are the pids left running in the script's process group
-	// after it exited: background children, not killed, reported.
+	// Lingering are the pids left running in the script's cgroup (or,
+	// without one, its process group) after it exited well: background
+	// children, the application it started; not killed, reported.
 	Lingering []int
+	// Killed are the processes the agent ended because the script failed,
+	// timed out or was stopped: everything in its cgroup (or process
+	// group), the script itself included when it still ran, and what an
+	// earlier run of it cut short by the agent's death had left.
+	Killed []Proc
+	// Cgroup is the script's cgroup directory ("" without one).
+	Cgroup string
 	// Held names the outputs ("stdout", "stderr") a process the script
 	// left running still held open after it exited.
 	Held []string
@@ -165,17 +181,78 @@ func run(ctx context.Context, s Spec, res *Result) {
 		return
 	}
 	defer out.close()
+	cg, cgfd := placeScript(s, res)
 	stdout, stderr := out.childEnds()
-	cmd, err := startScript(path, hookEnv(acct, s.Env), acct, stdout, stderr)
+	env := hookEnv(acct, s.Env)
+	cmd, err := startScript(path, env, acct, stdout, stderr, cgfd)
+	if err != nil && cg != nil && cloneIntoCgroupFailed(err) {
+		res.warn(fmt.Errorf("%s could not be started in cgroup %s (%w): it is contained by its process group only", scriptAt(s.Location), cg.dir, err))
+		cg, res.Cgroup = nil, ""
+		cmd, err = startScript(path, env, acct, stdout, stderr, -1)
+	}
+	if cgfd >= 0 {
+		unix.Close(cgfd)
+	}
 	out.start()
 	if err != nil {
 		res.fail(startFailure(s, path, err))
 		truncated, _, cerr := out.finish(0)
 		res.Truncated = truncated
 		res.warn(cerr)
+		if cg != nil {
+			res.warn(cg.remove())
+		}
 		return
 	}
-	supervise(ctx, s, cmd, out, res)
+	supervise(ctx, s, cmd, out, cg, res)
+}
+
+// placeScript makes the script's cgroup and opens it, so that the script
+// is born in it (clone3 CLONE_INTO_CGROUP) before it can fork. It returns
+// nil and -1 when the script is to be contained by its process group.
+func placeScript(s Spec, res *Result) (*cgroup, int) {
+	if !s.Contain.On() {
+		return nil, -1
+	}
+	cg, earlier, warn, err := s.Contain.hookCgroup(s.Group, s.Name, s.KillGrace)
+	res.Killed = append(res.Killed, earlier...)
+	if len(earlier) > 0 {
+		res.Warnings = append(res.Warnings, fmt.Sprintf("%s: ended %d process(es) left by an earlier run of it that the agent's death cut short: %s",
+			scriptAt(s.Location), len(earlier), procList(earlier)))
+	}
+	res.warn(warn)
+	if err != nil {
+		res.warn(fmt.Errorf("%s has no cgroup of its own, it is contained by its process group only: %w", scriptAt(s.Location), err))
+		return nil, -1
+	}
+	fd, err := unix.Open(cg.dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		res.warn(fmt.Errorf("%s has no cgroup of its own, it is contained by its process group only: opening %s: %w", scriptAt(s.Location), cg.dir, err))
+		return nil, -1
+	}
+	res.Cgroup = cg.dir
+	return &cg, fd
+}
+
+// cloneIntoCgroupFailed reports whether a start failed at clone3 with
+// CLONE_INTO_CGROUP rather than at exec: the script then runs without
+// its cgroup rather than not at all.
+func cloneIntoCgroupFailed(err error) bool {
+	for _, e := range []error{syscall.EBUSY, syscall.EOPNOTSUPP, syscall.ENOSYS, syscall.EINVAL, syscall.E2BIG, syscall.ENODEV} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
+// procList formats processes for a record: "123 (sleep 100), 124 (...)".
+func procList(ps []Proc) string {
+	parts := make([]string, len(ps))
+	for i, p := range ps {
+		parts[i] = p.String()
+	}
+	return strings.Join(parts, ", ")
 }
 
 // openOutputs opens the log files, writes the script's header lines and
@@ -278,10 +355,10 @@ func ensureExecutable(path, location string) (ErrorCode, string) {
 
 // startScript execs the script directly, falling back to /bin/sh for a
 // script without a #! line.
-func startScript(path string, env []string, acct *account, stdout, stderr *os.File) (*exec.Cmd, error) {
+func startScript(path string, env []string, acct *account, stdout, stderr *os.File, cgfd int) (*exec.Cmd, error) {
 	argv := []string{path}
 	for attempt := 0; ; attempt++ {
-		cmd := newCmd(argv, env, acct, stdout, stderr)
+		cmd := newCmd(argv, env, acct, stdout, stderr, cgfd)
 		err := cmd.Start()
 		switch {
 		case err == nil:
@@ -301,8 +378,9 @@ func startScript(path string, env []string, acct *account, stdout, stderr *os.Fi
 // agent's pipes, given as *os.File so that exec.Cmd starts no copying
 // goroutines of its own and Wait returns when the main process exits (the
 // agent drains the pipes, see drain.go). A nil Stdin is /dev/null, so
-// `read` gets EOF at once.
-func newCmd(argv, env []string, acct *account, stdout, stderr *os.File) *exec.Cmd {
+// `read` gets EOF at once. cgfd, when not -1, is the script's cgroup: it
+// is born there.
+func newCmd(argv, env []string, acct *account, stdout, stderr *os.File, cgfd int) *exec.Cmd {
 	cmd := &exec.Cmd{
 		Path:   argv[0],
 		Args:   argv,
@@ -311,9 +389,13 @@ func newCmd(argv, env []string, acct *account, stdout, stderr *os.File) *exec.Cm
 		Stdin:  nil,
 		Stdout: stdout,
 		Stderr: stderr,
-		// A process group of its own lets a timeout kill the script with
-		// everything it started, and identifies its leftovers afterwards.
+		// A process group of its own, as under CodeDeploy's agent: scripts
+		// may signal it (kill 0), and without a cgroup it is what a
+		// timeout kills and what identifies the leftovers.
 		SysProcAttr: &syscall.SysProcAttr{Setpgid: true},
+	}
+	if cgfd >= 0 {
+		cmd.SysProcAttr.UseCgroupFD, cmd.SysProcAttr.CgroupFD = true, cgfd
 	}
 	if acct != nil {
 		cmd.SysProcAttr.Credential = acct.credential()
@@ -363,122 +445,4 @@ func shebang(path string) string {
 		return ""
 	}
 	return fields[0]
-}
-
-type stopReason int
-
-const (
-	exitedByItself stopReason = iota
-	timedOut
-	cancelled
-)
-
-// supervise waits for the main process, enforcing the timeout and ctx, then
-// fills in the outcome.
-func supervise(ctx context.Context, s Spec, cmd *exec.Cmd, out *outputs, res *Result) {
-	pid := cmd.Process.Pid
-	exited := make(chan struct{})
-	reaped := false
-	var waitErr error
-	go func() {
-		defer close(exited)
-		if err := waitExitedNoReap(pid); err != nil {
-			// Cannot happen short of a kernel without waitid(WNOWAIT);
-			// reaping here only loses the protection against pgid reuse.
-			reaped, waitErr = true, cmd.Wait()
-		}
-	}()
-
-	timer := time.NewTimer(s.Timeout)
-	defer timer.Stop()
-	reason := exitedByItself
-	var cause error
-	select {
-	case <-exited:
-	case <-timer.C:
-		reason = timedOut
-	case <-ctx.Done():
-		reason, cause = cancelled, context.Cause(ctx)
-	}
-	if reason != exitedByItself {
-		// The deployment failed, so everything the script started goes,
-		// not only the main process.
-		res.warn(stopGroup(pid, exited, s.KillGrace))
-	}
-	<-exited
-
-	truncated, held, err := out.finish(outputGrace)
-	res.Truncated, res.Held = truncated, held
-	res.warn(err)
-	// Leftovers of a script that exited by itself are usually the
-	// application it started: report them, never kill them.
-	lingering, err := groupMembers(pid)
-	res.Lingering = lingering
-	res.warn(err)
-	for _, h := range held {
-		res.Differences = append(res.Differences, msgOutputHeld(s.Location, h, lingering))
-	}
-	if !reaped {
-		waitErr = cmd.Wait()
-	}
-
-	switch reason {
-	case timedOut:
-		res.fail(ScriptTimedOut, msgTimedOut(s.Location, s.Timeout))
-		return
-	case cancelled:
-		res.fail(UnknownError, msgStopping(s.Location, cause))
-		return
-	}
-	ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus)
-	var exitErr *exec.ExitError
-	if !ok || (waitErr != nil && !errors.As(waitErr, &exitErr)) {
-		res.fail(UnknownError, fmt.Sprintf("%s: waiting for the script: %v", scriptAt(s.Location), waitErr))
-		return
-	}
-	switch {
-	case ws.Exited():
-		res.ExitCode = ws.ExitStatus()
-		if res.ExitCode != 0 {
-			res.fail(ScriptFailed, msgExitCode(s.Location, s.RunAs, res.ExitCode))
-		}
-	case ws.Signaled():
-		sig := ws.Signal()
-		res.fail(ScriptFailed, msgSignal(s.Location, s.RunAs, unix.SignalName(sig)+" ("+sig.String()+")"))
-	default:
-		res.fail(UnknownError, fmt.Sprintf("%s ended with unexpected wait status %#x", scriptAt(s.Location), uint32(ws)))
-	}
-}
-
-// stopGroup ends the script's process group: SIGTERM first so that the
-// script can clean up, SIGKILL for whatever is left after grace (a script
-// that traps or ignores SIGTERM must still end). It returns once the main
-// process has exited, and the rest of the group is dead or given up on.
-func stopGroup(pgid int, exited <-chan struct{}, grace time.Duration) error {
-	var errs []error
-	errs = append(errs, signalGroup(pgid, unix.SIGTERM))
-	deadline := time.Now().Add(grace)
-	t := time.NewTimer(grace)
-	defer t.Stop()
-	mainGone := false
-	select {
-	case <-exited:
-		mainGone = true
-	case <-t.C:
-	}
-	empty := false
-	if mainGone {
-		// The leader is an unreaped zombie, so pgid is still ours; the
-		// rest of the group gets what is left of the grace period.
-		var err error
-		empty, err = waitGroupEmpty(pgid, deadline)
-		errs = append(errs, err)
-	}
-	if !empty {
-		errs = append(errs, signalGroup(pgid, unix.SIGKILL))
-		<-exited
-		_, err := waitGroupEmpty(pgid, time.Now().Add(killSettle))
-		errs = append(errs, err)
-	}
-	return errors.Join(errs...)
 }
