@@ -479,6 +479,10 @@ type VolumeRestore struct {
 	OldVolumeID string        `json:"old_volume_id"`
 	NewVolumeID string        `json:"new_volume_id,omitempty"`
 	Mounts      []MountRecord `json:"mounts,omitempty"`
+	// AttachedAs is the device name the new volume was attached at when
+	// EC2 would not take DeviceName (still in use, or held by the guest);
+	// empty when it took DeviceName.
+	AttachedAs string `json:"attached_as,omitempty"`
 	// Stage is the last stage done: created, unmounted, detached, attached, mounted.
 	Stage string `json:"stage,omitempty"`
 }

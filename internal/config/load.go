@@ -182,6 +182,10 @@ func (v *validator) validate() {
 	if c.Rollback.MaxClimbsPerDay < c.Rollback.MaxClimbsPerBoot {
 		v.errorf("rollback.max_climbs_per_day", "must be at least max_climbs_per_boot (%d), got %d", c.Rollback.MaxClimbsPerBoot, c.Rollback.MaxClimbsPerDay)
 	}
+	v.positive("rollback.checkpoint_wait", c.Rollback.CheckpointWait, false)
+	v.positive("rollback.restore_warmup", c.Rollback.RestoreWarmup, true)
+	v.positive("devices.attach_timeout", c.Devices.AttachTimeout, false)
+	v.positive("devices.detach_timeout", c.Devices.DetachTimeout, false)
 	v.absPath("boot.id_file", c.Boot.IDFile, false)
 	if c.Trust.RequireSignature && len(c.Trust.PublicKeys) == 0 {
 		v.errorf("trust.require_signature", "is true but trust.public_keys is empty: no bundle could ever be accepted")

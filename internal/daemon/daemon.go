@@ -316,7 +316,7 @@ func (d *Daemon) discover(ctx context.Context, cfg *config.Config) (aws.Config, 
 	}
 	d.setPhase(api.StateStarting, "describing instance "+doc.InstanceID+" and its volumes")
 	d.notify.status(d.summary())
-	id, err := identity.Describe(ctx, ec2.NewFromConfig(awsCfg), doc, cfg.Devices.ByIDDir)
+	id, err := identity.Describe(ctx, ec2.NewFromConfig(awsCfg), doc, cfg.Devices.ByIDDir, identityWait)
 	if err != nil {
 		return aws.Config{}, err
 	}

@@ -21,6 +21,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/rollback-agent/rollback-agent/internal/api"
+	"github.com/rollback-agent/rollback-agent/internal/clock"
 	"github.com/rollback-agent/rollback-agent/internal/config"
 	"github.com/rollback-agent/rollback-agent/internal/health"
 	"github.com/rollback-agent/rollback-agent/internal/journal"
@@ -72,6 +73,10 @@ type Options struct {
 	// and guards (from every source) with it: the agent's record is in
 	// trouble an operator must look at first (journal.Trouble).
 	Gate func() error
+	// Clock times the waits that can last hours on AWS (a checkpoint the
+	// volumes rung restores, a root replacement task); nil is the
+	// machine's clock. Tests pass a fake one.
+	Clock clock.Clock
 }
 
 // ErrNeedsOperator wraps what the Gate refused with.
@@ -131,6 +136,7 @@ func New(o Options) (*Engine, error) {
 			return nil, fmt.Errorf("engine: create %s: %w", d, err)
 		}
 	}
+	o.Clock = clock.Or(o.Clock)
 	return &Engine{o: o, bus: newBus(), wake: make(chan struct{}, 1), jobs: make(chan job, 16), guards: map[string]*guardState{}}, nil
 }
 

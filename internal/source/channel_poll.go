@@ -204,7 +204,7 @@ func (c *Channel) download(ctx context.Context, client *s3.Client, ch *release.C
 	url := c.layout.URL(key)
 	final := filepath.Join(c.o.Dir, fmt.Sprintf("%s-seq%d-%s.tar.gz", c.name, ch.Sequence, m.Version))
 	part := final + ".part"
-	out, err := client.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(c.layout.Bucket), Key: aws.String(key)}, quietChecksum)
+	out, err := getObject(ctx, client, &s3.GetObjectInput{Bucket: aws.String(c.layout.Bucket), Key: aws.String(key)}, quietChecksum)
 	if isNotFound(err) {
 		return "", refuse("refused %s: its bundle %s does not exist", what, url)
 	}
@@ -302,7 +302,7 @@ func getDoc(ctx context.Context, client *s3.Client, bucket, key, etag string) ([
 	if etag != "" {
 		in.IfNoneMatch = aws.String(etag)
 	}
-	out, err := client.GetObject(ctx, in, func(o *s3.Options) {
+	out, err := getObject(ctx, client, in, func(o *s3.Options) {
 		o.RetryMaxAttempts = 1
 		o.DisableLogOutputChecksumValidationSkipped = true
 	})

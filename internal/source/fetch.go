@@ -237,7 +237,7 @@ func (f *Fetcher) fetchS3(ctx context.Context, src *api.Source, w io.Writer) err
 	if src.VersionID != "" {
 		in.VersionId = aws.String(src.VersionID)
 	}
-	out, err := client.GetObject(ctx, in)
+	out, err := getObject(ctx, client, in)
 	if err != nil {
 		return fmt.Errorf("S3 GetObject s3://%s/%s: %w", src.Bucket, src.Key, err)
 	}
