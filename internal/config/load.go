@@ -174,6 +174,12 @@ func (v *validator) validate() {
 		v.errorf("limits.hook_output_bytes", "must be at least 4KiB")
 	}
 	v.positive("limits.hook_kill_grace", l.HookKillGrace, false)
+	if l.DownloadIdleTimeout < time.Second {
+		v.errorf("limits.download_idle_timeout", "must be at least 1s, got %s", l.DownloadIdleTimeout)
+	}
+	if l.DownloadMinRate < 1024 {
+		v.errorf("limits.download_min_rate", "must be at least 1KiB (per second)")
+	}
 	v.validateHealth()
 	v.validateLadder()
 	if c.Rollback.MaxClimbsPerBoot < 1 {
