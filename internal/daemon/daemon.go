@@ -179,6 +179,13 @@ func (d *Daemon) run(parent context.Context) (err error) {
 	j, err := journal.Open(cfg.StateDir, journalLockWait)
 	if err != nil {
 		close(startDone)
+		if errors.Is(err, journal.ErrCorrupt) {
+			// Restarting cannot mend it: exit 78 (the unit does not restart
+			// it) with what to do, rather than a crash loop.
+			return &ExitError{Code: ExitConfig, Err: fmt.Errorf("%w; the agent takes no work until an operator recovers it: "+
+				"run `agentctl recover journal --state-dir %s` (moves the damaged file aside, kept for inspection), then start the agent "+
+				"and `agentctl acknowledge %s` once checked", err, cfg.StateDir, journal.TroubleJournalLost)}
+		}
 		return err
 	}
 	d.journal = j
