@@ -39,6 +39,7 @@ const (
 	CodeDisabled       = "disabled"           // the feature asked for is turned off in agent.yaml
 	CodeTooLarge       = "too_large"          // request body over the API's limit
 	CodeMethod         = "method_not_allowed" // the path exists, not with this method
+	CodeTooMany        = "too_many"           // a user other than root holds too many connections or streams
 )
 
 // ErrorBody is the body of every non-2xx answer.

@@ -177,6 +177,12 @@ func (v *validator) validate() {
 	if l.HookCgroup != "" && !filepath.IsAbs(l.HookCgroup) {
 		v.errorf("limits.hook_cgroup", "must be an absolute path in the cgroup v2 file system, got %q", l.HookCgroup)
 	}
+	if l.DownloadIdleTimeout < time.Second {
+		v.errorf("limits.download_idle_timeout", "must be at least 1s, got %s", l.DownloadIdleTimeout)
+	}
+	if l.DownloadMinRate < 1024 {
+		v.errorf("limits.download_min_rate", "must be at least 1KiB (per second)")
+	}
 	v.validateHealth()
 	v.validateLadder()
 	if c.Rollback.MaxClimbsPerBoot < 1 {

@@ -42,6 +42,11 @@ type Limits struct {
 	HookOutputBytes  ByteSize      `yaml:"hook_output_bytes" doc:"Each lifecycle event's output file is capped at this size."`
 	HookKillGrace    time.Duration `yaml:"hook_kill_grace" doc:"After a hook's timeout: SIGTERM, then SIGKILL after this."`
 	HookCgroup       string        `yaml:"hook_cgroup" doc:"Empty: hooks' cgroups are made under the agent's own cgroup. Else an existing cgroup v2 directory, not holding the agent, to make them under. Read at start."`
+	// A GET from S3 that trickles must not hold its reader forever (issue
+	// 17 item 13): no byte for DownloadIdleTimeout, or slower on the whole
+	// than DownloadMinRate, ends it.
+	DownloadIdleTimeout time.Duration `yaml:"download_idle_timeout" doc:"An S3 download that receives no byte for this long fails."`
+	DownloadMinRate     ByteSize      `yaml:"download_min_rate" doc:"An S3 download fails once it has taken longer than download_idle_timeout plus its size at this rate (bytes per second)."`
 }
 
 // Sources says where deployments come from.
@@ -195,6 +200,10 @@ func Default() *Config {
 			MaxFileBytes:     1 << 30,
 			HookOutputBytes:  10 << 20,
 			HookKillGrace:    5 * time.Second,
+			// 64KiB/s: a 100 MiB bundle may take 27 minutes, a link far
+			// slower than that is not one to deploy over.
+			DownloadIdleTimeout: time.Minute,
+			DownloadMinRate:     64 << 10,
 		},
 		Health: Health{
 			Interval:        2 * time.Second,

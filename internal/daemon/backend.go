@@ -79,7 +79,7 @@ func (d *Daemon) startServices(ctx context.Context, cfg *config.Config, awsCfg a
 	d.svc = &services{ctx: ctx, awsCfg: awsCfg, ec2: ec2c, s3: fetcher.S3, contain: contain}
 	cps := checkpoint.New(checkpoint.Options{
 		EC2: ec2c, Identity: d.identity, Config: d.cfg.Load, Cache: d.journal, Log: d.log,
-		OnChange: func() { d.notify.status(d.summary()) },
+		OnChange: d.checkpointsChanged,
 		Protected: func() map[string]string {
 			var op *api.Deployment
 			if d.svc.engine != nil {

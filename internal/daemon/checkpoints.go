@@ -47,10 +47,18 @@ func checkpointErr(err error) error {
 	return engineErr(err)
 }
 
-// Checkpoints implements server.Backend.
+// Checkpoints implements server.Backend: the catalogue from AWS, read
+// once for every asker and given again for catalogueFresh; a change the
+// agent makes to its checkpoints drops it.
 func (d *Daemon) Checkpoints(ctx context.Context) (*api.CheckpointList, error) {
-	l, err := d.svc.checkpoints.Catalogue(ctx)
+	l, err := d.catalogue.get(ctx, d.svc.checkpoints.Catalogue)
 	return l, checkpointErr(err)
+}
+
+// checkpointsChanged drops the shared catalogue and tells sd_notify.
+func (d *Daemon) checkpointsChanged() {
+	d.catalogue.invalidate()
+	d.notify.status(d.summary())
 }
 
 // CreateCheckpoint implements server.Backend. It does not wait for the
@@ -83,33 +91,50 @@ func (d *Daemon) CreateCheckpoint(ctx context.Context, req api.CheckpointRequest
 		}
 	}
 	c, err := d.svc.checkpoints.Create(ctx, checkpoint.Meta{Kinds: kinds, Reason: reason, Label: req.Label, Pin: req.Pin, Revision: rev})
+	d.catalogue.invalidate()
 	return c, checkpointErr(err)
 }
 
 // Checkpoint implements server.Backend: from the cache the tracker keeps
-// current when it is there (cheap to poll), else from AWS.
+// current when it is there (cheap to poll), else from the shared
+// catalogue (an unknown id costs no AWS call of its own).
 func (d *Daemon) Checkpoint(ctx context.Context, id string) (*api.Checkpoint, error) {
 	if c, err := d.svc.checkpoints.Cached(id); err == nil {
 		return c, nil
 	}
-	c, err := d.svc.checkpoints.Get(ctx, id)
-	return c, checkpointErr(err)
+	list, err := d.Checkpoints(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for i := range list.Checkpoints {
+		if list.Checkpoints[i].ID == id {
+			c := list.Checkpoints[i]
+			return &c, nil
+		}
+	}
+	return nil, checkpointErr(fmt.Errorf("checkpoint %s: %w", id, checkpoint.ErrNotFound))
 }
 
 // PinCheckpoint implements server.Backend.
 func (d *Daemon) PinCheckpoint(ctx context.Context, id string, pin bool) (*api.Checkpoint, error) {
 	c, err := d.svc.checkpoints.SetPinned(ctx, id, pin)
+	d.catalogue.invalidate()
 	return c, checkpointErr(err)
 }
 
 // DeleteCheckpoint implements server.Backend.
 func (d *Daemon) DeleteCheckpoint(ctx context.Context, id string) error {
-	return checkpointErr(d.svc.checkpoints.Delete(ctx, id))
+	err := d.svc.checkpoints.Delete(ctx, id)
+	d.catalogue.invalidate()
+	return checkpointErr(err)
 }
 
 // PruneCheckpoints implements server.Backend.
 func (d *Daemon) PruneCheckpoints(ctx context.Context, dryRun bool) (*api.PruneReport, error) {
 	rep, err := d.svc.checkpoints.Prune(ctx, dryRun)
+	if !dryRun {
+		d.catalogue.invalidate()
+	}
 	return rep, checkpointErr(err)
 }
 

@@ -95,6 +95,9 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	log, level := newLogger(stderr, cfg.LogLevel)
 	defer log.Sync() //nolint:errcheck // stderr sync errors are not actionable
 	d := &Daemon{cfgPath: *cfgPath, log: log, level: level, notify: notifier{log: log}, loop: newLoop(), started: time.Now(), sourceErrs: map[string]string{}, sources: map[string]api.SourceState{}, keys: keys}
+	d.healthRuns = shared[*api.HealthReport]{fresh: healthFresh, bound: sharedBound}
+	d.catalogue = shared[*api.CheckpointList]{fresh: catalogueFresh, bound: sharedBound}
+	d.doctorRuns = shared[api.DoctorReport]{fresh: doctorFresh, bound: sharedBound}
 	d.cfg.Store(cfg)
 	d.cfgLoadedAt = time.Now()
 	return d.run(ctx)
@@ -129,7 +132,23 @@ type Daemon struct {
 	sourceErrs  map[string]string
 	// sources is the last state each source reported (status "sources").
 	sources map[string]api.SourceState
+
+	// Reads anyone in the socket group may repeat, shared (shared.go).
+	healthRuns shared[*api.HealthReport]
+	catalogue  shared[*api.CheckpointList]
+	doctorRuns shared[api.DoctorReport]
 }
+
+// How long a shared read's answer is given again, and how long one run
+// may take. A health round is fresh for a second (it is what is true
+// now); the catalogue and the doctor cost AWS calls and change rarely,
+// and every change the agent makes to checkpoints drops the cached list.
+const (
+	healthFresh    = time.Second
+	catalogueFresh = 10 * time.Second
+	doctorFresh    = 10 * time.Second
+	sharedBound    = 3 * time.Minute
+)
 
 func (d *Daemon) run(parent context.Context) (err error) {
 	cfg := d.cfg.Load()
@@ -160,6 +179,13 @@ func (d *Daemon) run(parent context.Context) (err error) {
 	j, err := journal.Open(cfg.StateDir, journalLockWait)
 	if err != nil {
 		close(startDone)
+		if errors.Is(err, journal.ErrCorrupt) {
+			// Restarting cannot mend it: exit 78 (the unit does not restart
+			// it) with what to do, rather than a crash loop.
+			return &ExitError{Code: ExitConfig, Err: fmt.Errorf("%w; the agent takes no work until an operator recovers it: "+
+				"run `agentctl recover journal --state-dir %s` (moves the damaged file aside, kept for inspection), then start the agent "+
+				"and `agentctl acknowledge %s` once checked", err, cfg.StateDir, journal.TroubleJournalLost)}
+		}
 		return err
 	}
 	d.journal = j

@@ -1,11 +1,13 @@
 package daemon
 
 import (
+	"context"
 	"net/http"
 
 	"github.com/aws/aws-sdk-go-v2/service/cloudwatch"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
 
+	"github.com/rollback-agent/rollback-agent/internal/api"
 	"github.com/rollback-agent/rollback-agent/internal/awsconf"
 	"github.com/rollback-agent/rollback-agent/internal/doctor"
 	"github.com/rollback-agent/rollback-agent/internal/server"
@@ -16,19 +18,30 @@ import (
 // they see what the agent will see.
 func (d *Daemon) doctorHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		cfg := d.svc.awsCfg
-		in := doctor.Inputs{
-			Config:        d.cfg.Load(),
-			Identity:      d.identity(),
-			EC2:           d.svc.ec2,
-			S3:            awsconf.S3(cfg),
-			CloudWatch:    cloudwatch.NewFromConfig(cfg),
-			STS:           sts.NewFromConfig(cfg),
-			DryRun:        d.svc.checkpoints.DryRun,
-			SysClassBlock: "/sys/class/block",
+		// One run answers everyone who asks meanwhile: it costs dozens of
+		// AWS calls, and members of the socket group may ask.
+		rep, err := d.doctorRuns.get(r.Context(), d.doctor)
+		if err != nil {
+			server.WriteError(w, http.StatusServiceUnavailable, api.CodeUnavailable, "doctor: "+err.Error())
+			return
 		}
-		in.HookContainment.On, in.HookContainment.Detail = d.svc.contain.On(), d.svc.contain.Describe()
-		rep := doctor.Run(r.Context(), in)
 		server.WriteJSON(w, http.StatusOK, rep)
 	})
+}
+
+// doctor runs every check once.
+func (d *Daemon) doctor(ctx context.Context) (api.DoctorReport, error) {
+	cfg := d.svc.awsCfg
+	in := doctor.Inputs{
+		Config:        d.cfg.Load(),
+		Identity:      d.identity(),
+		EC2:           d.svc.ec2,
+		S3:            awsconf.S3(cfg),
+		CloudWatch:    cloudwatch.NewFromConfig(cfg),
+		STS:           sts.NewFromConfig(cfg),
+		DryRun:        d.svc.checkpoints.DryRun,
+		SysClassBlock: "/sys/class/block",
+	}
+	in.HookContainment.On, in.HookContainment.Detail = d.svc.contain.On(), d.svc.contain.Describe()
+	return doctor.Run(ctx, in), nil
 }

@@ -38,8 +38,13 @@ func (d *Daemon) onHealth(sum api.HealthSummary) {
 	d.notify.status(d.summary())
 }
 
-// Health implements server.Backend: every check once, now.
+// Health implements server.Backend: every check once, now; one round
+// answers everyone who asks while it runs, and a second after.
 func (d *Daemon) Health(ctx context.Context) (*api.HealthReport, error) {
+	return d.healthRuns.get(ctx, d.healthRound)
+}
+
+func (d *Daemon) healthRound(ctx context.Context) (*api.HealthReport, error) {
 	cs, _, err := d.checkers()
 	if err != nil {
 		return nil, err

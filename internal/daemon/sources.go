@@ -132,7 +132,7 @@ func (d *Daemon) startChannel(cfg *config.Config) error {
 	ch, err := source.NewChannel(source.ChannelOptions{
 		URL: cfg.Sources.Channel, App: cfg.Application, Interval: cfg.Sources.PollInterval, Keys: d.keys,
 		S3: d.svc.s3, Engine: d.svc.engine, Journal: d.journal, Dir: filepath.Join(cfg.StateDir, "channel"), Log: d.log,
-		OnState: d.channelState, Floors: d.journal,
+		OnState: d.channelState, Floors: d.journal, Limits: func() config.Limits { return d.cfg.Load().Limits },
 	})
 	if err != nil {
 		return err

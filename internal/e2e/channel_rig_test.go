@@ -130,7 +130,7 @@ type releaseRig struct {
 	channel string
 }
 
-func newReleaseRig(t *testing.T, bucket string) *releaseRig {
+func newReleaseRig(t *testing.T, bucket string, extraConfig ...string) *releaseRig {
 	t.Helper()
 	bed := peers.Get(t)
 	bins := peers.Binaries(t)
@@ -139,7 +139,7 @@ func newReleaseRig(t *testing.T, bucket string) *releaseRig {
 	key, pub := filepath.Join(dir, "release.key"), filepath.Join(dir, "release.pub")
 	mustWork(t, workstation(t, bed, bins, "keygen", "--secret-key", key, "--public-key", pub), "keygen")
 	channel := "s3://" + bucket + "/demo/channels/prod.json"
-	h := newHost(t, fmt.Sprintf("sources: {channel: %q, poll_interval: 1s}\ntrust: {public_keys: [%q], require_signature: true}\n", channel, pub))
+	h := newHost(t, fmt.Sprintf("sources: {channel: %q, poll_interval: 1s}\ntrust: {public_keys: [%q], require_signature: true}\n", channel, pub)+strings.Join(extraConfig, ""))
 	port, _ := testbed.FreePort()
 	app := testbed.WebApp{Dir: filepath.Join(h.dir, "srv", "web"), Run: filepath.Join(h.dir, "run"), Port: port}
 	t.Cleanup(app.Stop)

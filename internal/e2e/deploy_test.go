@@ -139,6 +139,7 @@ func TestInboxDeploysAndRejects(t *testing.T) {
 	inbox := filepath.Join(h.dir, "inbox")
 	h.writeConfig(fmt.Sprintf("sources: {inbox: %s}\n", inbox))
 	h.start()
+	h.waitFile(30*time.Second, filepath.Join(inbox, "processing")) // watched from then on
 	dest := filepath.Join(h.dir, "srv", "inboxed")
 	good := h.bundle("good-v1", revision.Revision{Dest: dest, Files: map[string]revision.File{"v": {Content: "inbox"}}})
 	b, err := os.ReadFile(good)
@@ -175,7 +176,10 @@ func TestInboxDeploysAndRejects(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(inbox, "evil.zip"), eb, 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(inbox, ".evil.zip"), eb, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(filepath.Join(inbox, ".evil.zip"), filepath.Join(inbox, "evil.zip")); err != nil {
 		t.Fatal(err)
 	}
 

@@ -80,6 +80,10 @@ func Conflict(err error) error {
 func writeErr(w http.ResponseWriter, err error) {
 	var e *Error
 	if errors.As(err, &e) {
+		if e.Code == api.CodeTooMany {
+			// The connection is given back too, not kept alive.
+			w.Header().Set("Connection", "close")
+		}
 		WriteError(w, e.Status, e.Code, e.Error())
 		return
 	}
@@ -284,6 +288,14 @@ func (s *Server) getLog(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	follow := r.URL.Query().Get("follow") == "1"
+	if follow {
+		release, err := s.stream(r)
+		if err != nil {
+			writeErr(w, err)
+			return
+		}
+		defer release()
+	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.WriteHeader(http.StatusOK)
 	fl, _ := w.(http.Flusher)
@@ -382,12 +394,18 @@ func (e eventEncoder) Encode(ev api.Event) error { return e(ev) }
 // own user): others, members of the socket group, get no check details.
 func (s *Server) privileged(r *http.Request) bool {
 	p, ok := PeerFrom(r.Context())
-	return ok && (p.UID == 0 || p.UID == s.selfUID)
+	return ok && s.isPrivileged(p)
 }
 
 // events streams NDJSON: for ?deployment=ID a snapshot of the record
 // first, then its events until it ends; without it, every event.
 func (s *Server) events(w http.ResponseWriter, r *http.Request) {
+	release, err := s.stream(r)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	defer release()
 	id := r.URL.Query().Get("deployment")
 	ch, stop := s.backend.Subscribe(id)
 	defer stop()
@@ -423,9 +441,11 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	}
 	if snap != nil {
 		enc.Encode(api.Event{SchemaVersion: api.SchemaVersion, Time: time.Now().UTC(), Type: api.EventSnapshot, DeploymentID: snap.ID, Status: snap.Status, Deployment: snap})
-		if !flush() || snap.Status.Terminal() {
-			return
-		}
+	}
+	// The answer's head goes out at once: the client knows the stream is
+	// open (and not refused) before the first event.
+	if !flush() || (snap != nil && snap.Status.Terminal()) {
+		return
 	}
 	tick := time.NewTicker(2 * time.Second)
 	defer tick.Stop()

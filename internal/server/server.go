@@ -29,6 +29,8 @@ type Options struct {
 	Group      Group
 	Version    string
 	Log        *zap.Logger
+	// Limits bound what users other than root hold (zero: DefaultLimits).
+	Limits Limits
 }
 
 // Server is the socket API server.
@@ -41,6 +43,8 @@ type Server struct {
 	ready   atomic.Bool
 	phase   atomic.Value // string: what the agent is doing while not ready
 	selfUID int
+	limits  Limits
+	streams counter
 }
 
 // New returns a server; call Listen then Serve.
@@ -48,7 +52,7 @@ func New(opts Options, backend Backend) *Server {
 	if opts.Log == nil {
 		opts.Log = zap.NewNop()
 	}
-	s := &Server{opts: opts, backend: backend, mux: http.NewServeMux(), selfUID: os.Getuid()}
+	s := &Server{opts: opts, backend: backend, mux: http.NewServeMux(), selfUID: os.Getuid(), limits: opts.Limits.withDefaults()}
 	s.phase.Store("starting")
 	s.routes()
 	s.http = &http.Server{
@@ -58,7 +62,13 @@ func New(opts Options, backend Backend) *Server {
 		// goroutine and a descriptor of the daemon forever.
 		IdleTimeout: 30 * time.Second,
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
-			p, err := peerOf(c)
+			var p *Peer
+			var err error
+			if lc, ok := c.(*limitedConn); ok {
+				p, err = lc.peer, lc.peerErr
+			} else {
+				p, err = peerOf(c)
+			}
 			if err != nil {
 				s.opts.Log.Warn("peer credentials unavailable; connection will be refused", zap.Error(err))
 				return ctx
@@ -113,7 +123,7 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 // Root (and the daemon's own user) may do everything; members of the
 // socket group may read; everyone else is refused.
 func (s *Server) authorize(p *Peer, method string) string {
-	if p.UID == 0 || p.UID == s.selfUID {
+	if s.isPrivileged(p) {
 		return ""
 	}
 	if p.InGroup(s.opts.Group.GID) {
@@ -170,8 +180,14 @@ func (s *Server) Listen() error {
 		ln.Close()
 		return fmt.Errorf("server: %w", err)
 	}
-	s.ln = ln
+	s.ln = newLimitListener(ln, s)
 	return nil
+}
+
+// isPrivileged reports whether p is root or the agent's own user, who may
+// do everything and are never held to Limits.
+func (s *Server) isPrivileged(p *Peer) bool {
+	return p != nil && (p.UID == 0 || p.UID == s.selfUID)
 }
 
 // Serve answers requests until Shutdown.

@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/rollback-agent/rollback-agent/internal/api"
+	"github.com/rollback-agent/rollback-agent/internal/config"
 	"github.com/rollback-agent/rollback-agent/internal/engine"
 	"github.com/rollback-agent/rollback-agent/internal/journal"
 	"github.com/rollback-agent/rollback-agent/internal/source/release"
@@ -66,6 +67,8 @@ type ChannelOptions struct {
 	OnState func(api.SourceState)
 	// Floors, when set, hold the applied sequence apart from the journal.
 	Floors ChannelFloors
+	// Limits are limits.* as they are now (download bounds); nil: defaults.
+	Limits func() config.Limits
 }
 
 // Channel watches an S3 release channel and deploys what it points at,

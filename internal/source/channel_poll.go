@@ -20,6 +20,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/rollback-agent/rollback-agent/internal/api"
+	"github.com/rollback-agent/rollback-agent/internal/config"
 	"github.com/rollback-agent/rollback-agent/internal/engine"
 	"github.com/rollback-agent/rollback-agent/internal/journal"
 	"github.com/rollback-agent/rollback-agent/internal/source/release"
@@ -31,8 +32,19 @@ const docTimeout = 30 * time.Second
 
 // poll makes one conditional GET of the channel and, when it changed,
 // verifies and deploys what it names. It returns only trouble reaching S3
-// (to back off); refusals are recorded in the state.
+// (to back off); refusals are recorded in the state. A channel that moves
+// while its bundle downloads is looked at again at once.
 func (c *Channel) poll(ctx context.Context) error {
+	for i := 0; ; i++ {
+		err := c.pollOnce(ctx)
+		if !errors.Is(err, errMoved) || i >= 4 {
+			return err
+		}
+		c.o.Log.Info("channel: moved while its bundle was downloading; the download is dropped and the channel read again", zap.String("channel", c.o.URL))
+	}
+}
+
+func (c *Channel) pollOnce(ctx context.Context) error {
 	client, err := c.o.S3(ctx)
 	if err != nil {
 		return fmt.Errorf("channel %s: S3 client: %w", c.o.URL, err)
@@ -118,7 +130,7 @@ func (c *Channel) apply(ctx context.Context, client *s3.Client, body []byte, eta
 		return err
 	}
 	mUnsigned := signer == ""
-	path, err := c.download(ctx, client, ch, m, what)
+	path, err := c.download(ctx, client, ch, m, what, etag)
 	if err != nil {
 		return err
 	}
@@ -198,32 +210,46 @@ func (c *Channel) manifest(ctx context.Context, client *s3.Client, ch *release.C
 
 // download brings the bundle to Dir, checking its size and sha256 against
 // the manifest on the way; a mismatch leaves nothing behind.
-func (c *Channel) download(ctx context.Context, client *s3.Client, ch *release.ChannelDoc, m *release.Manifest, what string) (string, error) {
+func (c *Channel) download(ctx context.Context, client *s3.Client, ch *release.ChannelDoc, m *release.Manifest, what, etag string) (string, error) {
 	c.prune()
 	key := c.layout.Prefix + "revisions/" + m.Version + "/" + m.Bundle
 	url := c.layout.URL(key)
 	final := filepath.Join(c.o.Dir, fmt.Sprintf("%s-seq%d-%s.tar.gz", c.name, ch.Sequence, m.Version))
 	part := final + ".part"
-	out, err := getObject(ctx, client, &s3.GetObjectInput{Bucket: aws.String(c.layout.Bucket), Key: aws.String(key)}, quietChecksum)
+	var lim config.Limits
+	if c.o.Limits != nil {
+		lim = c.o.Limits()
+	}
+	// The channel is still polled while the bundle comes: a move of the
+	// channel ends this download (errMoved) and the new one is applied.
+	ctx, stop := c.watchMoves(ctx, client, etag)
+	defer stop()
+	_, body, err := boundedGet(ctx, client, &s3.GetObjectInput{Bucket: aws.String(c.layout.Bucket), Key: aws.String(key)}, boundsOf(lim), m.Size, quietChecksum)
 	if isNotFound(err) {
 		return "", refuse("refused %s: its bundle %s does not exist", what, url)
 	}
 	if err != nil {
+		if cause := context.Cause(ctx); cause != nil {
+			err = cause
+		}
 		return "", fmt.Errorf("%s: GET %s: %w", what, url, err)
 	}
-	defer out.Body.Close()
+	defer body.Close()
 	f, err := os.OpenFile(part, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
 	if err != nil {
 		return "", fmt.Errorf("%s: create %s: %w", what, part, err)
 	}
 	h := sha256.New()
 	// One byte more than the manifest says is enough to know it is too big.
-	n, err := io.Copy(io.MultiWriter(f, h), ctxReader{ctx, io.LimitReader(out.Body, m.Size+1)})
+	n, err := io.Copy(io.MultiWriter(f, h), ctxReader{ctx, io.LimitReader(body, m.Size+1)})
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
 	if err != nil {
 		os.Remove(part)
+		if cause := context.Cause(ctx); cause != nil {
+			err = cause // moved, stalled or too slow: say which
+		}
 		return "", fmt.Errorf("%s: download %s to %s: %w", what, url, part, err)
 	}
 	sum := hex.EncodeToString(h.Sum(nil))
@@ -332,4 +358,38 @@ func isNotFound(err error) bool {
 	var nsk *s3types.NoSuchKey
 	var re *smithyhttp.ResponseError
 	return errors.As(err, &nsk) || (errors.As(err, &re) && re.HTTPStatusCode() == http.StatusNotFound)
+}
+
+// errMoved ends a download whose channel moved meanwhile.
+var errMoved = errors.New("the channel moved during the download")
+
+// watchMoves polls the channel (conditionally, on etag: the document being
+// applied) every interval until stop, and cancels the returned context with
+// errMoved when it changed: a download that stalls, or is merely long,
+// does not keep a fixed version from the host.
+func (c *Channel) watchMoves(ctx context.Context, client *s3.Client, etag string) (context.Context, func()) {
+	dctx, cancel := context.WithCancelCause(ctx)
+	key := c.layout.ChannelKey(c.name)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			t := time.NewTimer(jitter(c.o.Interval))
+			select {
+			case <-dctx.Done():
+				t.Stop()
+				return
+			case <-t.C:
+			}
+			_, tag, err := getDoc(dctx, client, c.layout.Bucket, key, etag)
+			if err == nil && tag != etag {
+				cancel(errMoved)
+				return
+			}
+		}
+	}()
+	return dctx, func() {
+		cancel(nil)
+		<-done
+	}
 }

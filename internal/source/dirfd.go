@@ -79,16 +79,26 @@ func moveAt(from *os.File, name string, to *os.File, newName string) (string, er
 }
 
 // writeNewAt creates name in dir (never over an existing file or link)
-// with data.
+// with data, whole: written under a temporary name and renamed in, so
+// that whoever sees name sees all of it.
 func writeNewAt(dir *os.File, name string, data []byte) error {
-	fd, err := unix.Openat(int(dir.Fd()), name, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o640)
+	tmp := "." + name + ".tmp"
+	fd, err := unix.Openat(int(dir.Fd()), tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o640)
 	if err != nil {
-		return &os.PathError{Op: "create", Path: filepath.Join(dir.Name(), name), Err: err}
+		return &os.PathError{Op: "create", Path: filepath.Join(dir.Name(), tmp), Err: err}
 	}
-	f := os.NewFile(uintptr(fd), filepath.Join(dir.Name(), name))
+	f := os.NewFile(uintptr(fd), filepath.Join(dir.Name(), tmp))
 	_, err = f.Write(data)
 	if cerr := f.Close(); err == nil {
 		err = cerr
+	}
+	if err == nil {
+		if rerr := unix.Renameat2(int(dir.Fd()), tmp, int(dir.Fd()), name, unix.RENAME_NOREPLACE); rerr != nil {
+			err = &os.PathError{Op: "rename", Path: filepath.Join(dir.Name(), name), Err: rerr}
+		}
+	}
+	if err != nil {
+		unix.Unlinkat(int(dir.Fd()), tmp, 0)
 	}
 	return err
 }

@@ -237,11 +237,15 @@ func (f *Fetcher) fetchS3(ctx context.Context, src *api.Source, w io.Writer) err
 	if src.VersionID != "" {
 		in.VersionId = aws.String(src.VersionID)
 	}
-	out, err := getObject(ctx, client, in)
+	var lim config.Limits
+	if f.Limits != nil {
+		lim = f.Limits()
+	}
+	out, body, err := boundedGet(ctx, client, in, boundsOf(lim), -1)
 	if err != nil {
 		return fmt.Errorf("S3 GetObject s3://%s/%s: %w", src.Bucket, src.Key, err)
 	}
-	defer out.Body.Close()
+	defer body.Close()
 	if cw, ok := w.(*countingWriter); ok && cw.max >= 0 && aws.ToInt64(out.ContentLength) > cw.max {
 		return fmt.Errorf("s3://%s/%s is %d bytes: %w: %s; nothing of it was read", src.Bucket, src.Key, aws.ToInt64(out.ContentLength), ErrTooLarge, cw.why)
 	}
@@ -249,7 +253,7 @@ func (f *Fetcher) fetchS3(ctx context.Context, src *api.Source, w io.Writer) err
 	if out.VersionId != nil && *out.VersionId != "null" {
 		src.VersionID = *out.VersionId
 	}
-	if _, err := io.Copy(w, ctxReader{ctx, out.Body}); err != nil {
+	if _, err := io.Copy(w, ctxReader{ctx, body}); err != nil {
 		return fmt.Errorf("S3 GetObject s3://%s/%s: read body: %w", src.Bucket, src.Key, err)
 	}
 	return nil

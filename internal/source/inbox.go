@@ -12,8 +12,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/fsnotify/fsnotify"
 	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
 
 	"github.com/rollback-agent/rollback-agent/internal/api"
 	"github.com/rollback-agent/rollback-agent/internal/bundle"
@@ -47,9 +47,6 @@ type Inbox struct {
 	Engine  Submitter
 	Journal Deployments
 	Log     *zap.Logger
-	// Quiet is how long a file must stay unchanged before it is taken: a
-	// copy in progress is not a bundle yet.
-	Quiet time.Duration
 	// OnError reports a problem to the status (nil: log only).
 	OnError func(error)
 	// Keys verify manifests dropped beside bundles (inbox_manifest.go);
@@ -61,64 +58,81 @@ type Inbox struct {
 
 // Run watches until ctx ends.
 func (in *Inbox) Run(ctx context.Context) error {
-	if in.Quiet == 0 {
-		in.Quiet = 500 * time.Millisecond
-	}
 	if err := in.prepare(); err != nil {
 		return err
 	}
-	w, err := fsnotify.NewWatcher()
+	w, err := watchDir(ctx, in.Dir)
 	if err != nil {
-		return fmt.Errorf("inbox: watch %s: %w", in.Dir, err)
+		return err
 	}
 	defer w.Close()
-	if err := w.Add(in.Dir); err != nil {
-		return fmt.Errorf("inbox: watch %s: %w", in.Dir, err)
+	// processing/ appears once the inbox is watched: a dropper (or a
+	// test) that sees it knows a rename in will be seen arriving.
+	d, err := in.open()
+	if err != nil {
+		return err
 	}
+	d.close()
 	events, stop := in.Engine.Subscribe("")
 	defer stop()
 
-	pending := map[string]time.Time{} // name → when it last changed
+	// waiting: files not taken yet, and how they arrived. A file written
+	// in place waits for its writer to close it; one with a manifest
+	// waits until its bytes are the manifest's.
+	waiting := map[string]arrival{}
 	in.reconcile()
-	in.scan(pending)
-	tick := time.NewTicker(in.Quiet / 2)
-	defer tick.Stop()
+	in.scan(waiting)
 	sweep := time.NewTicker(30 * time.Second)
 	defer sweep.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
-		case ev, ok := <-w.Events:
+		case ev, ok := <-w.events:
 			if !ok {
+				if ctx.Err() != nil {
+					return nil
+				}
 				return errors.New("inbox: watcher closed")
 			}
-			if ev.Has(fsnotify.Create) || ev.Has(fsnotify.Write) || ev.Has(fsnotify.Rename) || ev.Has(fsnotify.Chmod) {
-				if filepath.Dir(ev.Name) == filepath.Clean(in.Dir) {
-					pending[filepath.Base(ev.Name)] = time.Now()
-				}
+			switch {
+			case ev.how == overflow:
+				in.report(fmt.Errorf("inbox: events on %s were lost (queue overflow): files there without a manifest are refused, rename them in again", in.Dir))
+				in.scan(waiting)
+			case isSidecar(ev.name):
+				// A manifest may be what a waiting file lacked.
+				in.recheck(waiting)
+			case ignored(ev.name):
+			default:
+				in.consider(waiting, ev.name, ev.how)
 			}
-		case err, ok := <-w.Errors:
-			if !ok {
-				return errors.New("inbox: watcher closed")
-			}
-			in.report(fmt.Errorf("inbox: watching %s: %w", in.Dir, err))
-			in.scan(pending) // events may have been lost (queue overflow)
-		case <-tick.C:
-			for name, changed := range pending {
-				if time.Since(changed) >= in.Quiet {
-					delete(pending, name)
-					in.take(name)
-				}
-			}
+		case err := <-w.errs:
+			in.report(err)
 		case ev := <-events:
 			if ev.Type == api.EventStatus && ev.Status.Terminal() {
 				in.reconcile()
 			}
 		case <-sweep.C:
 			in.reconcile()
-			in.scan(pending)
+			in.recheck(waiting)
 		}
+	}
+}
+
+// consider takes or refuses name, or keeps it waiting.
+func (in *Inbox) consider(waiting map[string]arrival, name string, how arrival) {
+	if in.take(name, how) {
+		waiting[name] = how
+		return
+	}
+	delete(waiting, name)
+}
+
+// recheck looks again at every waiting file (a manifest arrived, or the
+// sweep), forgetting those that went away.
+func (in *Inbox) recheck(waiting map[string]arrival) {
+	for name, how := range waiting {
+		in.consider(waiting, name, how)
 	}
 }
 
@@ -136,62 +150,85 @@ func ignored(name string) bool {
 		isSidecar(name) || name == dirProcessing || name == dirProcessed || name == dirRejected
 }
 
-func (in *Inbox) scan(pending map[string]time.Time) {
+// scan considers every file in the inbox not already waiting: at start,
+// or when events were lost, so their arrival is unknown.
+func (in *Inbox) scan(waiting map[string]arrival) {
 	ents, err := os.ReadDir(in.Dir)
 	if err != nil {
 		in.report(fmt.Errorf("inbox: list %s: %w", in.Dir, err))
 		return
 	}
 	for _, e := range ents {
-		if !e.IsDir() && !ignored(e.Name()) {
-			if _, ok := pending[e.Name()]; !ok {
-				pending[e.Name()] = time.Now()
-			}
+		if e.IsDir() || ignored(e.Name()) {
+			continue
+		}
+		if _, ok := waiting[e.Name()]; !ok {
+			in.consider(waiting, e.Name(), foundThere)
 		}
 	}
 }
 
-// take turns a settled file into a deployment, or rejects it at once when
-// it is not a bundle, or its manifest does not vouch for it. The bytes
-// hashed here are pinned in the deployment (Source.SHA256): the fetch
-// refuses any others, so a bundle swapped after this check never runs.
-func (in *Inbox) take(name string) {
+// take turns a complete file into a deployment, or refuses it at once
+// when it is not a bundle, or its manifest does not vouch for it; it
+// reports true when the file is not complete yet and must wait (how it
+// arrived decides: see arrival). The bytes hashed here are pinned in the
+// deployment (Source.SHA256): the fetch refuses any others, so a bundle
+// swapped after this check never runs.
+func (in *Inbox) take(name string, how arrival) (wait bool) {
 	if ignored(name) {
-		return
+		return false
 	}
 	d, err := in.open()
 	if err != nil {
 		in.report(err)
-		return
+		return false
 	}
 	defer d.close()
 	path := filepath.Join(in.Dir, name)
-	if !existsAt(d.root, name) {
-		return
-	}
-	sum, size, err := hashBundle(d.root, name)
-	if err != nil {
-		in.reject(d, d.root, name, err.Error())
-		return
+	var st unix.Stat_t
+	if err := unix.Fstatat(int(d.root.Fd()), name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return false // gone (moved away, or taken)
 	}
 	beside, err := checkBeside(d.root, name, in.Keys, in.App)
-	if err == nil && beside == nil && in.Keys != nil && in.Keys.Required() {
-		err = fmt.Errorf("no %s (or %s naming it) beside %s, and trust.require_signature is true", ownManifest(name), release.ManifestName, path)
+	if err == nil && beside == nil {
+		switch {
+		case how == writing:
+			return true // its writer is at work: wait for the close
+		case how != renamedIn:
+			err = fmt.Errorf("%s was written in place (or found there with its arrival unseen) and has no manifest giving its size and sha256: "+
+				"it may be a copy cut short, so it is not deployed. Write it under a temporary name (.%s or %s.part) and rename it in, "+
+				"or drop %s first", path, name, name, ownManifest(name))
+		case in.Keys != nil && in.Keys.Required():
+			err = fmt.Errorf("no %s (or %s naming it) beside %s, and trust.require_signature is true", ownManifest(name), release.ManifestName, path)
+		}
+	}
+	if err == nil && beside != nil && how != renamedIn && how != closedWrite && st.Size < beside.manifest.Size {
+		// Short of what the manifest says: a copy still running (or one
+		// that stalled: it waits, and never runs cut short).
+		return true
+	}
+	var sum string
+	var size int64
+	if err == nil {
+		sum, size, err = hashBundle(d.root, name)
 	}
 	if err == nil && beside != nil {
 		err = beside.matches(path, sum, size)
+		if err != nil && how == writing {
+			return true // the writer may not be done: judged at its close
+		}
 	}
 	if err != nil {
 		if beside != nil {
 			in.settleSidecars(d, beside.sidecars)
 		}
 		in.reject(d, d.root, name, err.Error())
-		return
+		return false
 	}
 	dst, err := moveAt(d.root, name, d.processing, name)
 	if err != nil {
 		in.report(fmt.Errorf("inbox: %w", err))
-		return
+		return false
 	}
 	src := api.Source{Type: TypeInbox, Location: filepath.Join(in.Dir, dirProcessing, dst), SHA256: sum, Size: size}
 	rev := ""
@@ -206,6 +243,7 @@ func (in *Inbox) take(name string) {
 		rev, src.Signer = beside.manifest.Version, beside.signer
 	}
 	in.submit(src, rev)
+	return false
 }
 
 // sidecarSuffix is what a sidecar keeps when it follows its bundle into

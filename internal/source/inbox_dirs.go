@@ -33,7 +33,7 @@ func (d *inboxDirs) close() {
 }
 
 // prepare checks, at start, that only root can change the path to the
-// inbox, and creates the inbox and its subdirectories.
+// inbox, and creates the inbox.
 func (in *Inbox) prepare() error {
 	parent, err := securepath.Open(filepath.Dir(in.Dir), 0o755)
 	if err != nil {
@@ -43,12 +43,7 @@ func (in *Inbox) prepare() error {
 	if err := unix.Mkdirat(int(parent.Fd()), filepath.Base(in.Dir), 0o750); err != nil && !errors.Is(err, unix.EEXIST) {
 		return fmt.Errorf("inbox: create %s: %w", in.Dir, err)
 	}
-	d, err := in.open()
-	if err != nil {
-		return err
-	}
-	d.close()
-	return nil
+	return nil // the subdirectories are made once the inbox is watched (Run)
 }
 
 // open opens the inbox and its subdirectories, creating missing ones.

@@ -99,7 +99,7 @@ func TestInboxVerifiesManifestsBesideBundles(t *testing.T) {
 				t.Fatal(err)
 			}
 			eng := &inboxEngine{}
-			in := &Inbox{Dir: dir, Engine: eng, Journal: eng, Log: zaptest.NewLogger(t), Quiet: 50 * time.Millisecond, Keys: kr, App: "demo"}
+			in := &Inbox{Dir: dir, Engine: eng, Journal: eng, Log: zaptest.NewLogger(t), Keys: kr, App: "demo"}
 			ctx, cancel := context.WithCancel(context.Background())
 			done := make(chan error, 1)
 			go func() { done <- in.Run(ctx) }()
@@ -107,6 +107,11 @@ func TestInboxVerifiesManifestsBesideBundles(t *testing.T) {
 				cancel()
 				<-done
 			}()
+			// Once processing/ is there the inbox is watching.
+			testutil.WaitFor(t, 10*time.Second, "the inbox watching", func() error {
+				_, err := os.Stat(filepath.Join(dir, dirProcessing))
+				return err
+			})
 			// Sidecars first, then the bundle (written aside and renamed,
 			// as a careful copy does).
 			if tc.write != nil {

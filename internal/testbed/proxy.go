@@ -20,6 +20,8 @@ import (
 type Op struct {
 	Service string // ec2, s3, monitoring, codedeploy, imds, ...
 	Action  string // CreateSnapshots, "GET object", "PUT /latest/api/token", ...
+	// Path is the request's path (for S3: /bucket/key).
+	Path string
 }
 
 func (o Op) String() string { return o.Service + ":" + o.Action }
@@ -49,13 +51,21 @@ const (
 	// as the test needs to look at what happens meanwhile, where a
 	// latency would be a guess.
 	FaultHold
+	// FaultTrickle forwards the request and passes the first Burst bytes
+	// of the answer's body at once, then one byte every Latency, until
+	// Release is closed (the rest then goes at once) or the client gives
+	// up: a GET that stalls without ever failing (issue 17 item 13).
+	FaultTrickle
 )
 
 // Fault is one injection rule.
 type Fault struct {
 	Service string // empty: any service
 	Action  string // empty: any action
-	Kind    FaultKind
+	// PathSuffix, when set, limits the rule to requests whose path ends
+	// so (one S3 object: "/bucket/key").
+	PathSuffix string
+	Kind       FaultKind
 	// Rate is the probability per matching request; 0 means always.
 	Rate float64
 	// Count limits the rule to that many injections; 0 means unlimited.
@@ -64,6 +74,8 @@ type Fault struct {
 	Latency time.Duration
 	// Release ends the hold of FaultHold.
 	Release <-chan struct{}
+	// Burst for FaultTrickle: bytes of the body passed before it trickles.
+	Burst int
 	// Code and Status for FaultErrorCode (Status defaults to 400).
 	Code   string
 	Status int
@@ -72,7 +84,8 @@ type Fault struct {
 }
 
 func (f *Fault) matches(op Op) bool {
-	return (f.Service == "" || f.Service == op.Service) && (f.Action == "" || f.Action == op.Action)
+	return (f.Service == "" || f.Service == op.Service) && (f.Action == "" || f.Action == op.Action) &&
+		(f.PathSuffix == "" || strings.HasSuffix(op.Path, f.PathSuffix))
 }
 
 // Proxy is the project's AWS proxy: a reverse proxy that counts calls by
@@ -215,7 +228,7 @@ func (p *Proxy) ClearFaults() {
 func (p *Proxy) Count(service, action string) int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.counts[Op{service, action}.String()]
+	return p.counts[Op{Service: service, Action: action}.String()]
 }
 
 // Counts returns a copy of all counters.
@@ -251,7 +264,7 @@ func (p *Proxy) countError(op Op, rep *reply) {
 func (p *Proxy) ErrorCount(service, action, code string) int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.errCounts[Op{service, action}.String()+" "+code]
+	return p.errCounts[Op{Service: service, Action: action}.String()+" "+code]
 }
 
 // ResetCounts zeroes the counters.
@@ -361,6 +374,9 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	if kind == FaultTrickle {
+		w = &trickleWriter{w: w, done: r.Context().Done(), left: f.Burst, every: f.Latency, release: f.Release}
+	}
 	if h == nil {
 		if kind == FaultResetAfterUpstream {
 			rec := &discardWriter{h: http.Header{}}
@@ -434,7 +450,7 @@ func classify(r *http.Request, body []byte) Op {
 		if parts := strings.SplitN(strings.TrimPrefix(r.URL.Path, "/"), "/", 2); len(parts) == 2 && parts[1] != "" {
 			kind = "object"
 		}
-		return Op{Service: svc, Action: r.Method + " " + kind}
+		return Op{Service: svc, Action: r.Method + " " + kind, Path: r.URL.Path}
 	}
 	return Op{Service: svc, Action: r.Method + " " + r.URL.Path}
 }
@@ -482,3 +498,54 @@ func readAll(resp *http.Response) string {
 	b, _ := io.ReadAll(resp.Body)
 	return string(b)
 }
+
+// trickleWriter passes left bytes, then one byte every every, until
+// release is closed or the client is gone (done).
+type trickleWriter struct {
+	w       http.ResponseWriter
+	done    <-chan struct{}
+	left    int
+	every   time.Duration
+	release <-chan struct{}
+}
+
+func (t *trickleWriter) Header() http.Header  { return t.w.Header() }
+func (t *trickleWriter) WriteHeader(code int) { t.w.WriteHeader(code) }
+
+func (t *trickleWriter) flush() {
+	if f, ok := t.w.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (t *trickleWriter) Write(b []byte) (int, error) {
+	n := 0
+	for n < len(b) {
+		if t.left > 0 {
+			k := min(t.left, len(b)-n)
+			if _, err := t.w.Write(b[n : n+k]); err != nil {
+				return n, err
+			}
+			t.left -= k
+			n += k
+			t.flush()
+			continue
+		}
+		select {
+		case <-t.release:
+			k, err := t.w.Write(b[n:])
+			return n + k, err
+		case <-t.done:
+			return n, http.ErrAbortHandler
+		case <-time.After(t.every):
+		}
+		if _, err := t.w.Write(b[n : n+1]); err != nil {
+			return n, err
+		}
+		n++
+		t.flush()
+	}
+	return n, nil
+}
+
+func (t *trickleWriter) Flush() { t.flush() }
