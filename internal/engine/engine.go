@@ -100,6 +100,9 @@ type Engine struct {
 	pruning, pruneAgain bool
 	// fault, once set, stops the engine taking work (fault.go).
 	fault error
+	// codedeploys are the CodeDeploy deployments begun or gated here,
+	// by CodeDeploy deployment id (codedeploy.go).
+	codedeploys map[string]*cdState
 
 	// jobs are rollbacks health asked for (watch window, boot); the worker
 	// runs them between queued operations.

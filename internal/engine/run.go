@@ -193,6 +193,10 @@ func (r *run) transition(to api.DeploymentStatus, pointers map[string]string) {
 // execute runs a queued deployment or rollback to its end.
 func (e *Engine) execute(ctx context.Context, d *api.Deployment) {
 	r := &run{e: e, d: d, cfg: e.o.Config(), log: e.o.Log}
+	if d.Kind == api.KindCodeDeploy {
+		// Its hooks wait for the record's end, not the step's.
+		defer e.codedeployEnded(d)
+	}
 	d.StartedAt = time.Now().UTC()
 	// A new operation ends the watch window of the previous deployment.
 	e.stopWatch()
@@ -210,6 +214,8 @@ func (e *Engine) execute(ctx context.Context, d *api.Deployment) {
 		err = r.restoreRoot(ctx, "")
 	case api.KindGuard:
 		err = r.guard(ctx)
+	case api.KindCodeDeploy:
+		err = r.codedeploy(ctx)
 	default:
 		err = r.deploy(ctx)
 	}
@@ -230,8 +236,9 @@ func (e *Engine) execute(ctx context.Context, d *api.Deployment) {
 	if r.d.Status != api.StatusRunning {
 		return
 	}
-	if d.Kind == api.KindRestore || d.Kind == api.KindRestoreRoot || d.Kind == api.KindGuard {
-		// These change the host, not which revision is current.
+	if d.Kind == api.KindRestore || d.Kind == api.KindRestoreRoot || d.Kind == api.KindGuard || d.Kind == api.KindCodeDeploy {
+		// These change the host, not which revision is current (a
+		// CodeDeploy revision is CodeDeploy's to track).
 		r.finish(api.StatusSucceeded, nil)
 		return
 	}
@@ -262,6 +269,8 @@ func (r *run) fail(ctx context.Context, cause error) {
 	switch {
 	case !r.hostChanged() || errors.Is(cause, errGuardAbandoned):
 		r.finish(api.StatusFailed, nil)
+	case r.d.Kind == api.KindCodeDeploy:
+		r.codedeployFailed(cause)
 	case r.d.Kind == api.KindRestore || r.d.Kind == api.KindRestoreRoot:
 		r.d.Error = fmt.Sprintf("restore of checkpoint %s failed after it changed the host: %v; look at `agentctl show %s`, fix the cause, then run `agentctl checkpoint restore %s` again (each stage is safe to repeat)",
 			r.d.Checkpoint, cause, r.d.ID, r.d.Checkpoint)
