@@ -32,6 +32,9 @@ type Config struct {
 	Trust      Trust      `yaml:"trust"`
 	Devices    Devices    `yaml:"devices"`
 	Limits     Limits     `yaml:"limits"`
+	Fleet      Fleet      `yaml:"fleet"`
+	Notify     Notify     `yaml:"notify"`
+	Metrics    Metrics    `yaml:"metrics"`
 }
 
 // Limits bound what one deployment may take.
@@ -190,5 +193,8 @@ func Default() *Config {
 		Rollback: Rollback{Automatic: true, Ladder: []api.RungName{rung.Revision, rung.Volumes}, MaxClimbsPerBoot: 3, MaxClimbsPerDay: 10},
 		Boot:     Boot{Assess: true, IDFile: "/proc/sys/kernel/random/boot_id"},
 		Devices:  Devices{ByIDDir: "/dev/disk/by-id"},
+		Fleet:    fleetDefaults(),
+		Notify:   notifyDefaults(),
+		Metrics:  metricsDefaults(),
 	}
 }
