@@ -222,7 +222,7 @@ func newRoot(g *globals, more Commands) *cobra.Command {
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error {
 		return &exitError{code: ExitUsage, err: err}
 	})
-	root.AddCommand(newStatusCmd(g), newVersionCmd(g), newDeployCmd(g), newRollbackCmd(g), newHistoryCmd(g), newShowCmd(g), newLogsCmd(g), newCheckpointCmd(g), newHealthCmd(g), newGuardCmd(g), newDoctorCmd(g))
+	root.AddCommand(newStatusCmd(g), newVersionCmd(g), newDeployCmd(g), newRollbackCmd(g), newHistoryCmd(g), newShowCmd(g), newLogsCmd(g), newCheckpointCmd(g), newHealthCmd(g), newGuardCmd(g), newDoctorCmd(g), newCodeDeployCmd(g))
 	root.AddCommand(more(g)...)
 	return root
 }

@@ -31,6 +31,7 @@ type services struct {
 	checkpoints *checkpoint.Manager
 	ec2         *ec2.Client
 	awsCfg      aws.Config
+	obs         *observers
 	wg          sync.WaitGroup
 }
 
@@ -52,6 +53,9 @@ func (d *Daemon) startServices(ctx context.Context, cfg *config.Config, awsCfg a
 	}}
 	ec2c := ec2.NewFromConfig(awsCfg)
 	d.svc = &services{awsCfg: awsCfg, ec2: ec2c}
+	if d.svc.obs, err = d.newObservers(cfg, awsCfg); err != nil {
+		return err
+	}
 	cps := checkpoint.New(checkpoint.Options{
 		EC2: ec2c, Identity: d.identity, Config: d.cfg.Load, Cache: d.journal, Log: d.log,
 		OnChange: func() { d.notify.status(d.summary()) },
@@ -72,6 +76,7 @@ func (d *Daemon) startServices(ctx context.Context, cfg *config.Config, awsCfg a
 		Config: d.cfg.Load, Journal: d.journal, Releases: rel, StateDir: cfg.StateDir,
 		Log: d.log, Fetcher: fetcher, GroupID: groupID, Checkpoints: cps,
 		RefreshIdentity: d.refreshIdentity, Health: d.checkers, OnHealth: d.onHealth, BootID: bootID,
+		OnTransition: d.onTransition,
 	})
 	if err != nil {
 		return err
@@ -140,7 +145,15 @@ func (d *Daemon) startServices(ctx context.Context, cfg *config.Config, awsCfg a
 		return err
 	}
 	d.srv.Handle("GET "+api.PathDoctor, d.doctorHandler())
-	return nil
+	d.codedeployRoutes(eng)
+	return d.runObservers(ctx, cfg)
+}
+
+// clearSourceError drops a source's problem once it works again.
+func (d *Daemon) clearSourceError(name string) {
+	d.mu.Lock()
+	delete(d.sourceErrs, name)
+	d.mu.Unlock()
 }
 
 func (d *Daemon) sourceError(name string) func(error) {

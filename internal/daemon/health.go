@@ -35,6 +35,9 @@ func (d *Daemon) onHealth(sum api.HealthSummary) {
 	d.mu.Lock()
 	d.lastHealth = &sum
 	d.mu.Unlock()
+	if d.svc != nil && d.svc.obs != nil {
+		d.svc.obs.healthChanged(sum)
+	}
 	d.notify.status(d.summary())
 }
 
