@@ -57,6 +57,7 @@ func (d *Daemon) newObservers(cfg *config.Config, awsCfg aws.Config) (*observers
 	if len(cfg.Notify.Command) > 0 {
 		targets = append(targets, notify.Command{Argv: cfg.Notify.Command, Timeout: cfg.Notify.CommandTimeout})
 	}
+	o.initSeries(cfg, targets)
 	if len(targets) > 0 {
 		o.notify = notify.New(notify.Options{Targets: targets, Attempts: cfg.Notify.Attempts, Log: d.log,
 			OnResult: func(target string, _ notify.Event, err error) {
@@ -105,6 +106,29 @@ func (d *Daemon) newObservers(cfg *config.Config, awsCfg aws.Config) (*observers
 		o.fleet = p
 	}
 	return o, nil
+}
+
+// initSeries makes the series an alert would watch exist at zero from
+// the start: an increase from nothing to one is not seen as one.
+func (o *observers) initSeries(cfg *config.Config, targets []notify.Target) {
+	c := o.counters
+	for _, st := range []api.DeploymentStatus{api.StatusSucceeded, api.StatusFailed, api.StatusRolledBack, api.StatusNeedsOperator} {
+		c.Init(metrics.Deployments, "kind", string(api.KindDeploy), "status", string(st))
+	}
+	for _, g := range cfg.Rollback.Ladder {
+		for _, res := range []api.StepStatus{api.StepSucceeded, api.StepFailed} {
+			c.Init(metrics.Rollbacks, "rung", string(g), "result", string(res))
+		}
+	}
+	c.Init(metrics.CheckpointFailures, "reason", "deploy")
+	for _, t := range targets {
+		c.Init(metrics.Notifications, "target", t.Name())
+		c.Init(metrics.NotificationFailures, "target", t.Name())
+	}
+	if cfg.Sources.Channel != "" && cfg.Fleet.Publish {
+		c.Init(metrics.HostDocumentWrites, "result", "written")
+		c.Init(metrics.HostDocumentWrites, "result", "failed")
+	}
 }
 
 // run starts the observers that work in the background.

@@ -42,8 +42,8 @@ type Counters struct {
 	m map[string]map[string]float64
 }
 
-// NewCounters returns counters with every known family present (at zero
-// without labels until something is counted), so a scraper sees them.
+// NewCounters returns counters; every family is written with its HELP
+// and TYPE, and a series appears once counted or Init'ed.
 func NewCounters() *Counters {
 	return &Counters{m: map[string]map[string]float64{}}
 }
@@ -58,6 +58,22 @@ func (c *Counters) Add(name string, labels ...string) {
 		c.m[name] = s
 	}
 	s[LabelSet(labels...)]++
+}
+
+// Init makes the counter name with label pairs exist at zero, so that a
+// scraper sees the series before its first increase (and an alert on
+// its increase fires on the first one).
+func (c *Counters) Init(name string, labels ...string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s := c.m[name]
+	if s == nil {
+		s = map[string]float64{}
+		c.m[name] = s
+	}
+	if _, ok := s[LabelSet(labels...)]; !ok {
+		s[LabelSet(labels...)] = 0
+	}
 }
 
 // Value returns a counter's value (tests).

@@ -30,7 +30,12 @@ func Listen(addr string, text func(context.Context) string, log *zap.Logger) (*L
 		return nil, fmt.Errorf("metrics.listen %s: %w", addr, err)
 	}
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("/metrics", func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			w.Header().Set("Allow", "GET, HEAD")
+			http.Error(w, "only GET /metrics is served here", http.StatusMethodNotAllowed)
+			return
+		}
 		w.Header().Set("Content-Type", ContentType)
 		_, _ = w.Write([]byte(text(r.Context())))
 	})
