@@ -41,7 +41,9 @@ func (d *Daemon) onHealth(sum api.HealthSummary) {
 	d.notify.status(d.summary())
 }
 
-// Health implements server.Backend: every check once, now.
+// Health implements server.Backend: every check once, now. On an idle
+// host (no operation, no watch window: nothing else assesses it) the
+// result becomes the last known health, as a heartbeat round's does.
 func (d *Daemon) Health(ctx context.Context) (*api.HealthReport, error) {
 	cs, _, err := d.checkers()
 	if err != nil {
@@ -56,6 +58,9 @@ func (d *Daemon) Health(ctx context.Context) (*api.HealthReport, error) {
 	}
 	if rep.Checks == nil {
 		rep.Checks = []api.CheckResult{}
+	}
+	if len(results) > 0 && ctx.Err() == nil && d.idle() {
+		d.onHealth(roundSummary(results, "now"))
 	}
 	return rep, nil
 }

@@ -275,10 +275,7 @@ func (o *observers) since() time.Time {
 // host document's health stays current between deployments. It only
 // reports; it never rolls anything back.
 func (d *Daemon) heartbeatHealth(ctx context.Context) {
-	if d.svc.engine.Active() != nil {
-		return
-	}
-	if id, _ := d.svc.engine.Watching(); id != "" {
+	if !d.idle() {
 		return
 	}
 	cs, _, err := d.checkers()
@@ -286,7 +283,24 @@ func (d *Daemon) heartbeatHealth(ctx context.Context) {
 		return
 	}
 	results := health.RunAll(ctx, cs)
-	sum := api.HealthSummary{Healthy: true, AssessedAt: time.Now().UTC(), Checks: results, Reason: "healthy: every check passed at the heartbeat"}
+	if ctx.Err() == nil {
+		d.onHealth(roundSummary(results, "at the heartbeat"))
+	}
+}
+
+// idle reports whether nothing assesses the host now: no operation in
+// flight, no watch window open.
+func (d *Daemon) idle() bool {
+	if d.svc == nil || d.svc.engine == nil || d.svc.engine.Active() != nil {
+		return false
+	}
+	id, _ := d.svc.engine.Watching()
+	return id == ""
+}
+
+// roundSummary is one round of checks as an assessment.
+func roundSummary(results []api.CheckResult, when string) api.HealthSummary {
+	sum := api.HealthSummary{Healthy: true, AssessedAt: time.Now().UTC(), Checks: results, Reason: "healthy: every check passed " + when}
 	var failed []string
 	for _, r := range results {
 		if !r.Healthy {
@@ -295,9 +309,9 @@ func (d *Daemon) heartbeatHealth(ctx context.Context) {
 		}
 	}
 	if !sum.Healthy {
-		sum.Reason = "unhealthy at the heartbeat: " + strings.Join(failed, "; ")
+		sum.Reason = "unhealthy " + when + ": " + strings.Join(failed, "; ")
 	}
-	d.onHealth(sum)
+	return sum
 }
 
 func firstLine(s string) string {
