@@ -50,7 +50,7 @@ func (d *Daemon) hostDoc(ctx context.Context) *fleet.HostDoc {
 	}
 	for _, dep := range deps {
 		if dep.Kind == api.KindRollback || len(dep.Rungs) > 0 {
-			doc.LastRollback = rollbackOf(dep)
+			doc.LastRollback = rollbackOf(dep, func(id string) string { return d.revisionOf(deps, id) })
 			break
 		}
 	}
@@ -90,14 +90,31 @@ func lastChange(d api.Deployment) time.Time {
 	return d.CreatedAt
 }
 
+// revisionOf is the revision of deployment id: from deps, else the journal.
+func (d *Daemon) revisionOf(deps []api.Deployment, id string) string {
+	if id == "" {
+		return ""
+	}
+	for _, dep := range deps {
+		if dep.ID == id {
+			return dep.Revision
+		}
+	}
+	if dep, err := d.journal.Deployment(id); err == nil {
+		return dep.Revision
+	}
+	return id
+}
+
 // rollbackOf describes a rollback: a manual one, or a climb of the ladder.
-func rollbackOf(d api.Deployment) *fleet.Rollback {
+// revision names the revision of a deployment id.
+func rollbackOf(d api.Deployment, revision func(string) string) *fleet.Rollback {
 	r := &fleet.Rollback{DeploymentID: d.ID, At: lastChange(d), Reason: firstLine(d.Error), Status: string(d.Status)}
 	if d.Kind == api.KindRollback {
 		r.To = d.Revision
 		return r
 	}
-	r.From, r.To = d.Revision, d.RolledBackTo
+	r.From, r.To = d.Revision, revision(d.RolledBackTo)
 	for i := len(d.Rungs) - 1; i >= 0; i-- {
 		if d.Rungs[i].Status == api.StepSucceeded {
 			r.Rung = string(d.Rungs[i].Name)

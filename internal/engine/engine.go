@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -137,6 +138,9 @@ func (e *Engine) Active() *api.Deployment {
 	}
 	c := *e.active
 	c.Steps = append([]api.Step(nil), e.active.Steps...)
+	// The worker changes rungs and volume stages in place: readers get
+	// their own.
+	c.Rungs, c.Volumes = slices.Clone(e.active.Rungs), slices.Clone(e.active.Volumes)
 	return &c
 }
 

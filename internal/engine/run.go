@@ -63,6 +63,9 @@ func (e *Engine) setActive(d *api.Deployment) {
 	}
 	c := *d
 	c.Steps = append([]api.Step(nil), d.Steps...)
+	// The worker changes rungs and volume stages in place: readers get
+	// their own.
+	c.Rungs, c.Volumes = slices.Clone(d.Rungs), slices.Clone(d.Volumes)
 	e.active = &c
 }
 
