@@ -6,6 +6,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/cloudwatch"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
 
+	"github.com/rollback-agent/rollback-agent/internal/api"
 	"github.com/rollback-agent/rollback-agent/internal/awsconf"
 	"github.com/rollback-agent/rollback-agent/internal/doctor"
 	"github.com/rollback-agent/rollback-agent/internal/server"
@@ -26,7 +27,19 @@ func (d *Daemon) doctorHandler() http.Handler {
 			STS:           sts.NewFromConfig(cfg),
 			DryRun:        d.svc.checkpoints.DryRun,
 			SysClassBlock: "/sys/class/block",
+			Root:          "/", Proc: "/proc", UsesCodeDeploy: d.usesCodeDeploy(),
 		})
 		server.WriteJSON(w, http.StatusOK, rep)
 	})
+}
+
+// usesCodeDeploy reports whether the journal holds CodeDeploy deployments.
+func (d *Daemon) usesCodeDeploy() bool {
+	deps, _ := d.journal.Deployments(0)
+	for _, dep := range deps {
+		if dep.Kind == api.KindCodeDeploy {
+			return true
+		}
+	}
+	return false
 }

@@ -60,6 +60,12 @@ type Inputs struct {
 	// SysClassBlock is /sys/class/block, where the block devices'
 	// partitions and holders show.
 	SysClassBlock string
+	// Root and Proc are / and /proc (tests move them): where AWS's
+	// CodeDeploy agent is looked for.
+	Root, Proc string
+	// UsesCodeDeploy: the journal holds CodeDeploy deployments, so the
+	// CodeDeploy agent must be there.
+	UsesCodeDeploy bool
 }
 
 // callTimeout bounds each AWS check: a doctor that hangs helps nobody.
@@ -76,6 +82,7 @@ func Run(ctx context.Context, in Inputs) api.DoctorReport {
 	r.alarms(ctx)
 	r.volumes()
 	r.pending(ctx)
+	r.codedeployAgent()
 	return api.DoctorReport{SchemaVersion: api.SchemaVersion, Checks: r.checks}
 }
 
