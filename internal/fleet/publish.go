@@ -107,11 +107,18 @@ func (p *Publisher) Run(ctx context.Context) {
 	}
 	timer := time.NewTimer(0)
 	defer timer.Stop()
+	// After a failed write, kicks wait for the retry: a state change
+	// during an S3 outage (or a missing grant) must not turn into a
+	// write attempt per transition.
+	var backoffUntil time.Time
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-p.kick:
+			if p.o.Now().Before(backoffUntil) {
+				continue
+			}
 		case <-timer.C:
 		}
 		wrote, err := p.pass(ctx, client)
@@ -125,6 +132,9 @@ func (p *Publisher) Run(ctx context.Context) {
 			}
 			p.o.Log.Warn("fleet: writing this host's document failed; trying again", zap.String("key", p.key), zap.Duration("in", p.o.Retry), zap.Error(err))
 			wait = p.o.Retry
+			backoffUntil = p.o.Now().Add(p.o.Retry)
+		} else {
+			backoffUntil = time.Time{}
 		}
 		if !timer.Stop() {
 			select {

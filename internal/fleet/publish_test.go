@@ -220,3 +220,40 @@ func TestPublisherNoticesAnotherWriter(t *testing.T) {
 		t.Error("the conflicting document was not read back before writing over it")
 	}
 }
+
+// A write that fails (here: the bucket is gone) is tried again after the
+// retry wait, not at every kick: an outage during a deployment costs one
+// attempt, not one per transition.
+func TestPublisherBacksOffAfterAFailure(t *testing.T) {
+	r := newPubRig(t, "fleet-backoff")
+	r.layout = release.NewLayout("fleet-no-such-bucket", "releases", "shop")
+	p := r.start()
+	select {
+	case first := <-r.passes:
+		if first.err == nil {
+			t.Fatal("a write to a missing bucket succeeded")
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("no first pass")
+	}
+	before := r.puts()
+	for range 5 {
+		r.set(func(d *HostDoc) { d.State += "!" })
+		p.Kick()
+	}
+	// Past the retry wait (an hour on the rig's clock), the next kick
+	// tries again: one more PUT, not five.
+	r.advance(time.Hour)
+	p.Kick()
+	select {
+	case again := <-r.passes:
+		if again.err == nil {
+			t.Fatal("the retry succeeded")
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("no retry after the wait")
+	}
+	if n := r.puts() - before; n != 1 {
+		t.Errorf("%d PUTs during the back-off and its retry, want 1", n)
+	}
+}

@@ -280,7 +280,7 @@ func (e *enforcer) authorize(r *http.Request, body []byte, op Op) (*reply, bool,
 		// a route that edits the request (motogaps.go) breaks the
 		// signature, which moto checks with IAM enforced. Any other key
 		// is moto's to refuse.
-		if m[1] == e.b.creds.AccessKeyID && (op.Service == "ec2" || (op.Service == "s3" && encodedQuery(r))) {
+		if m[1] == e.b.creds.AccessKeyID && (op.Service == "ec2" || (op.Service == "s3" && motoMisreads(r))) {
 			return nil, true, nil
 		}
 		return nil, false, nil
@@ -342,7 +342,7 @@ func (e *enforcer) authorize(r *http.Request, body []byte, op Op) (*reply, bool,
 		if (r.Method == http.MethodGet || r.Method == http.MethodHead) && strings.HasSuffix(op.Action, " object") {
 			after = e.s3NotFound(p, r)
 		}
-		return nil, encodedQuery(r), after
+		return nil, motoMisreads(r), after
 	default:
 		return nil, false, nil
 	}
