@@ -19,7 +19,7 @@ SC_STAMP     := $(BIN)/.staticcheck-$(STATICCHECK_V)
 DIST         ?= $(CURDIR)/dist
 # OS tools the tests drive, as command:Debian-package; `make ostools`
 # installs the missing ones with apt-get.
-OS_TOOLS     := rpm:rpm dpkg-deb:dpkg systemd-analyze:systemd systemd-sysusers:systemd apt-config:apt shellcheck:shellcheck setfacl:acl
+OS_TOOLS     := rpm:rpm dpkg-deb:dpkg systemd-analyze:systemd systemd-sysusers:systemd apt-config:apt shellcheck:shellcheck getfacl:acl setfacl:acl
 VERSION      ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT       ?= $(shell git rev-parse --verify --quiet HEAD 2>/dev/null || echo unknown)
 PKG          := github.com/rollback-agent/rollback-agent
@@ -57,7 +57,7 @@ $(SC_STAMP):
 	GOBIN=$(BIN) $(GO) install $(STATICCHECK)@$(STATICCHECK_V)
 	@rm -f $(BIN)/.staticcheck-* && touch $@
 
-## ostools: the OS tools the package tests drive (rpm, dpkg-deb, systemd-analyze, apt-config, shellcheck, setfacl), with apt-get when missing
+## ostools: the OS tools the tests drive (rpm, dpkg-deb, systemd-analyze, apt-config, shellcheck, getfacl/setfacl), with apt-get when missing
 ostools:
 	@missing=""; for t in $(OS_TOOLS); do command -v "$${t%%:*}" >/dev/null || missing="$$missing $${t#*:}"; done; \
 	if [ -n "$$missing" ]; then \

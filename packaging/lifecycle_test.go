@@ -9,7 +9,8 @@ import (
 	"testing"
 )
 
-// rebuild packages the binaries of b again as release "99.gtest", from a
+// rebuild packages the binaries of b again as release b.release+".1" (newer
+// than b whatever the commit count in b.release is), from a
 // copy of packaging/ whose default agent.yaml differs: an upgrade that
 // must keep the operator's config and leave the new default beside it.
 func rebuild(t *testing.T, root string, b built, format string) string {
@@ -21,7 +22,7 @@ func rebuild(t *testing.T, root string, b built, format string) string {
 	out := t.TempDir()
 	goarch := strings.TrimSpace(run(t, nil, root, "go", "env", "GOARCH"))
 	env := []string{"BIN_DIR=" + filepath.Join(b.dist, "bin"), "GOARCH=" + goarch, "SOURCE_DATE_EPOCH=0",
-		"PKG_VERSION=" + b.version, "PKG_RELEASE=99.gtest"}
+		"PKG_VERSION=" + b.version, "PKG_RELEASE=" + b.release + ".1"}
 	run(t, env, src, filepath.Join(root, "bin", "nfpm"), "package", "--config", "packaging/rpm/nfpm.yaml", "--packager", format, "--target", out+"/")
 	if format == "rpm" {
 		return glob1(t, filepath.Join(out, "*.rpm"))
@@ -143,10 +144,10 @@ func checkInstalled(t *testing.T, r string) {
 	if group := readFile(t, filepath.Join(r, "etc/group")); !regexp.MustCompile(`(?m)^rollback-agent:x:\d+:`).MatchString(group) {
 		t.Errorf("no rollback-agent group after install:\n%s", group)
 	}
-	for _, d := range []string{"var/lib/rollback-agent", "var/lib/rollback-agent/inbox"} {
+	for d, mode := range map[string]os.FileMode{"var/lib/rollback-agent": 0o711, "var/lib/rollback-agent/inbox": 0o700} {
 		fi, err := os.Stat(filepath.Join(r, d))
-		if err != nil || fi.Mode().Perm() != 0o700 {
-			t.Errorf("/%s after install: %v %v (want a 0700 directory from tmpfiles.d)", d, fi, err)
+		if err != nil || fi.Mode().Perm() != mode {
+			t.Errorf("/%s after install: %v %v (want a %04o directory from tmpfiles.d)", d, fi, err, mode)
 		}
 	}
 }

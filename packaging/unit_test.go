@@ -144,14 +144,14 @@ func TestSysusersAndTmpfiles(t *testing.T) {
 		t.Errorf("/etc/group after sysusers:\n%s", g)
 	}
 	run(t, nil, "", "systemd-tmpfiles", "--root="+r, "--create")
-	for _, d := range []string{"var/lib/rollback-agent", "var/lib/rollback-agent/inbox"} {
+	for d, mode := range map[string]os.FileMode{"var/lib/rollback-agent": 0o711, "var/lib/rollback-agent/inbox": 0o700} {
 		fi, err := os.Stat(filepath.Join(r, d))
-		if err != nil || !fi.IsDir() || fi.Mode().Perm() != 0o700 {
-			t.Errorf("/%s: %v %v, want a 0700 directory", d, fi, err)
+		if err != nil || !fi.IsDir() || fi.Mode().Perm() != mode {
+			t.Errorf("/%s: %v %v, want a %04o directory", d, fi, err, mode)
 		}
 	}
 	// The unit's StateDirectoryMode agrees with tmpfiles.d.
-	if u := unitFile(t, filepath.Join(root, unitPath)); strings.Join(u["Service"]["StateDirectoryMode"], "") != "0700" {
-		t.Errorf("StateDirectoryMode = %q, tmpfiles.d says 0700", u["Service"]["StateDirectoryMode"])
+	if u := unitFile(t, filepath.Join(root, unitPath)); strings.Join(u["Service"]["StateDirectoryMode"], "") != "0711" {
+		t.Errorf("StateDirectoryMode = %q, tmpfiles.d says 0711", u["Service"]["StateDirectoryMode"])
 	}
 }

@@ -7,7 +7,9 @@ import (
 )
 
 // agentctl starts on every `agentctl status`: it links the client and the
-// workstation commands, never the daemon's machinery.
+// workstation commands, never the daemon's machinery. (install is
+// linked for its plan check: `agentctl lint` validates a revision the way
+// a deployment does, without touching anything.)
 func TestDeps(t *testing.T) {
 	const p = "github.com/rollback-agent/rollback-agent/internal/"
 	deptest.Forbid(t, ".", map[string]string{
@@ -16,7 +18,6 @@ func TestDeps(t *testing.T) {
 		p + "daemon":           "the daemon's wiring",
 		p + "engine":           "the deployment engine runs in the daemon",
 		p + "hooks":            "hooks run in the daemon",
-		p + "install":          "files are installed by the daemon",
 		p + "health":           "checks run in the daemon",
 		p + "server":           "the socket API's server side",
 		p + "testbed/...":      "test-only",

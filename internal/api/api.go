@@ -18,6 +18,9 @@ const (
 	PathEvents      = "/v1/events"
 	PathMetrics     = "/v1/metrics"
 	PathGuards      = "/v1/guards"
+	// PathAcknowledge (POST, root): an operator saw the trouble that put
+	// the agent in needs_operator (AcknowledgeRequest).
+	PathAcknowledge = "/v1/acknowledge"
 )
 
 // HeaderServerVersion is set on every response.
@@ -169,12 +172,20 @@ type HealthSummary struct {
 
 // CheckResult is one check's last result.
 type CheckResult struct {
-	Name     string        `json:"name"`
-	Kind     string        `json:"kind"`
-	Healthy  bool          `json:"healthy"`
-	Output   string        `json:"output,omitempty"`
-	Duration time.Duration `json:"duration_ns"`
-	At       time.Time     `json:"at"`
+	Name    string `json:"name"`
+	Kind    string `json:"kind"`
+	Healthy bool   `json:"healthy"`
+	// Output says what happened in words safe for every reader of the
+	// status: a status line, an exit status; URLs without passwords or
+	// query values.
+	Output string `json:"output,omitempty"`
+	// Detail is what the check saw that may hold the application's
+	// secrets (a command's output, the start of an HTTP body). The API
+	// gives it to root only; others get DetailWithheld.
+	Detail         string        `json:"detail,omitempty"`
+	DetailWithheld bool          `json:"detail_withheld,omitempty"`
+	Duration       time.Duration `json:"duration_ns"`
+	At             time.Time     `json:"at"`
 }
 
 // WatchWindow is the post-deployment watch.
@@ -185,10 +196,14 @@ type WatchWindow struct {
 
 // OperatorAttention is set when the agent stopped and needs a human.
 type OperatorAttention struct {
-	DeploymentID string    `json:"deployment_id,omitempty"`
-	What         string    `json:"what"`
-	Next         string    `json:"next"`
-	Since        time.Time `json:"since"`
+	DeploymentID string `json:"deployment_id,omitempty"`
+	// Trouble names a problem of the agent's own record (journal-lost),
+	// not of a deployment: it is cleared by acknowledging it
+	// (agentctl acknowledge TROUBLE).
+	Trouble string    `json:"trouble,omitempty"`
+	What    string    `json:"what"`
+	Next    string    `json:"next"`
+	Since   time.Time `json:"since"`
 }
 
 // DeploymentStatus is where a deployment (or rollback, restore, guard)
@@ -344,6 +359,16 @@ type Source struct {
 	VersionID string `json:"version_id,omitempty"`
 	ETag      string `json:"etag,omitempty"`
 	Size      int64  `json:"size,omitempty"`
+	// SHA256 is the digest the bundle must have: from a manifest the
+	// agent verified, or measured when the inbox took an unsigned drop.
+	// The fetch refuses any other bytes (then Size must match too).
+	SHA256 string `json:"sha256,omitempty"`
+	// Signer is the key (as minisign prints its id) whose signature over
+	// the manifest vouched for the bundle; empty when it came unsigned.
+	Signer string `json:"signer,omitempty"`
+	// AllowUnsigned is root's --allow-unsigned: deploy this source without
+	// a signature although trust.require_signature is true.
+	AllowUnsigned bool `json:"allow_unsigned,omitempty"`
 }
 
 // Step is one journaled step of a deployment.
@@ -390,6 +415,15 @@ type DeployRequest struct {
 	// Revision labels the deployment; default: derived from the source.
 	Revision                      string `json:"revision,omitempty"`
 	IgnoreApplicationStopFailures bool   `json:"ignore_application_stop_failures,omitempty"`
+	// AllowUnsigned deploys a source that has no valid signature although
+	// trust.require_signature is true (root's explicit choice).
+	AllowUnsigned bool `json:"allow_unsigned,omitempty"`
+}
+
+// AcknowledgeRequest is POST /v1/acknowledge: Trouble must name the
+// trouble the status reports.
+type AcknowledgeRequest struct {
+	Trouble string `json:"trouble"`
 }
 
 // RollbackRequest is POST /v1/rollback.
@@ -449,6 +483,10 @@ type VolumeRestore struct {
 	OldVolumeID string        `json:"old_volume_id"`
 	NewVolumeID string        `json:"new_volume_id,omitempty"`
 	Mounts      []MountRecord `json:"mounts,omitempty"`
+	// AttachedAs is the device name the new volume was attached at when
+	// EC2 would not take DeviceName (still in use, or held by the guest);
+	// empty when it took DeviceName.
+	AttachedAs string `json:"attached_as,omitempty"`
 	// Stage is the last stage done: created, unmounted, detached, attached, mounted.
 	Stage string `json:"stage,omitempty"`
 }

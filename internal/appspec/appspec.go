@@ -35,12 +35,19 @@ const (
 // Find returns the appspec file name in dir: "appspec.yml" first, then "appspec.yaml"; an error naming both when neither exists.
 func Find(dir string) (string, error) {
 	for _, name := range []string{nameYML, nameYAML} {
-		fi, err := os.Stat(filepath.Join(dir, name))
+		fi, err := os.Lstat(filepath.Join(dir, name))
 		switch {
 		case errors.Is(err, fs.ErrNotExist):
 			continue
 		case err != nil:
 			return "", fmt.Errorf("appspec: looking for %s in %s: %w", name, dir, err)
+		case fi.Mode()&fs.ModeSymlink != 0:
+			// Revisions may hold links to host paths (absolute links are
+			// data): the appspec is read only when it is the revision's
+			// own file, or a link to one inside it.
+			if err := insideRevision(dir, name); err != nil {
+				return "", err
+			}
 		case !fi.Mode().IsRegular():
 			// A directory called appspec.yml is a broken bundle, not a
 			// reason to fall back to appspec.yaml silently.
@@ -51,18 +58,47 @@ func Find(dir string) (string, error) {
 	return "", fmt.Errorf("appspec: neither %s nor %s found at the root of the revision %s", nameYML, nameYAML, dir)
 }
 
+// insideRevision checks that the link name in dir leads to a regular file
+// inside dir.
+func insideRevision(dir, name string) error {
+	root, err := filepath.EvalSymlinks(dir)
+	if err != nil {
+		return fmt.Errorf("appspec: resolving the revision %s: %w", dir, err)
+	}
+	real, err := filepath.EvalSymlinks(filepath.Join(root, name))
+	if err != nil {
+		return fmt.Errorf("appspec: %s is a symlink to nothing: %w", name, err)
+	}
+	if !within(root, real) {
+		return fmt.Errorf("appspec: %s is a symlink to %s, outside the revision; the appspec must be a file of the revision", name, real)
+	}
+	fi, err := os.Stat(real)
+	if err != nil || !fi.Mode().IsRegular() {
+		return fmt.Errorf("appspec: %s does not lead to a regular file", name)
+	}
+	return nil
+}
+
 // Load finds, reads, parses and validates the appspec of the revision in dir (sets opts.RevisionDir = dir).
 func Load(dir string, opts Options) (*AppSpec, error) {
 	name, err := Find(dir)
 	if err != nil {
 		return nil, err
 	}
-	data, err := os.ReadFile(filepath.Join(dir, name))
+	// Bounded: a bundle may carry an appspec of any size up to
+	// limits.max_file_bytes, and only the first MiB can be valid.
+	data, err := yamlx.ReadFile(filepath.Join(dir, name))
 	if err != nil {
 		return nil, fmt.Errorf("appspec: reading %s: %w", name, err)
 	}
 	opts.RevisionDir = dir
-	return Parse(name, data, opts)
+	spec, err := Parse(name, data, opts)
+	if err == nil && name == nameYAML {
+		spec.Differences = append(spec.Differences, name+": codedeploy: the revision has appspec.yaml and no appspec.yml: "+
+			"CodeDeploy's agent (v1) reads appspec.yml for its hooks unless the deployment names the file, and then fails "+
+			"(\"did not find an AppSpec file\"); name it appspec.yml to deploy it with both agents")
+	}
+	return spec, err
 }
 
 // Parse parses and validates data; file names the file in messages (use the base name as given).
@@ -83,6 +119,7 @@ func Parse(file string, data []byte, opts Options) (*AppSpec, error) {
 	}
 	spec.File = file
 	spec.Warnings = probs.Warnings()
+	spec.Differences = ps.differences(file)
 	return spec, nil
 }
 
@@ -111,6 +148,7 @@ type parser struct {
 	lookupGroup func(string) error
 	users       map[string]error
 	groups      map[string]error
+	diffs       []finding
 }
 
 func newParser(probs *yamlx.Problems, opts Options) *parser {
@@ -169,18 +207,23 @@ func (ps *parser) document(doc ast.Node) *AppSpec {
 }
 
 // version accepts only the number 0.0, as both CodeDeploy agents compare it
-// numerically. A quoted "0.0" is a string that v1 rejects; it is accepted
-// here because its intent is clear, but warned about so that the bundle is
-// fixed before it meets a real CodeDeploy agent.
+// numerically: the integer 0 is that number too (Ruby's 0 == 0.0, and v2
+// reads an f64). A quoted "0.0" is a string that v1 rejects; it is accepted
+// here because its intent is clear, but reported as a difference so that
+// the bundle is fixed before it meets a real CodeDeploy agent.
 func (ps *parser) version(e yamlx.Entry) string {
 	switch v := e.Value.(type) {
 	case *ast.FloatNode:
 		if v.Value == 0 {
 			return "0.0"
 		}
+	case *ast.IntegerNode:
+		if isZero(v.Value) {
+			return "0.0"
+		}
 	case *ast.StringNode:
 		if strings.TrimSpace(v.Value) == "0.0" {
-			ps.probs.Warnf(e.Value, "version: %q is quoted; CodeDeploy's v1 agent rejects a string version, write version: 0.0 without quotes", v.Value)
+			ps.differ(e.Value, "version: %q is quoted; CodeDeploy's v1 agent fails on a string version (\"invalid version value\"); write version: 0.0 without quotes", v.Value)
 			return "0.0"
 		}
 	}
@@ -208,7 +251,9 @@ func (ps *parser) os(e yamlx.Entry) string {
 }
 
 // fileExistsBehavior upper-cases the value as the CodeDeploy agent does with
-// the API override, so "overwrite" works the same in both places.
+// the API override, so "overwrite" works the same in both places. In the
+// appspec itself CodeDeploy's agent compares it as written (installer.rb)
+// and fails on anything but upper case: that is reported as a difference.
 func (ps *parser) fileExistsBehavior(e yamlx.Entry) string {
 	if yamlx.IsNull(e.Value) {
 		return Disallow
@@ -219,6 +264,9 @@ func (ps *parser) fileExistsBehavior(e yamlx.Entry) string {
 	}
 	switch up := strings.ToUpper(strings.TrimSpace(s)); up {
 	case Disallow, Overwrite, Retain:
+		if up != s {
+			ps.differ(e.Value, "file_exists_behavior: %q is read as %s here, but CodeDeploy's agent fails the deployment on it (\"an invalid option was specified for fileExistsBehavior\"); write %s", s, up, up)
+		}
 		return up
 	}
 	ps.probs.ErrorAt(e.ValuePos, "file_exists_behavior: %q is not one of DISALLOW, OVERWRITE, RETAIN", s)
@@ -317,6 +365,18 @@ func (ps *parser) groupExists(pos yamlx.Pos, path, name string) {
 	if err != nil {
 		ps.probs.ErrorAt(pos, "%s: group %q does not exist on this host (%v)", path, name, err)
 	}
+}
+
+// isZero reports whether a YAML integer's value is 0 (goccy stores
+// non-negative integers as uint64, negative ones as int64).
+func isZero(v any) bool {
+	switch i := v.(type) {
+	case int64:
+		return i == 0
+	case uint64:
+		return i == 0
+	}
+	return false
 }
 
 // article names a node's kind for messages: "a list", "an integer".

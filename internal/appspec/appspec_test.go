@@ -179,11 +179,19 @@ func TestParseVersion(t *testing.T) {
 	if spec.Version != "0.0" || len(spec.Warnings) != 0 {
 		t.Errorf("unquoted 0.0: version %q, warnings %v", spec.Version, spec.Warnings)
 	}
+	// A quoted "0.0" is a string, which CodeDeploy's v1 agent refuses.
 	spec = mustParse(t, "version: \"0.0\"\nos: linux\n")
-	if spec.Version != "0.0" || len(spec.Warnings) != 1 || !strings.Contains(spec.Warnings[0], "appspec.yml:1:10: warning: version:") {
-		t.Errorf("quoted 0.0: version %q, warnings %v", spec.Version, spec.Warnings)
+	if spec.Version != "0.0" || len(spec.Differences) != 1 || !strings.Contains(spec.Differences[0], "appspec.yml:1:10: codedeploy: version: \"0.0\" is quoted") {
+		t.Errorf("quoted 0.0: version %q, differences %v", spec.Version, spec.Differences)
 	}
-	for _, bad := range []string{"1.0", "0", "'1'", "[0.0]", "latest", ""} {
+	// The integer 0 equals 0.0 for both CodeDeploy agents (issue 14.4).
+	for _, zero := range []string{"0", "00", "0.00"} {
+		spec = mustParse(t, "version: "+zero+"\nos: linux\n")
+		if spec.Version != "0.0" || len(spec.Warnings)+len(spec.Differences) != 0 {
+			t.Errorf("version %s: %q %v %v", zero, spec.Version, spec.Warnings, spec.Differences)
+		}
+	}
+	for _, bad := range []string{"1.0", "1", "'0'", "'1'", "[0.0]", "latest", ""} {
 		err := mustFail(t, "version: "+bad+"\nos: linux\n")
 		wantIn(t, err, "appspec.yml:1:")
 		if !strings.Contains(err.Error(), "version:") {
@@ -231,10 +239,6 @@ hooks:
   AfterInstall:
     - location: scripts/a.sh
       runAs: bob
-  Afterinstall:
-    - location: scripts/b.sh
-  CustomEvent:
-    - location: scripts/c.sh
 `)
 	want := []string{
 		`appspec.yml:3:1: warning: unknown key "Hooks" at the top level is ignored by CodeDeploy (did you mean "hooks"?)`,
@@ -243,8 +247,6 @@ hooks:
 		`appspec.yml:11:5: warning: unknown key "recursive" in permissions[0]`,
 		`appspec.yml:14:7: warning: unknown key "level" in permissions[0].context`,
 		`appspec.yml:18:7: warning: unknown key "runAs" in hooks.AfterInstall[0] is ignored by CodeDeploy (did you mean "runas"?)`,
-		`appspec.yml:19:3: warning: hooks: unknown lifecycle event "Afterinstall" is never run (did you mean "AfterInstall"?)`,
-		`appspec.yml:21:3: warning: hooks: unknown lifecycle event "CustomEvent" is never run`,
 	}
 	if len(spec.Warnings) != len(want) {
 		t.Fatalf("got %d warnings, want %d:\n%s", len(spec.Warnings), len(want), strings.Join(spec.Warnings, "\n"))
@@ -254,8 +256,41 @@ hooks:
 			t.Errorf("warning %d = %q, want prefix %q", i, spec.Warnings[i], w)
 		}
 	}
-	if _, ok := spec.Hooks["Afterinstall"]; ok || len(spec.Hooks) != 1 {
-		t.Errorf("unknown events must not be kept: %+v", spec.Hooks)
+}
+
+// A misspelt or unknown event would never run: CodeDeploy fails such a
+// deployment when the service lists the possible events, and this agent
+// always does (issue 14.7), suggesting the closest event.
+func TestParseUnknownEventsAreErrors(t *testing.T) {
+	err := mustFail(t, header+`hooks:
+  AfterInstall:
+    - location: scripts/a.sh
+  Afterinstall:
+    - location: scripts/b.sh
+  AfterInstal:
+    - location: scripts/b.sh
+  ApplicationStrat: []
+  CustomEvent:
+    - location: scripts/c.sh
+`)
+	wantIn(t, err,
+		`appspec.yml:6:3: hooks: unknown lifecycle event "Afterinstall" (did you mean "AfterInstall"?) would never run; CodeDeploy fails a deployment whose appspec names unknown lifecycle events`,
+		`appspec.yml:8:3: hooks: unknown lifecycle event "AfterInstal" (did you mean "AfterInstall"?)`,
+		`appspec.yml:10:3: hooks: unknown lifecycle event "ApplicationStrat" (did you mean "ApplicationStart"?)`,
+		`appspec.yml:11:3: hooks: unknown lifecycle event "CustomEvent" would never run`,
+	)
+	if n := errorCount(err); n != 4 {
+		t.Errorf("%d errors: %v", n, err)
+	}
+}
+
+// Lower-case file_exists_behavior works here as with the API override, but
+// CodeDeploy's agent compares the appspec's value as written and fails.
+func TestParseLowerCaseFileExistsBehaviorIsADifference(t *testing.T) {
+	spec := mustParse(t, header+"file_exists_behavior: overwrite\n")
+	if spec.FileExistsBehavior != Overwrite || len(spec.Differences) != 1 ||
+		!strings.HasPrefix(spec.Differences[0], `appspec.yml:3:23: codedeploy: file_exists_behavior: "overwrite" is read as OVERWRITE here, but CodeDeploy's agent fails the deployment on it`) {
+		t.Errorf("%q %v", spec.FileExistsBehavior, spec.Differences)
 	}
 }
 
@@ -311,17 +346,17 @@ unknown_top: 1
 		`appspec.yml:19:5: permissions[1].object: missing`,
 		`appspec.yml:23:16: hooks.BeforeInstall[0].timeout: "abc" is not a number of seconds`,
 		`appspec.yml:24:7: hooks.BeforeInstall[1].location: missing`,
-		`appspec.yml:25:3: hooks.AfterInstall: the scripts' timeouts add up to 3900s`,
+		`appspec.yml:25:3: warning: hooks.AfterInstall: the scripts' timeouts add up to 3900s`,
 		`appspec.yml:30:14: hooks.AfterInstall[1].runas: user "ghost" does not exist on this host`,
 		`appspec.yml:31:13: hooks.AfterInstall[1].sudo: want true or false, got "maybe"`,
 		`appspec.yml:32:21: hooks.ApplicationStart: want a list of scripts`,
 		`appspec.yml:33:1: warning: unknown key "unknown_top"`,
 	}
 	wantIn(t, err, want...)
-	if got := errorCount(err); got != len(want)-1 {
-		t.Errorf("got %d errors, want %d:\n%v", got, len(want)-1, err)
+	if got := errorCount(err); got != len(want)-2 {
+		t.Errorf("got %d errors, want %d:\n%v", got, len(want)-2, err)
 	}
-	if !strings.HasPrefix(err.Error(), fmt.Sprintf("appspec.yml: %d problem(s)", len(want)-1)) {
+	if !strings.HasPrefix(err.Error(), fmt.Sprintf("appspec.yml: %d problem(s)", len(want)-2)) {
 		t.Errorf("header: %s", strings.SplitN(err.Error(), "\n", 2)[0])
 	}
 }

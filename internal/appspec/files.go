@@ -78,6 +78,10 @@ func (ps *parser) source(e yamlx.Entry, path string) string {
 
 // absolute returns a cleaned absolute path (destinations, permission
 // objects); trim strips surrounding spaces first where CodeDeploy does.
+// A relative path is refused: CodeDeploy's agent passes it to
+// File.expand_path (install_instruction.rb), which resolves it against
+// the agent's own working directory, an accident of how it was started
+// that no revision should depend on. The message says what to write.
 func (ps *parser) absolute(e yamlx.Entry, path string, trim bool) string {
 	raw, ok := ps.nonEmpty(e, path)
 	if !ok {
@@ -87,7 +91,8 @@ func (ps *parser) absolute(e yamlx.Entry, path string, trim bool) string {
 		raw = strings.TrimSpace(raw)
 	}
 	if !filepath.IsAbs(raw) {
-		ps.probs.ErrorAt(e.ValuePos, "%s: %q must be an absolute path (starting with /)", path, raw)
+		ps.probs.ErrorAt(e.ValuePos, "%s: %q must be an absolute path (starting with /), e.g. %q; CodeDeploy's agent would resolve it against its own working directory",
+			path, raw, "/"+strings.TrimPrefix(filepath.Clean(raw), "./"))
 		return raw
 	}
 	return filepath.Clean(raw)

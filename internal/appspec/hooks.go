@@ -5,7 +5,6 @@ import (
 	"math"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
 	"time"
 
@@ -40,10 +39,13 @@ func (ps *parser) hooks(e yamlx.Entry) map[string][]Script {
 	for _, he := range entries {
 		path := "hooks." + he.Key
 		if !isEvent(he.Key, events) {
-			// CodeDeploy runs only the events it knows of and ignores the
-			// rest, so a misspelt event silently never runs: say so.
-			ps.probs.Warnf(he.KeyNode, "hooks: unknown lifecycle event %q is never run%s (events: %s)",
-				he.Key, suggest(he.Key, events), strings.Join(events, ", "))
+			// A misspelt event would silently never run. CodeDeploy fails
+			// the deployment on it when the service lists the possible
+			// events (command_executor.rb: "The deployment failed because
+			// the AppSpec file contains unknown lifecycle events"), and so
+			// does this agent, always.
+			ps.probs.ErrorAt(he.KeyPos, "hooks: unknown lifecycle event %q%s would never run; CodeDeploy fails a deployment whose appspec names unknown lifecycle events (events: %s)",
+				he.Key, closest(he.Key, events), strings.Join(events, ", "))
 			continue
 		}
 		if yamlx.IsNull(he.Value) {
@@ -64,8 +66,11 @@ func (ps *parser) hooks(e yamlx.Entry) map[string][]Script {
 		// Only timeouts written in the file count: the CodeDeploy docs
 		// themselves list several scripts without timeout in one event,
 		// which the 3600s default would otherwise push over the limit.
+		// CodeDeploy's agent accepts such an appspec and the service fails
+		// the event when it runs past 3600s; this agent holds the event to
+		// the same budget at run time, so this is a warning, as there.
 		if explicit > maxEventSeconds {
-			ps.probs.ErrorAt(he.KeyPos, "%s: the scripts' timeouts add up to %ds; CodeDeploy fails a lifecycle event that takes more than %ds in total",
+			ps.probs.Warnf(he.KeyNode, "%s: the scripts' timeouts add up to %ds; a lifecycle event may take %ds in total (CodeDeploy's limit): scripts still running then fail the event",
 				path, explicit, maxEventSeconds)
 		}
 		if len(scripts) > 0 {
@@ -143,8 +148,12 @@ func (ps *parser) location(e yamlx.Entry, path string) string {
 	return rel
 }
 
-// timeout accepts a whole number of seconds, or a string of digits because
-// CodeDeploy converts the value with to_i; it returns 0 when absent or bad.
+// timeout reads a number of seconds as CodeDeploy's agent does, with
+// Ruby's to_i (script_info.rb): "300" and 300 are 300, and so are "300s"
+// and 300.9, the rest of the value being ignored; those are accepted with
+// a warning that says what was read ("5m" is 5 seconds there too). A value
+// to_i reads as 0 or less is refused, as there. It returns 0 when absent
+// or bad.
 func (ps *parser) timeout(e yamlx.Entry, path string) int64 {
 	if yamlx.IsNull(e.Value) {
 		return 0
@@ -162,17 +171,23 @@ func (ps *parser) timeout(e yamlx.Entry, path string) int64 {
 				secs = int64(i)
 			}
 		}
+	case *ast.FloatNode:
+		raw := rawText(e)
+		secs, _ = rubyToI(raw, maxTimeoutSeconds)
+		if secs > 0 && secs <= maxTimeoutSeconds {
+			ps.probs.Warnf(e.Value, "%s: %s is read as %d seconds (CodeDeploy's agent drops the fraction too); write timeout: %d", path, raw, secs, secs)
+		}
 	case *ast.StringNode:
-		s := strings.TrimSpace(v.Value)
-		if !digitsRe.MatchString(s) {
-			ps.probs.ErrorAt(e.ValuePos, "%s: %q is not a number of seconds", path, v.Value)
+		var rest string
+		secs, rest = rubyToI(v.Value, maxTimeoutSeconds)
+		if secs <= 0 && !digitsRe.MatchString(strings.TrimSpace(v.Value)) {
+			ps.probs.ErrorAt(e.ValuePos, "%s: %q is not a number of seconds (CodeDeploy's agent reads it as %d and fails too)", path, v.Value, secs)
 			return 0
 		}
-		i, err := strconv.ParseInt(s, 10, 64)
-		if err != nil {
-			i = maxTimeoutSeconds + 1
+		if rest != "" && secs > 0 && secs <= maxTimeoutSeconds {
+			ps.probs.Warnf(e.Value, "%s: %q is read as %d seconds, as CodeDeploy's agent reads it (Ruby's to_i ignores %q); write timeout: %d",
+				path, v.Value, secs, rest, secs)
 		}
-		secs = i
 	default:
 		ps.probs.ErrorAt(e.ValuePos, "%s: %s is not a number of seconds", path, describe(e.Value))
 		return 0

@@ -172,6 +172,10 @@ func TestLoadYAMLFallbackAndMissing(t *testing.T) {
 	if spec.File != "appspec.yaml" || spec.FileExistsBehavior != Retain {
 		t.Errorf("spec from appspec.yaml: %+v", spec)
 	}
+	// CodeDeploy's v1 agent runs hooks from appspec.yml only (issue 14.7).
+	if len(spec.Differences) != 1 || !strings.HasPrefix(spec.Differences[0], "appspec.yaml: codedeploy: the revision has appspec.yaml and no appspec.yml") {
+		t.Errorf("differences: %v", spec.Differences)
+	}
 	// Problems name the file the spec came from.
 	if err := os.WriteFile(filepath.Join(dir, "appspec.yaml"), []byte("version: 0.0\nos: windows\n"), 0o644); err != nil {
 		t.Fatal(err)
@@ -182,5 +186,42 @@ func TestLoadYAMLFallbackAndMissing(t *testing.T) {
 	_, err = Load(t.TempDir(), testOptions())
 	if err == nil || !strings.Contains(err.Error(), "neither appspec.yml nor appspec.yaml") {
 		t.Errorf("empty revision: %v", err)
+	}
+}
+
+// Revisions may hold absolute symlinks (issue 14.2); the appspec is read
+// only from the revision itself, never through a link leading out of it.
+func TestFindRefusesAnAppspecLinkLeavingTheRevision(t *testing.T) {
+	secret := filepath.Join(t.TempDir(), "secret.yml")
+	os.WriteFile(secret, []byte("version: 0.0\nos: secret-password\n"), 0o600)
+	out := revision(t, map[string]string{"appspec.yml": "->" + secret})
+	if _, err := Find(out); err == nil || !strings.Contains(err.Error(), "outside the revision") {
+		t.Errorf("link out: %v", err)
+	}
+	if _, err := Load(out, testOptions()); err == nil || strings.Contains(err.Error(), "secret-password") {
+		t.Errorf("Load through a link out: %v", err)
+	}
+	in := revision(t, map[string]string{"appspec.yml": "->conf/appspec-prod.yml", "conf/appspec-prod.yml": "version: 0.0\nos: linux\n"})
+	if spec, err := Load(in, testOptions()); err != nil || spec.OS != "linux" {
+		t.Errorf("link inside: %v", err)
+	}
+}
+
+// An appspec larger than the YAML limit is refused after reading just
+// past the limit.
+func TestLoadStopsReadingAtTheLimit(t *testing.T) {
+	dir := t.TempDir()
+	f, err := os.Create(filepath.Join(dir, "appspec.yml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A sparse 4 GiB file: reading it whole would take minutes and 4 GiB.
+	if err := f.Truncate(4 << 30); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	_, err = Load(dir, testOptions())
+	if err == nil || !strings.Contains(err.Error(), "larger than the") {
+		t.Errorf("huge appspec: %v", err)
 	}
 }

@@ -97,6 +97,14 @@ func (ps *parser) permission(n ast.Node, path string) (Permission, bool) {
 	if !hasObject {
 		ps.probs.ErrorAt(itemPos, "%s.object: missing; give the absolute path the permission applies to", path)
 	}
+	if p.HasMode && p.Mode&0o6000 != 0 && (p.Owner != "" || p.Group != "") {
+		// CodeDeploy's agent runs chmod, then chown (install_instruction.rb
+		// set_permissions), and the kernel's chown clears setuid and
+		// setgid: this agent applies them in the same order, with the same
+		// result. Say so, since the file asked for them.
+		ps.probs.Warnf(n, "%s: mode %04o with owner or group: the chown that follows the chmod clears the setuid/setgid bits, as with CodeDeploy's agent, so the files get mode %04o; set them from a hook after Install if they are needed",
+			path, p.Mode, p.Mode&^0o6000)
+	}
 	return p, true
 }
 
@@ -115,10 +123,12 @@ func (ps *parser) stringList(e yamlx.Entry, path string) []string {
 	return out
 }
 
-// mode reads the mode as the digits written in the file. A YAML parser
-// would read an unquoted 0644 as the octal integer 420, which CodeDeploy v1
-// then turns into mode "420" (its classic trap); the raw text is what the
-// author meant, and it is what CodeDeploy v2 uses.
+// mode reads the mode as the digits written in the file. An unquoted mode
+// with a leading zero is refused: CodeDeploy's agent reads YAML 1.1, where
+// 0644 is the octal integer 420, which it applies as mode 0420 (and 0755 is
+// 493, which it refuses); reading the digits as written would silently
+// give another mode than CodeDeploy does, so the author is asked to quote
+// it (or drop the zero) instead.
 func (ps *parser) mode(e yamlx.Entry, path string) (uint32, bool) {
 	if yamlx.IsNull(e.Value) {
 		return 0, false
@@ -126,6 +136,17 @@ func (ps *parser) mode(e yamlx.Entry, path string) (uint32, bool) {
 	s, ok := ps.str(e, path)
 	if !ok {
 		return 0, false
+	}
+	if _, isInt := e.Value.(*ast.IntegerNode); isInt && len(s) > 1 && s[0] == '0' {
+		if v, err := strconv.ParseUint(s, 8, 32); err == nil {
+			cd := fmt.Sprintf("applies it as mode %04s", strconv.FormatUint(v, 10))
+			if strings.ContainsAny(strconv.FormatUint(v, 10), "89") || len(strconv.FormatUint(v, 10)) > 4 {
+				cd = "refuses it (not an octal mode)"
+			}
+			ps.probs.ErrorAt(e.ValuePos, "%s: %s is unquoted: YAML 1.1, which CodeDeploy's agent reads, takes it for the octal number %d and CodeDeploy %s; write mode: \"%s\" (quoted) or mode: %s",
+				path, s, v, cd, s, strings.TrimLeft(s, "0"))
+			return 0, false
+		}
 	}
 	m, err := parseMode(s)
 	if err != nil {

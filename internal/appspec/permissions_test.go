@@ -53,7 +53,8 @@ func TestParseDocsPermissions(t *testing.T) {
 	if !reflect.DeepEqual(spec.Permissions, want) {
 		t.Errorf("permissions:\n got %+v\nwant %+v", spec.Permissions, want)
 	}
-	if len(spec.Warnings) != 1 || !strings.HasPrefix(spec.Warnings[0], "appspec.yml:24:7: warning: permissions[1].context.user: CodeDeploy ignores") {
+	if len(spec.Warnings) != 2 || !strings.HasPrefix(spec.Warnings[0], "appspec.yml:11:5: warning: permissions[1]: mode 4755 with owner or group: the chown that follows the chmod clears the setuid/setgid bits") ||
+		!strings.HasPrefix(spec.Warnings[1], "appspec.yml:24:7: warning: permissions[1].context.user: CodeDeploy ignores") {
 		t.Errorf("warnings: %v", spec.Warnings)
 	}
 	if !spec.Permissions[0].HasType("file") || spec.Permissions[0].HasType("directory") {
@@ -65,14 +66,15 @@ func TestParseDocsPermissions(t *testing.T) {
 // (420) must never leak through.
 func TestParseMode(t *testing.T) {
 	cases := map[string]uint32{
-		"0644":   0o644,
+		`"0644"`: 0o644,
 		"644":    0o644,
 		`"0755"`: 0o755,
 		"'755'":  0o755,
 		"75":     0o075,
 		"7":      0o007,
 		"4755":   0o4755,
-		"0000":   0,
+		`"0000"`: 0,
+		"0":      0,
 		"1777":   0o1777,
 	}
 	for in, want := range cases {
@@ -92,6 +94,21 @@ func TestParseMode(t *testing.T) {
 	}
 	wantIn(t, mustFail(t, header+"permissions:\n  - object: /srv\n    mode: [644]\n"),
 		"appspec.yml:5:11: permissions[0].mode: want a string, got a list")
+}
+
+// An unquoted mode with a leading zero is YAML 1.1's octal integer for
+// CodeDeploy's agent: 0644 becomes mode 0420 there, 0755 (493) is refused.
+// Reading the digits instead would silently differ (issue 14.6), so it is
+// refused with what to write.
+func TestParseUnquotedLeadingZeroMode(t *testing.T) {
+	for in, want := range map[string]string{
+		"0644":  `permissions[0].mode: 0644 is unquoted: YAML 1.1, which CodeDeploy's agent reads, takes it for the octal number 420 and CodeDeploy applies it as mode 0420; write mode: "0644" (quoted) or mode: 644`,
+		"0755":  `permissions[0].mode: 0755 is unquoted: YAML 1.1, which CodeDeploy's agent reads, takes it for the octal number 493 and CodeDeploy refuses it (not an octal mode); write mode: "0755" (quoted) or mode: 755`,
+		"0000":  `octal number 0 and CodeDeploy applies it as mode 0000`,
+		"04755": `octal number 2541 and CodeDeploy applies it as mode 2541`,
+	} {
+		wantIn(t, mustFail(t, header+"permissions:\n  - object: /srv\n    mode: "+in+"\n"), "appspec.yml:5:11: ", want)
+	}
 }
 
 func TestParseACLs(t *testing.T) {

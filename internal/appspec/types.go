@@ -57,6 +57,11 @@ type AppSpec struct {
 	// Warnings are non-fatal findings (unknown keys, which CodeDeploy
 	// ignores), "file:line:col: warning: ..." each, for the deployment log.
 	Warnings []string `json:"warnings,omitempty"`
+	// Differences are points where CodeDeploy's agent would refuse this
+	// appspec or do something else with it than this agent does,
+	// "file:line:col: codedeploy: ..." each. They do not fail a
+	// deployment; they warn whoever moves revisions between the two.
+	Differences []string `json:"differences,omitempty"`
 }
 
 // File is one entry of `files`.

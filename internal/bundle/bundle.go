@@ -4,11 +4,15 @@
 // bundle.tar whatever its format).
 //
 // Unpacking is built for hostile input. Nothing is ever written outside the
-// destination: names with ".." or a leading "/", links that leave the tree,
-// device nodes and writes through an unpacked symlink are refused, and every
-// byte written counts against caps, because archive headers can lie. The work
-// happens in a sibling temporary directory that is renamed into place only
-// when everything succeeded, so a failed unpack leaves nothing behind.
+// destination: names with ".." or a leading "/", relative links that climb
+// out of the tree, device nodes, names that are not UTF-8 and writes through
+// an unpacked symlink are refused (a link to an absolute path is kept as
+// data: nothing is written or read through it), and every byte written
+// counts against caps, because archive headers can lie. The unpacked copy
+// belongs to the agent with normalised modes whatever the headers say; the
+// archive's modes and owners are recorded for Install. The work happens in
+// a sibling temporary directory that is renamed into place only when
+// everything succeeded, so a failed unpack leaves nothing behind.
 package bundle
 
 import (
@@ -66,15 +70,19 @@ const (
 	TypeSymlink = "symlink"
 )
 
-// Entry is one unpacked entry, relative to the revision root (after stripping).
+// Entry is one unpacked entry, relative to the revision root (after
+// stripping). Mode and Owner are what the archive says, which is what
+// Install gives the installed copy; the unpacked copy itself is root's
+// with normalised modes (see releaseMode).
 type Entry struct {
 	Path       string      `json:"path"`                  // slash-separated, relative, cleaned
 	Type       string      `json:"type"`                  // "file", "dir", "symlink"
-	Mode       fs.FileMode `json:"mode"`                  // permission bits incl. setuid/setgid/sticky as fs.FileMode bits
+	Mode       fs.FileMode `json:"mode"`                  // permission bits incl. setuid/setgid/sticky as fs.FileMode bits, as archived
 	Size       int64       `json:"size"`                  // content bytes (files), target length (symlinks), 0 (dirs)
 	SHA256     string      `json:"sha256,omitempty"`      // hex digest of file content (files only)
 	LinkTarget string      `json:"link_target,omitempty"` // symlinks only
 	ModTime    time.Time   `json:"mtime"`
+	Owner      *Owner      `json:"owner,omitempty"` // tar entries: the header's owner
 }
 
 // Result describes a bundle that was unpacked.

@@ -122,22 +122,27 @@ func dirName(n *node, rel string) string {
 }
 
 func setDirMeta(p string, n *node) error {
-	if err := os.Chmod(p, n.mode); err != nil {
+	if err := os.Chmod(p, releaseDirMode); err != nil {
 		return err
 	}
 	return setMtime(p, n.mtime)
 }
 
 // settleRoot runs after the rename: the now-empty temporary directory goes
-// away when a wrapping directory was lifted out of it, and the root gets its
-// final mode (the wrapping directory's, or "./" if the archive had one).
+// away when a wrapping directory was lifted out of it, and the root gets
+// the wrapping directory's (or the "./" entry's) time, but never its mode:
+// it stays private (releaseRootMode) until the store opens it to whom it
+// chooses.
 func (u *unpacker) settleRoot(dest, strip string, root *node) error {
 	if strip != "" {
 		if err := os.Remove(u.root); err != nil {
 			return err
 		}
 	}
-	return setDirMeta(dest, root)
+	if err := os.Chmod(dest, releaseRootMode); err != nil {
+		return err
+	}
+	return setMtime(dest, root.mtime)
 }
 
 // renameNoReplace moves src to dest, failing if dest appeared in the
@@ -164,7 +169,7 @@ func (u *unpacker) result(root *node, strip string) *Result {
 	walk = func(n *node, rel string) {
 		for name, c := range n.children {
 			crel := path.Join(rel, name)
-			e := Entry{Path: crel, Type: c.kind.String(), Mode: c.mode, Size: c.size, ModTime: c.mtime}
+			e := Entry{Path: crel, Type: c.kind.String(), Mode: c.mode, Size: c.size, ModTime: c.mtime, Owner: c.own}
 			switch c.kind {
 			case kindDir:
 				res.Dirs++

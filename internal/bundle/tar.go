@@ -13,6 +13,7 @@ import (
 	"io/fs"
 	"math"
 	"strings"
+	"unicode/utf8"
 )
 
 // maxTarTrailer bounds the inflated data read after a tgz's end-of-archive
@@ -177,10 +178,8 @@ func (u *unpacker) tarEntry(hdr *tar.Header, tr io.Reader) error {
 		return err
 	}
 	m := member{name: hdr.Name, rel: rel, mode: tarMode(hdr.Mode), mtime: hdr.ModTime}
-	if u.chown {
-		if m.own, err = tarOwner(hdr); err != nil {
-			return err
-		}
+	if m.own, err = tarOwner(hdr); err != nil {
+		return err
 	}
 	switch hdr.Typeflag {
 	case tar.TypeReg, tar.TypeCont, tar.TypeGNUSparse:
@@ -222,13 +221,23 @@ func tarMode(m int64) fs.FileMode {
 	return mode
 }
 
-// tarOwner is the header's numeric owner, as tar -xp applies it as root.
-// Values chown cannot take are refused; -1 in particular would silently mean
-// "leave unchanged".
-func tarOwner(hdr *tar.Header) (*owner, error) {
+// tarOwner is the header's owner, as tar -xp applies it as root (by name
+// first). Values chown cannot take are refused; -1 in particular would
+// silently mean "leave unchanged". Names must be valid user names' bytes:
+// UTF-8 without NUL, ':' or newline, which could not name an account.
+func tarOwner(hdr *tar.Header) (*Owner, error) {
 	const maxID = math.MaxUint32 - 1
 	if hdr.Uid < 0 || int64(hdr.Uid) > maxID || hdr.Gid < 0 || int64(hdr.Gid) > maxID {
 		return nil, fmt.Errorf("owner %d:%d is out of range", hdr.Uid, hdr.Gid)
 	}
-	return &owner{uid: hdr.Uid, gid: hdr.Gid}, nil
+	for _, n := range []string{hdr.Uname, hdr.Gname} {
+		if !utf8.ValidString(n) || strings.ContainsAny(n, "\x00:\n/") || len(n) > maxOwnerName {
+			return nil, fmt.Errorf("owner name %q is not a user or group name", n)
+		}
+	}
+	return &Owner{UID: hdr.Uid, GID: hdr.Gid, User: hdr.Uname, Group: hdr.Gname}, nil
 }
+
+// maxOwnerName is well above what useradd allows (32) and keeps a hostile
+// header's name out of the release record.
+const maxOwnerName = 256

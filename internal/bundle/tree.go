@@ -22,8 +22,40 @@ import (
 const copyBufSize = 64 << 10
 
 // permBits are the mode bits kept from an archive: the permissions plus
-// setuid, setgid and sticky, as tar -p keeps them.
+// setuid, setgid and sticky, as tar -p keeps them. They are recorded in
+// the Result for Install; the copy on disk gets releaseMode.
 const permBits = fs.ModePerm | fs.ModeSetuid | fs.ModeSetgid | fs.ModeSticky
+
+// Modes of the unpacked copy. The agent runs hook scripts from it as root,
+// so nothing in it may be writable by anyone else, whatever the archive's
+// headers say (a tar made by uid 4711 would otherwise leave its scripts
+// writable by the local user 4711, and a "./" entry of mode 777 the whole
+// revision): every object is root's, directories are 0755, files 0755 or
+// 0644 (executable when any x bit was set), and no setuid, setgid or sticky
+// bit survives (a setuid file owned by root would be a setuid-root program
+// for whoever reaches it). Access from outside is decided once, at the
+// revision root (see releases). The archive's own modes and owners stay in
+// the Result, and Install applies them at the destination.
+const (
+	releaseDirMode  fs.FileMode = 0o755
+	releaseExecMode fs.FileMode = 0o755
+	releaseFileMode fs.FileMode = 0o644
+	// releaseRootMode keeps the revision private until its store decides
+	// who may traverse it.
+	releaseRootMode fs.FileMode = 0o700
+)
+
+// releaseMode is the mode an object of kind k, archived with mode m, gets
+// in the unpacked copy.
+func releaseMode(k kind, m fs.FileMode) fs.FileMode {
+	switch {
+	case k == kindDir:
+		return releaseDirMode
+	case m&0o111 != 0:
+		return releaseExecMode
+	}
+	return releaseFileMode
+}
 
 // impliedDirMode is given to parent directories no entry describes, as
 // tar and unzip do under the usual umask 022.
@@ -63,10 +95,19 @@ type node struct {
 	size     int64
 	sum      string // files: hex sha256 of the content
 	target   string // symlinks
+	own      *Owner // tar entries
 }
 
-// owner is a numeric uid/gid to apply; nil means leave what we created.
-type owner struct{ uid, gid int }
+// Owner is a tar entry's owner as its header gives it: numeric ids and,
+// when the header has them, names. Install maps it like GNU tar run as
+// root (CodeDeploy's tar -xp): by name when the name exists on the host,
+// by number otherwise. It is never applied to the unpacked copy.
+type Owner struct {
+	UID   int    `json:"uid"`
+	GID   int    `json:"gid"`
+	User  string `json:"user,omitempty"`
+	Group string `json:"group,omitempty"`
+}
 
 // member is an archive entry, already vetted, on its way to the tree.
 type member struct {
@@ -74,7 +115,7 @@ type member struct {
 	rel   string // cleaned, relative, "." for the root
 	mode  fs.FileMode
 	mtime time.Time
-	own   *owner
+	own   *Owner
 }
 
 // unpacker builds one revision tree inside root.
@@ -83,7 +124,6 @@ type unpacker struct {
 	root    string // the temporary directory
 	lim     Limits
 	format  Format
-	chown   bool // apply archive ownership (tar as root, like tar -xp)
 	tree    *node
 	count   int   // objects created, checked against MaxFiles
 	written int64 // regular-file bytes written, checked against MaxTotalBytes
@@ -97,7 +137,6 @@ func newUnpacker(ctx context.Context, root string, lim Limits, format Format) *u
 		root:    root,
 		lim:     lim,
 		format:  format,
-		chown:   format != FormatZip && os.Geteuid() == 0,
 		tree:    &node{kind: kindDir, mode: impliedDirMode},
 		buf:     make([]byte, copyBufSize),
 		started: time.Now(),
@@ -210,13 +249,12 @@ func rootTypeChange(k kind) error {
 // u+rwx for now so children can be written; finish applies the real mode.
 func (u *unpacker) mkdir(m member) error {
 	n := u.tree
-	p := u.root
 	if m.rel != "." {
 		parent, base, err := u.parentOf(m)
 		if err != nil {
 			return err
 		}
-		p = u.abs(m.rel)
+		p := u.abs(m.rel)
 		n = parent.children[base]
 		if n != nil && n.kind != kindDir {
 			return fmt.Errorf("type change: %q was unpacked as a %s and may not become a directory", m.rel, n.kind)
@@ -228,10 +266,7 @@ func (u *unpacker) mkdir(m member) error {
 			n = parent.add(base, &node{kind: kindDir})
 		}
 	}
-	n.name, n.mode, n.mtime = m.name, m.mode, m.mtime
-	if m.own != nil {
-		return os.Lchown(p, m.own.uid, m.own.gid)
-	}
+	n.name, n.mode, n.mtime, n.own = m.name, m.mode, m.mtime, m.own
 	return nil
 }
 
@@ -264,12 +299,8 @@ func (u *unpacker) file(m member, claimed int64, r io.Reader) error {
 	}
 	h := sha256.New()
 	n, err := u.copyContent(io.MultiWriter(f, h), r)
-	if err == nil && m.own != nil {
-		err = f.Chown(m.own.uid, m.own.gid)
-	}
 	if err == nil {
-		// After chown, which clears setuid/setgid.
-		err = f.Chmod(m.mode)
+		err = f.Chmod(releaseMode(kindFile, m.mode))
 	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
@@ -281,7 +312,7 @@ func (u *unpacker) file(m member, claimed int64, r io.Reader) error {
 		return err
 	}
 	parent.add(base, &node{kind: kindFile, name: m.name, mode: m.mode, mtime: m.mtime,
-		size: n, sum: hex.EncodeToString(h.Sum(nil))})
+		size: n, sum: hex.EncodeToString(h.Sum(nil)), own: m.own})
 	return nil
 }
 
@@ -338,16 +369,11 @@ func (u *unpacker) symlink(m member, target string) error {
 	if err := os.Symlink(target, p); err != nil {
 		return err
 	}
-	if m.own != nil {
-		if err := os.Lchown(p, m.own.uid, m.own.gid); err != nil {
-			return err
-		}
-	}
 	if err := setMtime(p, m.mtime); err != nil {
 		return err
 	}
 	parent.add(base, &node{kind: kindSymlink, name: m.name, mode: fs.ModePerm,
-		mtime: m.mtime, size: int64(len(target)), target: target})
+		mtime: m.mtime, size: int64(len(target)), target: target, own: m.own})
 	return nil
 }
 

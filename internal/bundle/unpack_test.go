@@ -53,9 +53,6 @@ func revisionWant(f Format) map[string]wantEntry {
 		// unzip clears setuid/setgid/sticky and keeps no owner.
 		suid, sticky, uid = 0o755, 0o777, 0
 	}
-	if os.Geteuid() != 0 {
-		uid = os.Geteuid()
-	}
 	want := map[string]wantEntry{
 		"appspec.yml":      {typ: TypeFile, mode: 0o644, body: "version: 0.0\nos: linux\n", mtime: at(1)},
 		"scripts":          {typ: TypeDir, mode: 0o755, mtime: at(2)},
@@ -154,22 +151,19 @@ func checkEntries(t *testing.T, dest string, res *Result, want map[string]wantEn
 			if e.SHA256 != sha256Hex([]byte(w.body)) || e.Size != int64(len(w.body)) {
 				t.Errorf("%s: entry sha256 %s size %d", e.Path, e.SHA256, e.Size)
 			}
-			if info.Mode()&permBits != w.mode {
-				t.Errorf("%s: disk mode %v, want %v", e.Path, info.Mode(), w.mode)
+			// The unpacked copy is the agent's, whatever the archive says
+			// (issue 17.1); the archive's mode and owner are recorded.
+			if want := releaseMode(kindFile, w.mode); info.Mode()&permBits != want {
+				t.Errorf("%s: disk mode %v, want %v", e.Path, info.Mode(), want)
 			}
-			// Files without an owner in want belong to whoever unpacked
-			// (root keeps a tar header's 0; zip never sets an owner).
-			owner := w.uid
-			if owner == 0 {
-				owner = os.Geteuid()
+			if st, ok := info.Sys().(*syscall.Stat_t); !ok || int(st.Uid) != os.Geteuid() || int(st.Gid) != os.Getegid() {
+				t.Errorf("%s: owner %v, want the unpacker's", e.Path, info.Sys())
 			}
-			if st, ok := info.Sys().(*syscall.Stat_t); !ok || int(st.Uid) != owner {
-				t.Errorf("%s: owner %v, want %d", e.Path, info.Sys(), owner)
-			}
+			checkOwner(t, e, w, res.Format)
 		case TypeDir:
 			dirs++
-			if !info.IsDir() || info.Mode()&permBits != w.mode {
-				t.Errorf("%s: disk mode %v, want dir %v", e.Path, info.Mode(), w.mode)
+			if !info.IsDir() || info.Mode()&permBits != releaseDirMode {
+				t.Errorf("%s: disk mode %v, want dir %v", e.Path, info.Mode(), releaseDirMode)
 			}
 		case TypeSymlink:
 			links++
@@ -188,6 +182,17 @@ func checkEntries(t *testing.T, dest string, res *Result, want map[string]wantEn
 	}
 	if res.UnpackedBytes != bytes-hardlinked {
 		t.Errorf("UnpackedBytes %d, want %d", res.UnpackedBytes, bytes-hardlinked)
+	}
+}
+
+// checkOwner: tar entries record the header's owner, zip entries none.
+func checkOwner(t *testing.T, e Entry, w wantEntry, f Format) {
+	t.Helper()
+	switch {
+	case (e.Owner == nil) != (f == FormatZip):
+		t.Errorf("%s: recorded owner %+v for a %s entry", e.Path, e.Owner, f)
+	case e.Owner != nil && e.Owner.UID != w.uid:
+		t.Errorf("%s: recorded owner %+v, want uid %d", e.Path, e.Owner, w.uid)
 	}
 }
 
@@ -255,8 +260,8 @@ func TestStripWrappingDir(t *testing.T) {
 			if b, err := os.ReadFile(filepath.Join(s.dest, "run")); err != nil || string(b) != "#!/bin/sh\n" {
 				t.Errorf("run via link: %q %v", b, err)
 			}
-			if info, _ := os.Stat(s.dest); info.Mode().Perm() != 0o750 {
-				t.Errorf("revision root mode %v, want the wrapping dir's 0750", info.Mode())
+			if info, _ := os.Stat(s.dest); info.Mode().Perm() != releaseRootMode {
+				t.Errorf("revision root mode %v, want %v whatever the wrapping dir's", info.Mode(), releaseRootMode)
 			}
 		})
 	}
@@ -312,22 +317,6 @@ func TestNoStrip(t *testing.T) {
 	}
 }
 
-// A "./" member describes the root itself: tar -xp gives its mode to the
-// revision directory.
-func TestRootEntryMode(t *testing.T) {
-	s := newSandbox(t)
-	_, err := s.unpack(t, "b", tarBytes(t,
-		ent{name: "./", typ: tar.TypeDir, mode: 0o750},
-		ent{name: "./appspec.yml", body: "a"},
-	), Limits{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if info, _ := os.Stat(s.dest); info.Mode().Perm() != 0o750 || !info.ModTime().Equal(baseTime()) {
-		t.Errorf("root mode %v mtime %v", info.Mode(), info.ModTime())
-	}
-}
-
 func TestEmptyZipUnpacksToEmptyRoot(t *testing.T) {
 	s := newSandbox(t)
 	res, err := s.unpack(t, "b.zip", zipBytes(t), Limits{})
@@ -337,7 +326,7 @@ func TestEmptyZipUnpacksToEmptyRoot(t *testing.T) {
 	if res.Format != FormatZip || len(res.Entries) != 0 {
 		t.Errorf("got %+v", res)
 	}
-	if info, err := os.Stat(s.dest); err != nil || info.Mode().Perm() != 0o755 {
+	if info, err := os.Stat(s.dest); err != nil || info.Mode().Perm() != releaseRootMode {
 		t.Errorf("dest: %v %v", info, err)
 	}
 }

@@ -29,9 +29,17 @@ func (m *Manager) ownFilters() []types.Filter {
 
 // Catalogue rebuilds the list of checkpoints from AWS (tagged snapshots
 // and images of this instance and app, paginated), refreshes the cache
-// with it, and lists the volumes kept after restores.
+// with it, and lists the volumes kept after restores. A resource whose
+// tags claim it but which the agent's ledger does not know is left out
+// (and logged): tags are not proof (ledger.go).
 func (m *Manager) Catalogue(ctx context.Context) (*api.CheckpointList, error) {
 	started := time.Now().UTC()
+	ident := m.o.Identity()
+	led, err := m.ledger.read(m.o.Cache, ident.Volumes)
+	if err != nil {
+		return nil, err
+	}
+	var ignored []string
 	byID := map[string]*api.Checkpoint{}
 	get := func(tags map[string]string) *api.Checkpoint {
 		id := tags[TagCheckpoint]
@@ -47,7 +55,6 @@ func (m *Manager) Catalogue(ctx context.Context) (*api.CheckpointList, error) {
 		}
 		return c
 	}
-	ident := m.o.Identity()
 	volByID := map[string]api.Volume{}
 	for _, v := range ident.Volumes {
 		volByID[v.VolumeID] = v
@@ -63,9 +70,17 @@ func (m *Manager) Catalogue(ctx context.Context) (*api.CheckpointList, error) {
 			if api.CheckpointKind(tags[TagKind]) != api.KindEBS || tags[TagCheckpoint] == "" {
 				continue // an AMI's snapshots belong to the image
 			}
+			snapID, volID := aws.ToString(s.SnapshotId), aws.ToString(s.VolumeId)
+			if ok, why := led.trustSnapshot(tags[TagCheckpoint], snapID, volID, ident.Volumes); !ok {
+				ignored = append(ignored, fmt.Sprintf("snapshot %s tagged as checkpoint %s: %s", snapID, tags[TagCheckpoint], why))
+				continue
+			}
 			c := get(tags)
-			v := volByID[aws.ToString(s.VolumeId)]
+			v := volByID[volID]
 			dev := v.DeviceName
+			if e := led.Checkpoints[c.ID]; e != nil && e.Devices[snapID] != "" {
+				dev = e.Devices[snapID] // the agent's record, should the tag be missing
+			}
 			if d := tags[TagDevice]; d != "" {
 				dev = d
 			}
@@ -87,6 +102,10 @@ func (m *Manager) Catalogue(ctx context.Context) (*api.CheckpointList, error) {
 		for _, im := range out.Images {
 			tags := tagMap(im.Tags)
 			if tags[TagCheckpoint] == "" {
+				continue
+			}
+			if ok, why := led.trustImage(tags[TagCheckpoint], aws.ToString(im.ImageId)); !ok {
+				ignored = append(ignored, fmt.Sprintf("image %s tagged as checkpoint %s: %s", aws.ToString(im.ImageId), tags[TagCheckpoint], why))
 				continue
 			}
 			c := get(tags)
@@ -115,11 +134,14 @@ func (m *Manager) Catalogue(ctx context.Context) (*api.CheckpointList, error) {
 		list.Checkpoints = append(list.Checkpoints, *c)
 	}
 	sort.Slice(list.Checkpoints, func(a, b int) bool { return list.Checkpoints[a].CreatedAt.After(list.Checkpoints[b].CreatedAt) })
-	replaced, err := m.replacedVolumes(ctx)
+	replaced, skipped, err := m.replacedVolumes(ctx, led)
 	if err != nil {
 		return nil, err
 	}
 	list.ReplacedVolumes = replaced
+	if ignored = append(ignored, skipped...); len(ignored) > 0 {
+		m.o.Log.Warn("resources tagged as this host's checkpoints that the agent did not make: ignored, never pruned", zap.Strings("ignored", ignored))
+	}
 	if err := m.o.Cache.ReplaceCheckpoints(list.Checkpoints, started.Add(-time.Second)); err != nil {
 		m.o.Log.Warn("refresh the checkpoint cache", zap.Error(err))
 	}
@@ -139,24 +161,47 @@ func protection(c *api.Checkpoint, protected map[string]string) string {
 	return ""
 }
 
-func (m *Manager) replacedVolumes(ctx context.Context) ([]api.ReplacedVolume, error) {
+// replacedVolumes lists the volumes restores swapped out, as the ledger
+// records them: a replaced-by tag alone would make prune delete any
+// volume it is put on. skipped names the volumes such a tag claims
+// wrongly, for the log.
+func (m *Manager) replacedVolumes(ctx context.Context, led *ledger) (out []api.ReplacedVolume, skipped []string, err error) {
 	filters := append(m.ownFilters(), types.Filter{Name: aws.String("tag-key"), Values: []string{TagReplacedBy}})
 	p := ec2.NewDescribeVolumesPaginator(m.o.EC2, &ec2.DescribeVolumesInput{Filters: filters})
-	var out []api.ReplacedVolume
 	for p.HasMorePages() {
 		page, err := p.NextPage(ctx)
 		if err != nil {
-			return nil, fmt.Errorf("checkpoint: catalogue: DescribeVolumes (replaced): %w", err)
+			return nil, nil, fmt.Errorf("checkpoint: catalogue: DescribeVolumes (replaced): %w", err)
 		}
 		for _, v := range page.Volumes {
-			tags := tagMap(v.Tags)
-			at, _ := time.Parse(time.RFC3339Nano, tags[TagCreated])
-			out = append(out, api.ReplacedVolume{VolumeID: aws.ToString(v.VolumeId), ReplacedBy: tags[TagReplacedBy],
-				Checkpoint: tags[TagCheckpoint], DeviceName: tags[TagDevice], ReplacedAt: at})
+			if led.Replaced[aws.ToString(v.VolumeId)] == nil {
+				skipped = append(skipped, fmt.Sprintf("volume %s tagged %s: the agent never replaced it", aws.ToString(v.VolumeId), TagReplacedBy))
+			}
+		}
+	}
+	if len(led.Replaced) == 0 {
+		return nil, skipped, nil
+	}
+	ids := make([]string, 0, len(led.Replaced))
+	for id := range led.Replaced {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	p = ec2.NewDescribeVolumesPaginator(m.o.EC2, &ec2.DescribeVolumesInput{Filters: []types.Filter{{Name: aws.String("volume-id"), Values: ids}}})
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			return nil, nil, fmt.Errorf("checkpoint: catalogue: DescribeVolumes (replaced): %w", err)
+		}
+		for _, v := range page.Volumes {
+			id := aws.ToString(v.VolumeId)
+			if r := led.Replaced[id]; r != nil && v.State != types.VolumeStateDeleting && v.State != types.VolumeStateDeleted {
+				out = append(out, api.ReplacedVolume{VolumeID: id, ReplacedBy: r.By, Checkpoint: r.Checkpoint, DeviceName: r.Device, ReplacedAt: r.At})
+			}
 		}
 	}
 	sort.Slice(out, func(a, b int) bool { return out[a].ReplacedAt.After(out[b].ReplacedAt) })
-	return out, nil
+	return out, skipped, nil
 }
 
 // Get returns one checkpoint from a fresh catalogue.

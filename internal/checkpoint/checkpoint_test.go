@@ -64,7 +64,7 @@ func newFixture(t *testing.T, dataPlane bool, mutate func(*config.Config)) *fixt
 		byID = t.TempDir()
 	}
 	ident, err := identity.Describe(ctx, c, identity.Doc{InstanceID: inst.Doc.InstanceID, Region: testbed.Region,
-		AvailabilityZone: inst.Doc.AvailabilityZone, AccountID: inst.Doc.AccountID}, byID)
+		AvailabilityZone: inst.Doc.AvailabilityZone, AccountID: inst.Doc.AccountID, Source: "imds"}, byID, 30*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -204,7 +204,7 @@ func TestAMIHasItsNameAndTagsOnImageAndSnapshots(t *testing.T) {
 	if c.Image == nil || c.Image.Name != checkpoint.AMIName(f.cfg.Application, "v1", c.ID) {
 		t.Fatalf("image %+v", c.Image)
 	}
-	out, err := f.ec2.DescribeImages(context.Background(), &ec2.DescribeImagesInput{ImageIds: []string{c.Image.ImageID}})
+	out, err := f.bed.EC2.DescribeImages(context.Background(), &ec2.DescribeImagesInput{ImageIds: []string{c.Image.ImageID}}) // what AWS holds
 	if err != nil || len(out.Images) != 1 {
 		t.Fatal(err)
 	}

@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/rollback-agent/rollback-agent/internal/api"
+	"github.com/rollback-agent/rollback-agent/internal/clock"
 	"github.com/rollback-agent/rollback-agent/internal/config"
 )
 
@@ -65,18 +66,22 @@ func instanceSpec(ident api.Identity, sel config.VolumeSelector) (*types.Instanc
 	return spec, chosen, nil
 }
 
-func (m *Manager) createSnapshots(ctx context.Context, meta Meta, ident api.Identity, cfg *config.Config) ([]api.CheckpointVolume, error) {
+// createSnapshots takes the snapshot set; retried says a create was sent
+// again after an ambiguous failure (a duplicate set may exist).
+func (m *Manager) createSnapshots(ctx context.Context, meta Meta, ident api.Identity, cfg *config.Config) ([]api.CheckpointVolume, bool, error) {
 	spec, chosen, err := instanceSpec(ident, cfg.Checkpoint.Volumes)
 	if err != nil {
-		return nil, fmt.Errorf("checkpoint %s: %w", meta.ID, err)
+		return nil, false, fmt.Errorf("checkpoint %s: %w", meta.ID, err)
 	}
 	in := &ec2.CreateSnapshotsInput{
 		InstanceSpecification: spec,
-		Description:           aws.String(fmt.Sprintf("rollback-agent %s of %s: %s %s", meta.ID, cfg.Application, meta.Reason, meta.Revision)),
+		Description:           aws.String(meta.description(cfg.Application)),
 		TagSpecifications:     []types.TagSpecification{{ResourceType: types.ResourceTypeSnapshot, Tags: meta.tags(cfg.Application, ident.InstanceID, api.KindEBS)}},
 	}
 	var out []types.SnapshotInfo
+	calls := 0
 	err = m.retryCreate(ctx, "CreateSnapshots for "+ident.InstanceID, func(ctx context.Context) error {
+		calls++
 		res, err := m.o.EC2.CreateSnapshots(ctx, in, once)
 		if err == nil {
 			out = res.Snapshots
@@ -84,14 +89,28 @@ func (m *Manager) createSnapshots(ctx context.Context, meta Meta, ident api.Iden
 		return err
 	}, func(ctx context.Context) (bool, error) {
 		found, err := m.findSnapshots(ctx, meta.ID)
-		if err != nil || len(found) == 0 {
+		if err != nil {
 			return false, err
 		}
-		out = found
+		// The whole set, one snapshot per chosen volume: a part may still
+		// be missing from the list (eventual consistency).
+		byVolume := map[string]types.SnapshotInfo{}
+		for _, s := range found {
+			byVolume[aws.ToString(s.VolumeId)] = s
+		}
+		var set []types.SnapshotInfo
+		for _, v := range chosen {
+			s, ok := byVolume[v.VolumeID]
+			if !ok {
+				return false, nil
+			}
+			set = append(set, s)
+		}
+		out = set
 		return true, nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("checkpoint %s: %w", meta.ID, err)
+		return nil, false, fmt.Errorf("checkpoint %s: %w", meta.ID, err)
 	}
 	byVol := map[string]api.Volume{}
 	for _, v := range chosen {
@@ -110,7 +129,7 @@ func (m *Manager) createSnapshots(ctx context.Context, meta Meta, ident api.Iden
 		})
 	}
 	slices.SortFunc(snaps, func(a, b api.CheckpointVolume) int { return strings.Compare(a.DeviceName, b.DeviceName) })
-	return snaps, nil
+	return snaps, calls > 1, nil
 }
 
 // findSnapshots looks a checkpoint's snapshot set up by its tag.
@@ -137,7 +156,7 @@ func (m *Manager) createImage(ctx context.Context, meta Meta, ident api.Identity
 	in := &ec2.CreateImageInput{
 		InstanceId:  aws.String(ident.InstanceID),
 		Name:        aws.String(name),
-		Description: aws.String(fmt.Sprintf("rollback-agent %s of %s: %s %s", meta.ID, cfg.Application, meta.Reason, meta.Revision)),
+		Description: aws.String(meta.description(cfg.Application)),
 		// Without NoReboot, EC2 would reboot the very instance the agent runs on.
 		NoReboot: aws.Bool(true),
 		TagSpecifications: []types.TagSpecification{
@@ -177,8 +196,13 @@ func (m *Manager) createImage(ctx context.Context, meta Meta, ident api.Identity
 
 // retryCreate calls create until it succeeds, the error is not worth a
 // retry, or ctx (the create budget) ends. After every failure it first
-// asks lookup whether the resource exists after all (the request may have
-// reached EC2 before the connection broke or the 5xx came back).
+// asks lookup whether the resource exists after all: the request may have
+// reached EC2 before the connection broke or the 5xx came back. After
+// such an ambiguous failure a single look is not enough, as EC2 is
+// eventually consistent (a resource created a moment ago is missing from
+// filtered lists), so it looks again with backoff for lookupWait before
+// creating again: CreateSnapshots takes no ClientToken, and a second set
+// would use up the volumes' pending-snapshot limit.
 func (m *Manager) retryCreate(ctx context.Context, what string, create func(context.Context) error, lookup func(context.Context) (bool, error)) error {
 	var last error
 	for attempt := 1; ; attempt++ {
@@ -188,10 +212,16 @@ func (m *Manager) retryCreate(ctx context.Context, what string, create func(cont
 		}
 		last = err
 		retry, wait := classify(err)
-		if found, lerr := lookup(ctx); lerr == nil && found {
+		looks := 1
+		if ambiguous(err) {
+			looks = 0 // until lookupWait has passed
+		}
+		found, lerr := m.lookAgain(ctx, looks, lookup)
+		if found {
 			m.o.Log.Warn("create call failed but the resource exists: adopted it", zap.String("call", what), zap.Error(err))
 			return nil
-		} else if lerr != nil {
+		}
+		if lerr != nil {
 			m.o.Log.Warn("looking the checkpoint up after a failure", zap.String("call", what), zap.Error(lerr))
 			retry = retry || isTransient(lerr)
 		}
@@ -200,12 +230,59 @@ func (m *Manager) retryCreate(ctx context.Context, what string, create func(cont
 		}
 		d := backoff(attempt, wait)
 		m.o.Log.Warn("create call failed; retrying", zap.String("call", what), zap.Int("attempt", attempt), zap.Duration("in", d), zap.Error(err))
-		select {
-		case <-ctx.Done():
+		if clock.Sleep(ctx, m.o.Clock, d) != nil {
 			return fmt.Errorf("%s: gave up after %d attempts (checkpoint.create_timeout): %w", what, attempt, last)
-		case <-time.After(d):
 		}
 	}
+}
+
+// lookupWait bounds the looks after an ambiguous create failure, and so
+// does a third of what is left of the create budget: a create that did
+// not happen must still be retried in time.
+const lookupWait = 10 * time.Second
+
+// lookAgain calls lookup up to looks times (0: until lookupWait passed)
+// with backoff, until it finds the resource or fails.
+func (m *Manager) lookAgain(ctx context.Context, looks int, lookup func(context.Context) (bool, error)) (bool, error) {
+	wait := lookupWait
+	if dl, ok := ctx.Deadline(); ok {
+		wait = min(wait, time.Until(dl)/3)
+	}
+	deadline := m.o.Clock.Now().Add(wait)
+	delay := 250 * time.Millisecond
+	for n := 1; ; n++ {
+		found, err := lookup(ctx)
+		if found || err != nil || (looks > 0 && n >= looks) || !m.o.Clock.Now().Before(deadline) {
+			return found, err
+		}
+		if clock.Sleep(ctx, m.o.Clock, delay) != nil {
+			return false, nil
+		}
+		delay = min(2*delay, 5*time.Second)
+	}
+}
+
+// ambiguous is a failure after which the request may have been carried
+// out: no answer (the connection broke or timed out), or a server error.
+// Throttling and limit errors are refusals: nothing was made.
+func ambiguous(err error) bool {
+	var ae smithy.APIError
+	if errors.As(err, &ae) {
+		switch ae.ErrorCode() {
+		case "RequestLimitExceeded", "Throttling", "ThrottlingException", "SnapshotCreationPerVolumeRateExceeded", "ConcurrentSnapshotLimitExceeded":
+			return false
+		case "InvalidAMIName.Duplicate":
+			return true // an earlier attempt made it
+		}
+		if ae.ErrorFault() == smithy.FaultServer {
+			return true
+		}
+	}
+	var re *awshttp.ResponseError
+	if errors.As(err, &re) && re.HTTPStatusCode() != 0 {
+		return re.HTTPStatusCode() >= 500
+	}
+	return isTransient(err) // no answer at all (the SDK says status 0)
 }
 
 // frozen makes one create call with checkpoint.freeze's mounts frozen.
@@ -236,6 +313,10 @@ func classify(err error) (bool, time.Duration) {
 			// AWS asks for at least 15 s between snapshot requests of a volume.
 			return true, 15 * time.Second
 		case "InternalError", "InternalFailure", "ServiceUnavailable", "Unavailable":
+			return true, time.Second
+		case "InvalidAMIName.Duplicate":
+			// The AMI name carries the checkpoint id: an earlier attempt
+			// made the image, which is not visible yet. Look again.
 			return true, time.Second
 		}
 	}

@@ -2,8 +2,6 @@ package checkpoint
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"strings"
 	"time"
@@ -61,8 +59,13 @@ func ReplaceInstance(ctx context.Context, c *ec2.Client, req ReplaceInstanceRequ
 	in := &ec2.RunInstancesInput{
 		ImageId: aws.String(req.ImageID), InstanceType: old.InstanceType, MinCount: aws.Int32(1), MaxCount: aws.Int32(1),
 		SubnetId: old.SubnetId, KeyName: old.KeyName, EbsOptimized: old.EbsOptimized,
-		// Same request, same instance: a retry after a lost answer launches no second one.
-		ClientToken: aws.String(clientToken(req.InstanceID, req.ImageID)),
+		// One token per run: the SDK's retries of this call send it again,
+		// so a lost answer launches no second instance, while a second
+		// run of restore-instance (the first one's instance failed, or
+		// was terminated) launches a new one. A token made from the
+		// instance and image alone would get the first launch back for
+		// as long as EC2 keeps the token.
+		ClientToken: aws.String(clientToken("restore-instance", req.InstanceID, req.ImageID, NewID())),
 	}
 	for _, sg := range old.SecurityGroups {
 		in.SecurityGroupIds = append(in.SecurityGroupIds, aws.ToString(sg.GroupId))
@@ -73,11 +76,19 @@ func ReplaceInstance(ctx context.Context, c *ec2.Client, req ReplaceInstanceRequ
 	if mo := old.MetadataOptions; mo != nil {
 		in.MetadataOptions = &types.InstanceMetadataOptionsRequest{HttpTokens: mo.HttpTokens, HttpEndpoint: mo.HttpEndpoint, HttpPutResponseHopLimit: mo.HttpPutResponseHopLimit}
 	}
-	tags := []types.Tag{{Key: aws.String(TagPrefix + "replaces"), Value: aws.String(req.InstanceID)}}
+	var tags []types.Tag
 	for _, t := range old.Tags {
-		if k := aws.ToString(t.Key); !strings.HasPrefix(k, "aws:") && k != TagRestoreIntent {
+		if k := aws.ToString(t.Key); !strings.HasPrefix(strings.ToLower(k), "aws:") && !strings.HasPrefix(k, TagRestoreIntent) {
 			tags = append(tags, t)
 		}
+	}
+	// The instance's own tags come first (cost allocation, automation
+	// find it by them); the agent's note of what it replaces fits only
+	// below EC2's 50 tags per resource.
+	if len(tags) < MaxTags {
+		tags = append(tags, types.Tag{Key: aws.String(TagPrefix + "replaces"), Value: aws.String(req.InstanceID)})
+	} else {
+		say(fmt.Sprintf("%s has %d tags, EC2's limit: the new instance gets them, without the tag %s", req.InstanceID, len(tags), TagPrefix+"replaces"))
 	}
 	in.TagSpecifications = []types.TagSpecification{{ResourceType: types.ResourceTypeInstance, Tags: tags}}
 	say(fmt.Sprintf("launching from %s: type %s, subnet %s, security groups %v", req.ImageID, old.InstanceType, aws.ToString(old.SubnetId), in.SecurityGroupIds))
@@ -116,9 +127,4 @@ func ReplaceInstance(ctx context.Context, c *ec2.Client, req ReplaceInstanceRequ
 		res.NewPrivateIP, res.PublicIP = aws.ToString(ni.PrivateIpAddress), aws.ToString(ni.PublicIpAddress)
 	}
 	return res, nil
-}
-
-func clientToken(instance, image string) string {
-	h := sha256.Sum256([]byte("rollback-agent restore-instance " + instance + " " + image))
-	return hex.EncodeToString(h[:16])
 }

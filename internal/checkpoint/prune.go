@@ -21,6 +21,10 @@ import (
 // tagged as this agent's for this instance and app are ever touched, and
 // one failed delete does not stop the rest: it is reported.
 func (m *Manager) Prune(ctx context.Context, dryRun bool) (*api.PruneReport, error) {
+	// One prune at a time (the one after a deployment, agentctl's): two
+	// would catalogue the same checkpoints and delete them twice.
+	m.pruneMu.Lock()
+	defer m.pruneMu.Unlock()
 	list, err := m.Catalogue(ctx)
 	if err != nil {
 		return nil, err
@@ -63,6 +67,9 @@ func (m *Manager) Prune(ctx context.Context, dryRun bool) (*api.PruneReport, err
 			rep.Errors = append(rep.Errors, fmt.Sprintf("DeleteVolume %s: %v", v.VolumeID, err))
 			continue
 		}
+		if err := m.record(func(led *ledger) { delete(led.Volumes, v.VolumeID); delete(led.Replaced, v.VolumeID) }); err != nil {
+			m.o.Log.Warn("forget a deleted volume in the ledger", zap.Error(err))
+		}
 		rep.Deleted = append(rep.Deleted, v.VolumeID)
 	}
 	if !dryRun && len(rep.Deleted) > 0 {
@@ -98,9 +105,21 @@ func (m *Manager) Delete(ctx context.Context, id string) error {
 var ErrProtected = errors.New("protected")
 
 // delete removes a checkpoint's snapshots and deregisters its image with
-// its snapshots, after checking every resource is tagged as ours.
+// its snapshots, after checking every resource is one the agent's ledger
+// records and is tagged as ours.
 func (m *Manager) delete(ctx context.Context, c *api.Checkpoint) error {
-	app, inst := m.o.Config().Application, m.o.Identity().InstanceID
+	ident := m.o.Identity()
+	app, inst := m.o.Config().Application, ident.InstanceID
+	led, err := m.ledger.read(m.o.Cache, ident.Volumes)
+	if err != nil {
+		return err
+	}
+	if led.Checkpoints[c.ID] == nil {
+		if m.gone(ctx, c) {
+			return nil // deleted a moment ago (the ledger forgot it then)
+		}
+		return fmt.Errorf("checkpoint %s is not in the agent's ledger: its resources were not made by this agent and are left alone", c.ID)
+	}
 	var errs []error
 	if len(c.Snapshots) > 0 {
 		ids := make([]string, len(c.Snapshots))
@@ -117,6 +136,10 @@ func (m *Manager) delete(ctx context.Context, c *api.Checkpoint) error {
 					errs = append(errs, fmt.Errorf("checkpoint %s: snapshot %s is not tagged as this agent's: left alone", c.ID, aws.ToString(s.SnapshotId)))
 					continue
 				}
+				if ok, why := led.trustSnapshot(c.ID, aws.ToString(s.SnapshotId), aws.ToString(s.VolumeId), ident.Volumes); !ok {
+					errs = append(errs, fmt.Errorf("checkpoint %s: snapshot %s left alone: %s", c.ID, aws.ToString(s.SnapshotId), why))
+					continue
+				}
 				_, err := m.o.EC2.DeleteSnapshot(ctx, &ec2.DeleteSnapshotInput{SnapshotId: s.SnapshotId})
 				if err != nil && !notFound(err) {
 					errs = append(errs, fmt.Errorf("checkpoint %s: DeleteSnapshot %s: %w", c.ID, aws.ToString(s.SnapshotId), err))
@@ -131,6 +154,8 @@ func (m *Manager) delete(ctx context.Context, c *api.Checkpoint) error {
 			errs = append(errs, fmt.Errorf("checkpoint %s: DescribeImages before deregister: %w", c.ID, err))
 		case err == nil && len(out.Images) == 1 && !ours(tagMap(out.Images[0].Tags), app, inst):
 			errs = append(errs, fmt.Errorf("checkpoint %s: image %s is not tagged as this agent's: left alone", c.ID, c.Image.ImageID))
+		case err == nil && len(out.Images) == 1 && led.Checkpoints[c.ID].Image != c.Image.ImageID:
+			errs = append(errs, fmt.Errorf("checkpoint %s: image %s is not in the agent's ledger: left alone", c.ID, c.Image.ImageID))
 		case err == nil && len(out.Images) == 1:
 			res, err := m.o.EC2.DeregisterImage(ctx, &ec2.DeregisterImageInput{ImageId: aws.String(c.Image.ImageID), DeleteAssociatedSnapshots: aws.Bool(true)})
 			if err != nil {
@@ -148,6 +173,26 @@ func (m *Manager) delete(ctx context.Context, c *api.Checkpoint) error {
 		if err := m.o.Cache.DeleteCheckpoint(c.ID); err != nil {
 			m.o.Log.Warn("uncache checkpoint", zap.Error(err))
 		}
+		if err := m.record(func(led *ledger) { delete(led.Checkpoints, c.ID) }); err != nil {
+			m.o.Log.Warn("forget a deleted checkpoint in the ledger", zap.Error(err))
+		}
 	}
 	return errors.Join(errs...)
+}
+
+// gone is true when none of c's resources exists any more.
+func (m *Manager) gone(ctx context.Context, c *api.Checkpoint) bool {
+	for _, s := range c.Snapshots {
+		out, err := m.o.EC2.DescribeSnapshots(ctx, &ec2.DescribeSnapshotsInput{SnapshotIds: []string{s.SnapshotID}})
+		if !notFound(err) && (err != nil || len(out.Snapshots) > 0) {
+			return false
+		}
+	}
+	if c.Image != nil {
+		out, err := m.o.EC2.DescribeImages(ctx, &ec2.DescribeImagesInput{ImageIds: []string{c.Image.ImageID}})
+		if !notFound(err) && (err != nil || len(out.Images) > 0) {
+			return false
+		}
+	}
+	return true
 }

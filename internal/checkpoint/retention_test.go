@@ -341,3 +341,96 @@ func TestFreezeIsNotHeldAcrossRetriesOrPastTheTimeout(t *testing.T) {
 		t.Fatal("the filesystem stayed frozen after a timed-out checkpoint")
 	}
 }
+
+// Forged checkpoints (issue 17, item 7): snapshots of another instance's
+// volume, an AMI of another instance and a volume of another instance,
+// all tagged rollback-agent:* as this host's (one of them with the id of
+// a real checkpoint) are neither listed nor pruned, and do not push this
+// host's real rollback points out of retention. Tags are not proof: the
+// agent's ledger is.
+func TestForgedCheckpointsAreIgnoredAndNeverPruned(t *testing.T) {
+	f := newFixture(t, false, nil)
+	f.cfg.Retention.KeepCheckpoints = 2
+	ctx := context.Background()
+	var real []string
+	for range 3 {
+		c := f.create(api.KindEBS)
+		f.waitState(c.ID, api.CheckpointCompleted)
+		real = append(real, c.ID)
+	}
+	other, err := f.bed.NewInstance(ctx, testbed.InstanceOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(other.Close)
+	ours := func(cp, kind string, created time.Time) []types.Tag {
+		var ts []types.Tag
+		for k, v := range map[string]string{checkpoint.TagManaged: "true", checkpoint.TagApp: f.cfg.Application, checkpoint.TagInstance: f.inst.Doc.InstanceID,
+			checkpoint.TagCheckpoint: cp, checkpoint.TagKind: kind, checkpoint.TagCreated: created.UTC().Format(time.RFC3339Nano)} {
+			ts = append(ts, types.Tag{Key: aws.String(k), Value: aws.String(v)})
+		}
+		return ts
+	}
+	future := time.Now().Add(time.Hour) // newer than every real one
+	var forged []string
+	for i, cp := range []string{"cp-f0f0f0f0f0f0", "cp-f1f1f1f1f1f1", real[0]} {
+		out, err := f.bed.EC2.CreateSnapshot(ctx, &ec2.CreateSnapshotInput{VolumeId: aws.String(other.DataVolumeID),
+			TagSpecifications: []types.TagSpecification{{ResourceType: types.ResourceTypeSnapshot, Tags: ours(cp, "ebs", future.Add(time.Duration(i)*time.Minute))}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		forged = append(forged, aws.ToString(out.SnapshotId))
+	}
+	img, err := f.bed.EC2.CreateImage(ctx, &ec2.CreateImageInput{InstanceId: aws.String(other.Doc.InstanceID), Name: aws.String("forged-" + other.Doc.InstanceID), NoReboot: aws.Bool(true),
+		TagSpecifications: []types.TagSpecification{{ResourceType: types.ResourceTypeImage, Tags: ours(real[1], "ami", future)}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	replacedBy := append(ours(real[2], "ebs", time.Now().Add(-100*24*time.Hour)), types.Tag{Key: aws.String(checkpoint.TagReplacedBy), Value: aws.String("vol-0123")})
+	if _, err := f.bed.EC2.CreateTags(ctx, &ec2.CreateTagsInput{Resources: []string{other.DataVolumeID}, Tags: replacedBy}); err != nil {
+		t.Fatal(err)
+	}
+	list, err := f.m.Catalogue(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range list.Checkpoints {
+		for _, s := range c.Snapshots {
+			if slices.Contains(forged, s.SnapshotID) {
+				t.Errorf("forged snapshot %s catalogued as checkpoint %s", s.SnapshotID, c.ID)
+			}
+		}
+		if c.Image != nil && c.Image.ImageID == aws.ToString(img.ImageId) {
+			t.Errorf("forged image catalogued as checkpoint %s", c.ID)
+		}
+	}
+	for _, v := range list.ReplacedVolumes {
+		if v.VolumeID == other.DataVolumeID {
+			t.Errorf("another instance's volume listed as replaced: %+v", v)
+		}
+	}
+	f.cfg.Retention.MaxAge = 24 * time.Hour
+	rep, err := f.m.Prune(ctx, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(rep.Deleted, []string{real[0]}) {
+		t.Errorf("prune deleted %v, want only the oldest real checkpoint %s (errors %v)", rep.Deleted, real[0], rep.Errors)
+	}
+	for _, id := range forged {
+		if !f.snapshotExists(id) {
+			t.Errorf("forged snapshot %s was deleted", id)
+		}
+	}
+	if out, err := f.bed.EC2.DescribeVolumes(ctx, &ec2.DescribeVolumesInput{VolumeIds: []string{other.DataVolumeID}}); err != nil || len(out.Volumes) != 1 {
+		t.Errorf("another instance's volume, tagged replaced-by, was deleted: %v", err)
+	}
+	if out, err := f.bed.EC2.DescribeImages(ctx, &ec2.DescribeImagesInput{ImageIds: []string{aws.ToString(img.ImageId)}}); err != nil || len(out.Images) != 1 {
+		t.Errorf("the forged image was deregistered: %v", err)
+	}
+	for _, id := range real[1:] {
+		if len(f.snapshotsTagged(checkpoint.TagCheckpoint, id)) != 2 {
+			t.Errorf("real checkpoint %s lost its snapshots", id)
+		}
+	}
+}

@@ -9,9 +9,11 @@ package checkpoint
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"regexp"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
@@ -103,12 +105,35 @@ func toTags(kv map[string]string) []types.Tag {
 	return out
 }
 
-// cleanTagValue keeps a tag value within EC2's rules: 256 characters.
+// Limits of EC2 tags and descriptions (EC2 User Guide, "Tag your Amazon
+// EC2 resources", Tag restrictions; CreateImage, Description): counted in
+// Unicode characters, not bytes.
+const (
+	MaxTags           = 50
+	maxTagValueRunes  = 256
+	maxDescriptionLen = 255
+)
+
+// cleanTagValue keeps a tag value within EC2's rules: 256 characters of
+// valid UTF-8, cut on a character boundary.
 func cleanTagValue(v string) string {
-	if len(v) > 256 {
-		return v[:256]
+	return truncateRunes(strings.ToValidUTF8(v, "\uFFFD"), maxTagValueRunes)
+}
+
+// truncateRunes cuts s to at most n characters, marking a cut with "…".
+func truncateRunes(s string, n int) string {
+	if utf8.RuneCountInString(s) <= n {
+		return s
 	}
-	return v
+	r := []rune(s)
+	return string(r[:n-1]) + "…"
+}
+
+// description is what EC2 shows for the checkpoint's snapshots and AMI:
+// at most 255 characters, whatever the length of the revision.
+func (m Meta) description(app string) string {
+	d := fmt.Sprintf("rollback-agent %s of %s: %s %s", m.ID, app, m.Reason, m.Revision)
+	return truncateRunes(strings.ToValidUTF8(d, "\uFFFD"), maxDescriptionLen)
 }
 
 func tagMap(tags []types.Tag) map[string]string {

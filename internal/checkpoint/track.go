@@ -20,7 +20,10 @@ import (
 // Run tracks pending checkpoints to completion until ctx ends: it polls
 // DescribeSnapshots/DescribeImages for what is pending, slowing down the
 // longer nothing changes, and records state and progress in the cache.
+// When it returns, the background work of creates (settle) has ended too:
+// nothing of the manager outlives Run.
 func (m *Manager) Run(ctx context.Context) {
+	defer m.endBackground()
 	delay := m.o.PollInterval
 	for {
 		pending := m.pending()
@@ -81,6 +84,18 @@ func (m *Manager) poll(ctx context.Context, cps []api.Checkpoint) (bool, error) 
 			imageIDs = append(imageIDs, c.Image.ImageID)
 		}
 	}
+	// EC2 is eventually consistent: a snapshot or image a moment old may
+	// answer NotFound. Only after notFoundGrace does NotFound mean gone.
+	born := map[string]time.Time{}
+	for _, c := range cps {
+		for _, s := range c.Snapshots {
+			born[s.SnapshotID] = c.CreatedAt
+		}
+		if c.Image != nil {
+			born[c.Image.ImageID] = c.CreatedAt
+		}
+	}
+	gone := func(id string) bool { return time.Since(born[id]) > notFoundGrace }
 	snaps := map[string]types.Snapshot{}
 	var errs []error
 	if len(snapIDs) > 0 {
@@ -88,15 +103,20 @@ func (m *Manager) poll(ctx context.Context, cps []api.Checkpoint) (bool, error) 
 		for p.HasMorePages() {
 			out, err := p.NextPage(ctx)
 			if err != nil {
-				errs = append(errs, fmt.Errorf("DescribeSnapshots %s: %w", strings.Join(snapIDs, ","), err))
-				if notFound(err) {
-					// A deleted snapshot fails the whole call: look one by one.
-					for _, id := range snapIDs {
-						if o, err := m.o.EC2.DescribeSnapshots(ctx, &ec2.DescribeSnapshotsInput{SnapshotIds: []string{id}}); err == nil && len(o.Snapshots) == 1 {
-							snaps[id] = o.Snapshots[0]
-						} else if notFound(err) {
-							snaps[id] = types.Snapshot{SnapshotId: aws.String(id), State: types.SnapshotStateError, StateMessage: aws.String("snapshot no longer exists")}
-						}
+				if !notFound(err) {
+					errs = append(errs, fmt.Errorf("DescribeSnapshots %s: %w", strings.Join(snapIDs, ","), err))
+					break
+				}
+				// One unknown id fails the whole call: look one by one.
+				for _, id := range snapIDs {
+					o, err := m.o.EC2.DescribeSnapshots(ctx, &ec2.DescribeSnapshotsInput{SnapshotIds: []string{id}})
+					switch {
+					case err == nil && len(o.Snapshots) == 1:
+						snaps[id] = o.Snapshots[0]
+					case notFound(err) && gone(id):
+						snaps[id] = types.Snapshot{SnapshotId: aws.String(id), State: types.SnapshotStateError, StateMessage: aws.String("snapshot no longer exists")}
+					case err != nil && !notFound(err):
+						errs = append(errs, fmt.Errorf("DescribeSnapshots %s: %w", id, err))
 					}
 				}
 				break
@@ -107,14 +127,17 @@ func (m *Manager) poll(ctx context.Context, cps []api.Checkpoint) (bool, error) 
 		}
 	}
 	images := map[string]types.Image{}
-	if len(imageIDs) > 0 {
-		out, err := m.o.EC2.DescribeImages(ctx, &ec2.DescribeImagesInput{ImageIds: imageIDs})
-		if err != nil {
-			errs = append(errs, fmt.Errorf("DescribeImages %s: %w", strings.Join(imageIDs, ","), err))
-		} else {
+	for _, id := range imageIDs {
+		out, err := m.o.EC2.DescribeImages(ctx, &ec2.DescribeImagesInput{ImageIds: []string{id}})
+		switch {
+		case err == nil:
 			for _, im := range out.Images {
 				images[aws.ToString(im.ImageId)] = im
 			}
+		case notFound(err) && gone(id):
+			images[id] = types.Image{ImageId: aws.String(id), State: types.ImageStateDeregistered}
+		case !notFound(err):
+			errs = append(errs, fmt.Errorf("DescribeImages %s: %w", id, err))
 		}
 	}
 	changed := false
@@ -199,6 +222,11 @@ func imageSnapshots(im types.Image) []string {
 	}
 	return ids
 }
+
+// notFoundGrace is how long after its creation a resource answering
+// NotFound is taken for not visible yet rather than gone. The EC2 API
+// guide, "Eventual consistency", advises retrying "up to a few minutes".
+const notFoundGrace = 5 * time.Minute
 
 func notFound(err error) bool {
 	var ae smithy.APIError

@@ -17,14 +17,18 @@ import (
 )
 
 func newDeployCmd(g *globals) *cobra.Command {
-	var wait, ignoreStop bool
+	var wait, ignoreStop, allowUnsigned bool
 	var revision string
 	cmd := &cobra.Command{
 		Use:   "deploy PATH|DIR|s3://BUCKET/KEY",
 		Short: "Deploy a bundle file, a directory, or an S3 object",
 		Long: "Deploy a revision: a CodeDeploy-style bundle (zip, tar, tar.gz with an appspec.yml), a directory\n" +
 			"(bundled on the fly) or an s3:// object. Paths are as the agent sees them (made absolute here).\n" +
-			"With --wait, follow the deployment and exit 0 when it succeeded, 1 when it failed or was rolled back.",
+			"With --wait, follow the deployment and exit 0 when it succeeded, 1 when it failed or was rolled back.\n\n" +
+			"With trust.require_signature, a file or an S3 object deploys only with a signed manifest beside it, as\n" +
+			"agentctl push uploads one: NAME.manifest.json, or manifest.json naming it (\"bundle\": NAME), each with its\n" +
+			".minisig (for s3://B/P/revisions/V/bundle.tar.gz that is s3://B/P/revisions/V/manifest.json). Its sha256\n" +
+			"pins the bytes the agent then fetches. --allow-unsigned deploys anything else anyway (root only).",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			src := args[0]
@@ -37,7 +41,7 @@ func newDeployCmd(g *globals) *cobra.Command {
 			}
 			ctx, cancel := g.ctx(cmd.Context())
 			defer cancel()
-			ref, err := g.client().Deploy(ctx, api.DeployRequest{Source: src, Revision: revision, IgnoreApplicationStopFailures: ignoreStop})
+			ref, err := g.client().Deploy(ctx, api.DeployRequest{Source: src, Revision: revision, IgnoreApplicationStopFailures: ignoreStop, AllowUnsigned: allowUnsigned})
 			if err != nil {
 				return err
 			}
@@ -47,6 +51,7 @@ func newDeployCmd(g *globals) *cobra.Command {
 	cmd.Flags().BoolVar(&wait, "wait", false, "follow the deployment to its end; exit 1 unless it succeeded")
 	cmd.Flags().StringVar(&revision, "revision", "", "label of the revision (default: from the file or directory name)")
 	cmd.Flags().BoolVar(&ignoreStop, "ignore-application-stop-failures", false, "go on when the previous revision's ApplicationStop fails")
+	cmd.Flags().BoolVar(&allowUnsigned, "allow-unsigned", false, "deploy it without a valid signature although trust.require_signature is true")
 	return cmd
 }
 

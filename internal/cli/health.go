@@ -56,9 +56,22 @@ func printChecks(g *globals, checks []api.CheckResult) {
 		if !c.Healthy {
 			res = "FAIL"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", c.Name, c.Kind, res, c.Duration.Round(time.Millisecond), firstLine(strings.TrimSpace(c.Output)))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", c.Name, c.Kind, res, c.Duration.Round(time.Millisecond), checkText(c))
 	}
 	tw.Flush()
+}
+
+// checkText is a check's output on one line, with the first line of its
+// detail for root, or a note that the detail is root's to see.
+func checkText(c api.CheckResult) string {
+	s := firstLine(strings.TrimSpace(c.Output))
+	switch {
+	case c.DetailWithheld:
+		s += " (details shown to root only)"
+	case strings.TrimSpace(c.Detail) != "":
+		s += ": " + firstLine(strings.TrimSpace(c.Detail))
+	}
+	return s
 }
 
 func newGuardCmd(g *globals) *cobra.Command {

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/user"
+	"strconv"
 	"strings"
 	"time"
 
@@ -69,16 +71,41 @@ func ExitCode(err error) int {
 
 // globals are the flags every command shares.
 type globals struct {
-	socket  string
-	output  string
-	timeout time.Duration
-	stdout  io.Writer
-	stderr  io.Writer
+	socket string
+	// socketOwner is --socket-owner: a user besides root (and the caller)
+	// whose socket agentctl may talk to.
+	socketOwner string
+	ownerUID    []int
+	output      string
+	timeout     time.Duration
+	stdout      io.Writer
+	stderr      io.Writer
 	// args is the command line, for handing it to HelperName whole.
 	args []string
 }
 
-func (g *globals) client() *client.Client { return client.New(g.socket) }
+func (g *globals) client() *client.Client { return client.New(g.socket, g.ownerUID...) }
+
+// resolveOwner turns --socket-owner (a user name or uid) into a uid.
+func (g *globals) resolveOwner() error {
+	if g.socketOwner == "" {
+		return nil
+	}
+	if uid, err := strconv.Atoi(g.socketOwner); err == nil && uid >= 0 {
+		g.ownerUID = []int{uid}
+		return nil
+	}
+	u, err := user.Lookup(g.socketOwner)
+	if err != nil {
+		return usageErr("--socket-owner %q: %v", g.socketOwner, err)
+	}
+	uid, err := strconv.Atoi(u.Uid)
+	if err != nil {
+		return usageErr("--socket-owner %q: uid %q is not a number", g.socketOwner, u.Uid)
+	}
+	g.ownerUID = []int{uid}
+	return nil
+}
 
 // ctx bounds one command by --timeout.
 func (g *globals) ctx(parent context.Context) (context.Context, context.CancelFunc) {
@@ -167,7 +194,8 @@ func isClientError(err error) bool {
 	var de *client.DeniedError
 	var ae *client.APIError
 	var nready *client.NotReadyError
-	return errors.As(err, &nr) || errors.As(err, &de) || errors.As(err, &ae) || errors.As(err, &nready)
+	var ue *client.UntrustedSocketError
+	return errors.As(err, &nr) || errors.As(err, &de) || errors.As(err, &ae) || errors.As(err, &nready) || errors.As(err, &ue)
 }
 
 // isCobraUsage recognises cobra's unexported usage errors by their text.
@@ -185,6 +213,7 @@ func hintFor(err error, socket string) string {
 	var nr *client.NotRunningError
 	var de *client.DeniedError
 	var nready *client.NotReadyError
+	var ue *client.UntrustedSocketError
 	switch {
 	case errors.As(err, &nr):
 		return "hint: check the daemon with 'systemctl status rollback-agent' and 'journalctl -u rollback-agent'" +
@@ -193,6 +222,8 @@ func hintFor(err error, socket string) string {
 		return "hint: the agent is starting; try again in a moment, or watch 'journalctl -u rollback-agent -f'"
 	case errors.As(err, &de):
 		return "hint: run as root (sudo agentctl ...), or join the agent's socket group for read-only commands"
+	case errors.As(err, &ue):
+		return "hint: check who made " + socket + " (ls -l) and the agent's socket setting; the agent refuses to start with its socket in a directory others can write"
 	}
 	return ""
 }
@@ -211,18 +242,20 @@ func newRoot(g *globals, more Commands) *cobra.Command {
 	}
 	pf := root.PersistentFlags()
 	pf.StringVar(&g.socket, "socket", defSocket, "the agent's socket (env ROLLBACK_AGENT_SOCKET)")
+	pf.StringVar(&g.socketOwner, "socket-owner", os.Getenv("ROLLBACK_AGENT_SOCKET_OWNER"),
+		"a user besides root whose agent socket may be trusted (env ROLLBACK_AGENT_SOCKET_OWNER)")
 	pf.StringVarP(&g.output, "output", "o", "table", "output format: table or json")
 	pf.DurationVar(&g.timeout, "timeout", 30*time.Second, "give up after this long (0: no limit)")
 	root.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error {
 		if g.output != "table" && g.output != "json" {
 			return usageErr("--output %q: want table or json", g.output)
 		}
-		return nil
+		return g.resolveOwner()
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error {
 		return &exitError{code: ExitUsage, err: err}
 	})
-	root.AddCommand(newStatusCmd(g), newVersionCmd(g), newDeployCmd(g), newRollbackCmd(g), newHistoryCmd(g), newShowCmd(g), newLogsCmd(g), newCheckpointCmd(g), newHealthCmd(g), newGuardCmd(g), newDoctorCmd(g), newCodeDeployCmd(g))
+	root.AddCommand(newStatusCmd(g), newVersionCmd(g), newDeployCmd(g), newRollbackCmd(g), newHistoryCmd(g), newShowCmd(g), newLogsCmd(g), newCheckpointCmd(g), newHealthCmd(g), newGuardCmd(g), newDoctorCmd(g), newLintCmd(g), newAcknowledgeCmd(g), newCodeDeployCmd(g))
 	root.AddCommand(more(g)...)
 	return root
 }

@@ -111,7 +111,7 @@ func printStatus(w io.Writer, st *api.Status) {
 			if !c.Healthy {
 				res = "FAIL"
 			}
-			fmt.Fprintf(tw, "  %s\t%s %s %s\n", c.Name, c.Kind, res, firstLine(strings.TrimSpace(c.Output)))
+			fmt.Fprintf(tw, "  %s\t%s %s %s\n", c.Name, c.Kind, res, checkText(c))
 		}
 	}
 	tw.Flush()

@@ -62,12 +62,26 @@ type Client struct {
 	ServerVersion string
 }
 
-// New returns a client of the socket at path.
-func New(path string) *Client {
+// New returns a client of the socket at path. It talks only to a socket
+// owned by, and a process running as, root, the caller's own user, or one
+// of owners (an agent deliberately run as another user): see
+// UntrustedSocketError.
+func New(path string, owners ...int) *Client {
 	tr := &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			if err := checkSocketOwner(path, owners); err != nil {
+				return nil, err
+			}
 			var d net.Dialer
-			return d.DialContext(ctx, "unix", path)
+			c, err := d.DialContext(ctx, "unix", path)
+			if err != nil {
+				return nil, err
+			}
+			if err := checkPeer(c, path, owners); err != nil {
+				c.Close()
+				return nil, err
+			}
+			return c, nil
 		},
 		DisableCompression: true,
 	}
@@ -149,6 +163,10 @@ func (c *Client) Raw(ctx context.Context, method, path string, in any) (*http.Re
 }
 
 func (c *Client) connError(err error) error {
+	var ue *UntrustedSocketError
+	if errors.As(err, &ue) {
+		return ue
+	}
 	switch {
 	case errors.Is(err, syscall.EACCES), errors.Is(err, syscall.EPERM):
 		return &DeniedError{Socket: c.socket, Message: fmt.Sprintf("cannot open %s: permission denied (root, or a member of the agent's socket group, may connect)", c.socket)}

@@ -22,6 +22,16 @@ func (c *Client) Deploy(ctx context.Context, req api.DeployRequest) (*api.Deploy
 	return &ref, nil
 }
 
+// Acknowledge tells the agent an operator saw the trouble it reports,
+// and returns the status after.
+func (c *Client) Acknowledge(ctx context.Context, trouble string) (*api.Status, error) {
+	var st api.Status
+	if err := c.Do(ctx, http.MethodPost, api.PathAcknowledge, api.AcknowledgeRequest{Trouble: trouble}, &st); err != nil {
+		return nil, err
+	}
+	return &st, nil
+}
+
 // Rollback asks for a rollback.
 func (c *Client) Rollback(ctx context.Context, req api.RollbackRequest) (*api.DeploymentRef, error) {
 	var ref api.DeploymentRef

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -35,7 +34,7 @@ func validName(s string) bool { return len(s) <= 63 && namePattern.MatchString(s
 // Load reads and validates the file at path. Every problem in the file is
 // reported in one *yamlx.Error; warnings are returned separately.
 func Load(path string) (*Config, []string, error) {
-	data, err := os.ReadFile(path)
+	data, err := yamlx.ReadFile(path)
 	if err != nil {
 		return nil, nil, fmt.Errorf("config: read %s: %w", path, err)
 	}
@@ -183,6 +182,10 @@ func (v *validator) validate() {
 	if c.Rollback.MaxClimbsPerDay < c.Rollback.MaxClimbsPerBoot {
 		v.errorf("rollback.max_climbs_per_day", "must be at least max_climbs_per_boot (%d), got %d", c.Rollback.MaxClimbsPerBoot, c.Rollback.MaxClimbsPerDay)
 	}
+	v.positive("rollback.checkpoint_wait", c.Rollback.CheckpointWait, false)
+	v.positive("rollback.restore_warmup", c.Rollback.RestoreWarmup, true)
+	v.positive("devices.attach_timeout", c.Devices.AttachTimeout, false)
+	v.positive("devices.detach_timeout", c.Devices.DetachTimeout, false)
 	v.absPath("boot.id_file", c.Boot.IDFile, false)
 	if c.Trust.RequireSignature && len(c.Trust.PublicKeys) == 0 {
 		v.errorf("trust.require_signature", "is true but trust.public_keys is empty: no bundle could ever be accepted")

@@ -135,6 +135,15 @@ type Rollback struct {
 	// root rung reboots: without them, a reboot loop).
 	MaxClimbsPerBoot int `yaml:"max_climbs_per_boot" doc:"Automatic climbs allowed per boot; beyond it: needs_operator."`
 	MaxClimbsPerDay  int `yaml:"max_climbs_per_day" doc:"Automatic climbs allowed per 24 hours; beyond it: needs_operator."`
+	// CheckpointWait bounds how long the volumes and root rungs wait for
+	// the checkpoint they restore to complete: a first snapshot of a large
+	// volume can take hours and an AMI up to a day, and meanwhile the
+	// application is down.
+	CheckpointWait time.Duration `yaml:"checkpoint_wait" doc:"How long the volumes and root rungs wait for their checkpoint to complete; beyond it: needs_operator, saying what to run once it completes."`
+	// RestoreWarmup: volumes made from snapshots fetch each block from
+	// S3 on first read, so the assessment after a restore may see checks
+	// time out on a healthy application.
+	RestoreWarmup time.Duration `yaml:"restore_warmup" doc:"After a volume or root restore, how long the assessment lets checks fail before counting them (restored volumes read slowly until warm); 0: no allowance."`
 }
 
 // Boot is what happens on every start with a new boot id.
@@ -154,6 +163,13 @@ type Trust struct {
 // Devices tells how volumes map to block devices.
 type Devices struct {
 	ByIDDir string `yaml:"by_id_dir" doc:"Where the nvme-Amazon_Elastic_Block_Store_vol... links live."`
+	// AttachTimeout bounds how long a restore waits for a volume it
+	// attached to show up: EC2 leaves an attachment at a device name the
+	// guest still holds "attaching" until the instance reboots.
+	AttachTimeout time.Duration `yaml:"attach_timeout" doc:"How long an attached volume may stay attaching (or without its block device) before the restore detaches it and attaches it at another device name."`
+	// DetachTimeout bounds how long a restore waits for a detach EC2
+	// keeps busy (something on the host still uses the volume).
+	DetachTimeout time.Duration `yaml:"detach_timeout" doc:"How long a restore waits for a detach that stays busy (the volume still in use on the host) before it fails, saying what uses it."`
 }
 
 // Default returns the configuration used for every key the file leaves out.
@@ -190,9 +206,9 @@ func Default() *Config {
 			AssessTimeout:   60 * time.Second,
 			WatchWindow:     5 * time.Minute,
 		},
-		Rollback: Rollback{Automatic: true, Ladder: []api.RungName{rung.Revision, rung.Volumes}, MaxClimbsPerBoot: 3, MaxClimbsPerDay: 10},
+		Rollback: Rollback{Automatic: true, Ladder: []api.RungName{rung.Revision, rung.Volumes}, MaxClimbsPerBoot: 3, MaxClimbsPerDay: 10, CheckpointWait: 30 * time.Minute, RestoreWarmup: 5 * time.Minute},
 		Boot:     Boot{Assess: true, IDFile: "/proc/sys/kernel/random/boot_id"},
-		Devices:  Devices{ByIDDir: "/dev/disk/by-id"},
+		Devices:  Devices{ByIDDir: "/dev/disk/by-id", AttachTimeout: time.Minute, DetachTimeout: 5 * time.Minute},
 		Fleet:    fleetDefaults(),
 		Notify:   notifyDefaults(),
 		Metrics:  metricsDefaults(),

@@ -22,17 +22,21 @@ import (
 	"github.com/rollback-agent/rollback-agent/internal/releases"
 	"github.com/rollback-agent/rollback-agent/internal/server"
 	"github.com/rollback-agent/rollback-agent/internal/source"
-	"github.com/rollback-agent/rollback-agent/internal/source/release"
 )
 
 // services are the parts that exist once the agent knows who it is.
 type services struct {
+	ctx         context.Context
 	engine      *engine.Engine
 	checkpoints *checkpoint.Manager
 	ec2         *ec2.Client
 	awsCfg      aws.Config
+	s3          func(context.Context) (*s3.Client, error)
 	obs         *observers
 	wg          sync.WaitGroup
+	// inbox and channel are the running sources (nil: off); only the
+	// agent's loop starts and stops them.
+	inbox, channel *runningSource
 }
 
 // startServices builds the engine and the sources and starts them.
@@ -50,9 +54,10 @@ func (d *Daemon) startServices(ctx context.Context, cfg *config.Config, awsCfg a
 	fetcher := &source.Fetcher{S3: func(context.Context) (*s3.Client, error) {
 		s3once.Do(func() { s3c = awsconf.S3(awsCfg) })
 		return s3c, nil
-	}}
+	}, Limits: func() config.Limits { return d.cfg.Load().Limits },
+		Keys: d.keys, App: func() string { return d.cfg.Load().Application }}
 	ec2c := ec2.NewFromConfig(awsCfg)
-	d.svc = &services{awsCfg: awsCfg, ec2: ec2c}
+	d.svc = &services{ctx: ctx, awsCfg: awsCfg, ec2: ec2c, s3: fetcher.S3}
 	if d.svc.obs, err = d.newObservers(cfg, awsCfg); err != nil {
 		return err
 	}
@@ -75,7 +80,7 @@ func (d *Daemon) startServices(ctx context.Context, cfg *config.Config, awsCfg a
 	eng, err := engine.New(engine.Options{
 		Config: d.cfg.Load, Journal: d.journal, Releases: rel, StateDir: cfg.StateDir,
 		Log: d.log, Fetcher: fetcher, GroupID: groupID, Checkpoints: cps,
-		RefreshIdentity: d.refreshIdentity, Health: d.checkers, OnHealth: d.onHealth, BootID: bootID,
+		RefreshIdentity: d.refreshIdentity, Health: d.checkers, OnHealth: d.onHealth, BootID: bootID, Gate: d.gate,
 		OnTransition: d.onTransition,
 	})
 	if err != nil {
@@ -123,25 +128,7 @@ func (d *Daemon) startServices(ctx context.Context, cfg *config.Config, awsCfg a
 	if newBoot && cfg.Boot.Assess {
 		eng.BootAssess()
 	}
-	if cfg.Sources.Inbox != "" {
-		keys, err := release.NewKeyring(cfg.Trust.PublicKeys, cfg.Trust.RequireSignature)
-		if err != nil {
-			return fmt.Errorf("sources.inbox: %w", err)
-		}
-		in := &source.Inbox{Dir: cfg.Sources.Inbox, Engine: eng, Journal: d.journal, Log: d.log, OnError: d.sourceError("inbox"),
-			Keys: keys, App: cfg.Application}
-		d.mu.Lock()
-		d.sources["inbox"] = api.SourceState{Enabled: true, Detail: cfg.Sources.Inbox}
-		d.mu.Unlock()
-		d.svc.wg.Add(1)
-		go func() {
-			defer d.svc.wg.Done()
-			if err := in.Run(ctx); err != nil {
-				d.sourceError("inbox")(err)
-			}
-		}()
-	}
-	if err := d.startChannel(ctx, cfg, eng, fetcher.S3); err != nil {
+	if err := d.startSources(cfg); err != nil {
 		return err
 	}
 	d.srv.Handle("GET "+api.PathDoctor, d.doctorHandler())
@@ -185,17 +172,21 @@ func (d *Daemon) Deploy(_ context.Context, req api.DeployRequest) (*api.Deployme
 	if err != nil {
 		return nil, server.BadRequest(err)
 	}
+	src.AllowUnsigned = req.AllowUnsigned
 	dep, err := d.svc.engine.Submit(engine.Request{Source: src, Revision: req.Revision, Trigger: "api", IgnoreApplicationStopFailures: req.IgnoreApplicationStopFailures})
 	return dep, engineErr(err)
 }
 
-// engineErr maps an engine that stopped taking work to 503: the agent
-// answers, but cannot do this until an operator acts.
+// engineErr maps the engine's refusals to HTTP at the service edge: one
+// that stopped taking work (it cannot record it) is 503, the agent
+// answers but cannot do this until it is restarted with the cause fixed;
+// one whose record an operator must look at first (a lost journal) is
+// 409, until `agentctl acknowledge`.
 func engineErr(err error) error {
 	if errors.Is(err, engine.ErrStopped) {
 		return &server.Error{Status: http.StatusServiceUnavailable, Code: api.CodeUnavailable, Err: err}
 	}
-	return err
+	return needsOperator(err)
 }
 
 // Rollback implements server.Backend.

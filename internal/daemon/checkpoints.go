@@ -27,7 +27,7 @@ func (d *Daemon) refreshIdentity(ctx context.Context) error {
 	cur := d.identity()
 	doc := identity.Doc{InstanceID: cur.InstanceID, Region: cur.Region, AvailabilityZone: cur.AvailabilityZone,
 		AccountID: cur.AccountID, InstanceType: cur.InstanceType, Source: cur.Source}
-	id, err := identity.Describe(ctx, d.svc.ec2, doc, d.cfg.Load().Devices.ByIDDir)
+	id, err := identity.Describe(ctx, d.svc.ec2, doc, d.cfg.Load().Devices.ByIDDir, identityWait)
 	if err != nil {
 		return err
 	}

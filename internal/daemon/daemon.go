@@ -13,6 +13,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -30,7 +31,9 @@ import (
 	"github.com/rollback-agent/rollback-agent/internal/health"
 	"github.com/rollback-agent/rollback-agent/internal/identity"
 	"github.com/rollback-agent/rollback-agent/internal/journal"
+	"github.com/rollback-agent/rollback-agent/internal/securepath"
 	"github.com/rollback-agent/rollback-agent/internal/server"
+	"github.com/rollback-agent/rollback-agent/internal/source/release"
 	"github.com/rollback-agent/rollback-agent/internal/version"
 )
 
@@ -78,13 +81,20 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return &ExitError{Code: ExitConfig, Err: err}
 	}
+	keys, err := release.NewKeyring(cfg.Trust.PublicKeys, cfg.Trust.RequireSignature)
+	if err != nil {
+		return &ExitError{Code: ExitConfig, Err: fmt.Errorf("%s: %w", *cfgPath, err)}
+	}
 	if *checkOnly {
+		if err := checkPaths(*cfgPath, cfg); err != nil {
+			return &ExitError{Code: ExitConfig, Err: err}
+		}
 		fmt.Fprintf(stdout, "%s: OK\n", *cfgPath)
 		return nil
 	}
 	log, level := newLogger(stderr, cfg.LogLevel)
 	defer log.Sync() //nolint:errcheck // stderr sync errors are not actionable
-	d := &Daemon{cfgPath: *cfgPath, log: log, level: level, notify: notifier{log: log}, loop: newLoop(), started: time.Now(), sourceErrs: map[string]string{}, sources: map[string]api.SourceState{}}
+	d := &Daemon{cfgPath: *cfgPath, log: log, level: level, notify: notifier{log: log}, loop: newLoop(), started: time.Now(), sourceErrs: map[string]string{}, sources: map[string]api.SourceState{}, keys: keys}
 	d.cfg.Store(cfg)
 	d.cfgLoadedAt = time.Now()
 	return d.run(ctx)
@@ -103,6 +113,9 @@ type Daemon struct {
 	svc     *services
 	deps    health.Deps
 	started time.Time
+	// keys are trust.*: one Keyring shared by the fetcher, the inbox and
+	// the channel, whose contents a reload replaces.
+	keys *release.Keyring
 
 	mu          sync.Mutex
 	state       api.AgentState
@@ -138,6 +151,12 @@ func (d *Daemon) run(parent context.Context) (err error) {
 	}()
 
 	d.setPhase(api.StateStarting, "opening the journal")
+	// The state dir holds what the agent executes and its record of what
+	// it did: no user but root may be able to change or redirect it.
+	if err := checkStateDir(cfg.StateDir); err != nil {
+		close(startDone)
+		return err
+	}
 	j, err := journal.Open(cfg.StateDir, journalLockWait)
 	if err != nil {
 		close(startDone)
@@ -156,7 +175,7 @@ func (d *Daemon) run(parent context.Context) (err error) {
 
 	if err := d.startServer(cfg); err != nil {
 		close(startDone)
-		return err
+		return unsafeIsConfig(err)
 	}
 	defer d.stopServer()
 
@@ -278,7 +297,7 @@ func (d *Daemon) discover(ctx context.Context, cfg *config.Config) (aws.Config, 
 	}
 	d.setPhase(api.StateStarting, "describing instance "+doc.InstanceID+" and its volumes")
 	d.notify.status(d.summary())
-	id, err := identity.Describe(ctx, ec2.NewFromConfig(awsCfg), doc, cfg.Devices.ByIDDir)
+	id, err := identity.Describe(ctx, ec2.NewFromConfig(awsCfg), doc, cfg.Devices.ByIDDir, identityWait)
 	if err != nil {
 		return aws.Config{}, err
 	}
@@ -299,11 +318,57 @@ func (d *Daemon) discover(ctx context.Context, cfg *config.Config) (aws.Config, 
 	return awsCfg, nil
 }
 
+// checkPaths is --check-config's look at where the agent would keep its
+// state and socket: what exists of those paths must be root's alone
+// (the rest the agent creates at start).
+func checkPaths(cfgPath string, cfg *config.Config) error {
+	var errs []error
+	check := func(key, dir string) {
+		if dir == "" {
+			return
+		}
+		if err := securepath.CheckExisting(dir); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %s: %w", cfgPath, key, err))
+		}
+	}
+	check("state_dir", cfg.StateDir)
+	check("socket", filepath.Dir(cfg.Socket))
+	if cfg.Sources.Inbox != "" {
+		check("sources.inbox", filepath.Dir(cfg.Sources.Inbox))
+	}
+	return errors.Join(errs...)
+}
+
+// checkStateDir creates the state dir when missing and refuses one that
+// a user other than root could change (securepath).
+func checkStateDir(dir string) error {
+	f, err := securepath.Open(dir, 0o755)
+	if err != nil {
+		return unsafeIsConfig(fmt.Errorf("state_dir: %w", err))
+	}
+	return f.Close()
+}
+
+// unsafeIsConfig makes an unsafe path exit 78, as a bad config does: the
+// agent refuses to start and systemd does not restart it into the same
+// refusal; the message says which directory to fix.
+func unsafeIsConfig(err error) error {
+	var ue *securepath.UnsafeError
+	if errors.As(err, &ue) {
+		return &ExitError{Code: ExitConfig, Err: fmt.Errorf("%w (refusing to start)", err)}
+	}
+	return err
+}
+
+// readBootID reads boot.id_file, at most a line of it: the setting may
+// name any file, and a boot id is 36 bytes.
 func readBootID(path string) string {
-	b, err := os.ReadFile(path)
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return ""
 	}
+	defer f.Close()
+	b, _ := io.ReadAll(io.LimitReader(f, 256))
 	return strings.TrimSpace(string(b))
 }
 

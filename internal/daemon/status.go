@@ -13,6 +13,7 @@ import (
 	"github.com/rollback-agent/rollback-agent/internal/config"
 	"github.com/rollback-agent/rollback-agent/internal/engine"
 	"github.com/rollback-agent/rollback-agent/internal/journal"
+	"github.com/rollback-agent/rollback-agent/internal/source/release"
 	"github.com/rollback-agent/rollback-agent/internal/version"
 )
 
@@ -38,6 +39,7 @@ func (d *Daemon) Status(ctx context.Context) api.Status {
 		st.Identity.Volumes = []api.Volume{}
 	}
 	d.deploymentStatus(&st)
+	d.troubleStatus(&st)
 	if d.svc != nil && d.svc.checkpoints != nil {
 		st.Checkpoints = d.svc.checkpoints.Summary()
 	}
@@ -85,6 +87,11 @@ func (d *Daemon) summaryLocked() string {
 		return fmt.Sprintf("Starting: %s.", d.phase)
 	case api.StateStopping:
 		return "Stopping."
+	}
+	if d.journal != nil {
+		if t := d.journal.Trouble(); t != nil {
+			return fmt.Sprintf("NEEDS OPERATOR: %s; nothing is deployed until `agentctl acknowledge %s` (see agentctl status).", t.What, t.Kind)
+		}
 	}
 	id := d.ident
 	where := id.InstanceID
@@ -134,13 +141,25 @@ func (d *Daemon) summaryLocked() string {
 
 // reload re-reads the config on SIGHUP. A bad file changes nothing: the
 // previous config stays in effect and the problems are logged and shown
-// in status. Settings that only take effect at start are kept and flagged.
+// in status. A trusted key that cannot be read is such a problem: trust
+// is never half applied. Otherwise every setting applies at once: trust
+// (the shared Keyring is replaced, so a removed key is refused by the
+// next verification anywhere, queued deployments included), the sources
+// (restarted when their settings changed), and everything read from the
+// config at each use. Settings that only take effect at start are kept
+// and flagged.
 func (d *Daemon) reload() {
 	d.notify.reloading("Reloading " + d.cfgPath + ".")
 	old := d.cfg.Load()
 	next, warnings, err := config.Load(d.cfgPath)
 	for _, w := range warnings {
 		d.log.Warn("config warning", zap.String("warning", w))
+	}
+	var keys *release.Keyring
+	if err == nil {
+		if keys, err = release.NewKeyring(next.Trust.PublicKeys, next.Trust.RequireSignature); err != nil {
+			err = fmt.Errorf("%s: %w (the previous trust stays in effect)", d.cfgPath, err)
+		}
 	}
 	d.mu.Lock()
 	if err != nil {
@@ -170,8 +189,13 @@ func (d *Daemon) reload() {
 			zap.String("settings", strings.Join(fixed, ", ")))
 	}
 	_ = d.level.UnmarshalText([]byte(next.LogLevel))
+	d.keys.Replace(keys)
 	d.cfg.Store(next)
-	d.log.Info("config reloaded", zap.String("config", d.cfgPath))
+	if d.svc != nil && d.svc.engine != nil {
+		d.restartSources(old, next)
+	}
+	d.log.Info("config reloaded", zap.String("config", d.cfgPath),
+		zap.Int("trusted_keys", keys.Len()), zap.Bool("require_signature", keys.Required()))
 	d.notify.ready(d.summary())
 }
 

@@ -1,242 +1,198 @@
 package e2e
 
 import (
-	"bytes"
-	"context"
-	"encoding/json"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
+	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 
 	"github.com/rollback-agent/rollback-agent/internal/api"
-	"github.com/rollback-agent/rollback-agent/internal/appspec"
-	"github.com/rollback-agent/rollback-agent/internal/push"
-	"github.com/rollback-agent/rollback-agent/internal/testbed"
-	"github.com/rollback-agent/rollback-agent/internal/testbed/revision"
 )
 
-// codedeployAgent plays AWS's CodeDeploy agent on one host for one
-// deployment, as its hook executor does (aws-codedeploy-agent,
-// lib/instance_agent/plugins/codedeploy/hook_executor.rb): the bundle
-// unpacked as deployment-archive, the appspec's scripts of each lifecycle
-// event run in order, each in its own process group with the event's
-// timeout, with LIFECYCLE_EVENT, DEPLOYMENT_ID, APPLICATION_NAME,
-// DEPLOYMENT_GROUP_NAME and DEPLOYMENT_GROUP_ID in its environment; the
-// first script that fails fails the deployment. (The agent itself is Ruby
-// that talks to the CodeDeploy service's host-command API, which moto does
-// not serve: it cannot run here.)
-type codedeployAgent struct {
-	t       *testing.T
-	h       *host
-	archive string
-	spec    *appspec.AppSpec
-	// ran is each script run, as EVENT:LOCATION, and out its output.
-	ran []string
-	out map[string]string
-}
-
-// unpackBundle fetches an uploaded bundle (awscli) and unpacks it.
-func unpackBundle(t *testing.T, bed *testbed.Bed, bucket, key string) (string, *appspec.AppSpec) {
-	t.Helper()
-	dir := t.TempDir()
-	tgz := filepath.Join(dir, "bundle.tar.gz")
-	awscliRaw(t, bed, "s3", "cp", "s3://"+bucket+"/"+key, tgz)
-	archive := filepath.Join(dir, "deployment-archive")
-	os.MkdirAll(archive, 0o755)
-	if out, err := exec.Command("tar", "-xzf", tgz, "-C", archive).CombinedOutput(); err != nil {
-		t.Fatalf("unpack %s: %v\n%s", key, err, out)
+// Values CodeDeploy's agent accepts are accepted (issue 14.4): the integer
+// version 0, a timeout its to_i reads ("300s" is 300), the timeouts of an
+// event adding up past 3600 s (the service limit is enforced at run time);
+// each with a warning that says what was read. A relative destination is
+// refused with the path to write instead.
+func TestValuesCodeDeployAccepts(t *testing.T) {
+	h := newHost(t, "")
+	h.start()
+	dest := filepath.Join(h.dir, "dest")
+	spec := "version: 0\nos: linux\nfiles:\n  - source: app\n    destination: " + dest + "\nhooks:\n" +
+		"  BeforeInstall:\n    - location: a.sh\n      timeout: 300s\n" +
+		"  AfterInstall:\n    - location: a.sh\n      timeout: 2000\n    - location: a.sh\n      timeout: 2000\n"
+	b := filepath.Join(h.dir, "values.tgz")
+	writeTgz(t, b, tarEntry{name: "appspec.yml", body: spec}, tarEntry{name: "a.sh", body: "#!/bin/sh\necho ran\n", mode: 0o755}, tarEntry{name: "app/x", body: "x\n"})
+	r, d := h.deployJSON(b)
+	if r.code != 0 {
+		t.Fatalf("exit %d %s", r.code, d.Error)
 	}
-	spec, err := appspec.Load(archive, appspec.Options{RevisionDir: archive})
-	if err != nil {
-		t.Fatalf("the uploaded bundle's appspec: %v", err)
-	}
-	return archive, spec
-}
-
-// deploy runs the lifecycle events of deployment id; it returns the first
-// script that failed ("" when none did).
-func (c *codedeployAgent) deploy(id string) string {
-	c.t.Helper()
-	for _, event := range []string{appspec.BeforeInstall, appspec.AfterInstall, appspec.ApplicationStart, appspec.ValidateService} {
-		for _, s := range c.spec.Hooks[event] {
-			name := event + ":" + s.Location
-			c.ran = append(c.ran, name)
-			ctx, cancel := context.WithTimeout(context.Background(), s.Timeout)
-			cmd := exec.CommandContext(ctx, filepath.Join(c.archive, s.Location))
-			cmd.Env = append(os.Environ(), "PATH="+c.h.bins.Dir+":"+os.Getenv("PATH"), "ROLLBACK_AGENT_SOCKET="+c.h.socket,
-				"LIFECYCLE_EVENT="+event, "DEPLOYMENT_ID="+id, "APPLICATION_NAME=example-app", "DEPLOYMENT_GROUP_NAME=production",
-				"DEPLOYMENT_GROUP_ID=8cd3bfa8-9e72-4cbe-a1e5-da4efc7efd49")
-			cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-			cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM) }
-			var out bytes.Buffer
-			cmd.Stdout, cmd.Stderr = &out, &out
-			err := cmd.Run()
-			cancel()
-			c.out[name] = out.String()
-			if err != nil {
-				return name
-			}
+	all := strings.Join(d.Warnings, "\n")
+	for _, w := range []string{
+		`appspec.yml:9:16: warning: hooks.BeforeInstall[0].timeout: "300s" is read as 300 seconds, as CodeDeploy's agent reads it`,
+		"appspec.yml:10:3: warning: hooks.AfterInstall: the scripts' timeouts add up to 4000s",
+	} {
+		if !strings.Contains(all, w) {
+			t.Errorf("warnings lack %q:\n%s", w, all)
 		}
 	}
-	return ""
-}
-
-// pushCD pushes dir with --codedeploy-app and returns the CodeDeploy
-// deployment id and the bundle's key.
-func pushCD(t *testing.T, bed *testbed.Bed, bins testbed.Binaries, dir, version string) (string, string) {
-	t.Helper()
-	res := workstation(t, bed, bins, "push", dir, "--bucket", "e2e-cd-hooks", "--app", "example-app", "--version", version,
-		"--codedeploy-app", "example-app", "--deployment-group", "production", "-o", "json")
-	mustWork(t, res, "push "+version+" --codedeploy-app")
-	var out push.Result
-	if err := json.Unmarshal([]byte(res.stdout), &out); err != nil || out.CodeDeploy == nil || !out.CodeDeployHooks {
-		t.Fatalf("push output %v:\n%s", err, res.stdout)
+	rel := filepath.Join(h.dir, "relative.tgz")
+	writeTgz(t, rel, tarEntry{name: "appspec.yml", body: "version: 0.0\nos: linux\nfiles:\n  - source: /\n    destination: var/www/html\n"})
+	r, d = h.deployJSON(rel)
+	if r.code != 1 || !hasStep(&d, "Validate", api.StepFailed) || !strings.Contains(d.Error, `files[0].destination: "var/www/html" must be an absolute path (starting with /), e.g. "/var/www/html"`) {
+		t.Errorf("relative destination: exit %d: %s", r.code, d.Error)
 	}
-	return out.CodeDeploy.DeploymentID, out.BundleKey
 }
 
-// A revision pushed with --codedeploy-app carries the checkpoint first in
-// BeforeInstall and the health gate last in ValidateService, beside the
-// user's own hooks (read from the uploaded bundle). Run as the CodeDeploy
-// agent runs them, the hooks make the real agent record the deployment
-// (kind codedeploy, CodeDeploy's id), take the checkpoint before any
-// other BeforeInstall script, and gate on its health checks: a failing
-// check fails ValidateService. The same bundle deployed by the agent
-// itself runs them as no-ops. agentctl doctor then wants the CodeDeploy
-// agent, which is not installed here.
-func TestCodeDeployInjectedHooks(t *testing.T) {
-	bed := peers.Get(t)
-	bins := peers.Binaries(t)
-	awscli(t, bed, nil, "s3api", "create-bucket", "--bucket", "e2e-cd-hooks")
-	awscli(t, bed, nil, "deploy", "create-application", "--application-name", "example-app")
-	awscli(t, bed, nil, "deploy", "create-deployment-group", "--application-name", "example-app", "--deployment-group-name", "production",
-		"--service-role-arn", "arn:aws:iam::123456789012:role/codedeploy")
-	flag := filepath.Join(t.TempDir(), "healthy")
-	os.WriteFile(flag, nil, 0o644)
-	check := fmt.Sprintf("    - {name: gate, command: {argv: [test, -f, %s], timeout: 5s}}", flag)
-	h := newHost(t, fastHealth(check, 0))
+// What CodeDeploy's agent fails (issue 14.7) is visible: deployed with a
+// warning in the deployment's record, its event stream (deploy --wait) and
+// agentctl show where the difference harms nobody; refused at Validate,
+// before anything runs, where CodeDeploy's refusal protects the user. And
+// agentctl lint says the same offline.
+func TestCodeDeployRefusalsAreVisible(t *testing.T) {
+	h := newHost(t, "")
 	h.start()
+	dest := filepath.Join(h.dir, "dest")
+	stopMarker := filepath.Join(h.dir, "stopped")
+	// Deployed, with warnings: appspec.yaml only, a quoted version, a
+	// lower-case file_exists_behavior, a background process holding stdout.
+	soft := filepath.Join(h.dir, "soft")
+	os.MkdirAll(filepath.Join(soft, "app"), 0o755)
+	os.WriteFile(filepath.Join(soft, "appspec.yaml"), []byte("version: \"0.0\"\nos: linux\nfile_exists_behavior: overwrite\nfiles:\n  - source: app\n    destination: "+dest+"\nhooks:\n  ApplicationStart:\n    - location: start.sh\n  ApplicationStop:\n    - location: stop.sh\n"), 0o644)
+	os.WriteFile(filepath.Join(soft, "start.sh"), []byte("#!/bin/sh\nsleep 3600 &\necho $! > "+filepath.Join(h.dir, "bg.pid")+"\n"), 0o755)
+	os.WriteFile(filepath.Join(soft, "stop.sh"), []byte("#!/bin/sh\nkill $(cat "+filepath.Join(h.dir, "bg.pid")+") 2>/dev/null; echo stopped >> "+stopMarker+"\n"), 0o755)
+	os.WriteFile(filepath.Join(soft, "app", "index.html"), []byte("v1\n"), 0o644)
+	t.Cleanup(func() {
+		b, _ := os.ReadFile(filepath.Join(h.dir, "bg.pid"))
+		if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+	})
+	r := h.ctl("deploy", soft, "--wait")
+	want := []string{
+		`appspec.yaml:1:10: codedeploy: version: "0.0" is quoted`,
+		`appspec.yaml:3:23: codedeploy: file_exists_behavior: "overwrite" is read as OVERWRITE here, but CodeDeploy's agent fails the deployment on it`,
+		"appspec.yaml: codedeploy: the revision has appspec.yaml and no appspec.yml",
+		"ApplicationStart: Script at specified location: start.sh failed to close STDOUT (OutputsLeftOpen, error code 6)",
+	}
+	if r.code != 0 {
+		t.Fatalf("deploy: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	id := lastDeployment(h).ID
+	show := h.ctl("show", id).stdout
+	for _, w := range want {
+		if !strings.Contains(r.stdout, "warning: "+w) {
+			t.Errorf("deploy --wait output lacks %q:\n%s", w, r.stdout)
+		}
+		if !strings.Contains(show, "warning: "+w) {
+			t.Errorf("agentctl show lacks %q:\n%s", w, show)
+		}
+	}
+	// Refused at Validate, nothing run (not even the current revision's
+	// ApplicationStop): a misspelt event, two permissions on one path, an
+	// unquoted mode with a leading zero.
+	for name, c := range map[string]struct{ spec, want string }{
+		"misspelt-event": {"version: 0.0\nos: linux\nhooks:\n  AfterInstal:\n    - location: stop.sh\n", `hooks: unknown lifecycle event "AfterInstal" (did you mean "AfterInstall"?) would never run`},
+		"two-permissions": {"version: 0.0\nos: linux\nfiles:\n  - source: app\n    destination: " + dest + "\npermissions:\n  - object: " + dest + "\n    mode: \"644\"\n  - object: " + dest + "\n    pattern: \"*.html\"\n    mode: \"600\"\n",
+			"both apply to " + filepath.Join(dest, "index.html") + "; CodeDeploy's agent refuses a path two permissions match"},
+		"unquoted-mode": {"version: 0.0\nos: linux\npermissions:\n  - object: " + dest + "\n    mode: 0755\n", "permissions[0].mode: 0755 is unquoted"},
+	} {
+		dir := filepath.Join(h.dir, name)
+		os.MkdirAll(filepath.Join(dir, "app"), 0o755)
+		os.WriteFile(filepath.Join(dir, "appspec.yml"), []byte(c.spec), 0o644)
+		os.WriteFile(filepath.Join(dir, "stop.sh"), []byte("#!/bin/sh\n"), 0o755)
+		os.WriteFile(filepath.Join(dir, "app", "index.html"), []byte("v2\n"), 0o644)
+		os.Remove(stopMarker)
+		r, d := h.deployJSON(dir)
+		if r.code != 1 || !hasStep(&d, "Validate", api.StepFailed) || !strings.Contains(d.Error, c.want) {
+			t.Errorf("%s: exit %d, %s: %s", name, r.code, d.Status, d.Error)
+		}
+		if _, err := os.Stat(stopMarker); err == nil {
+			t.Errorf("%s: a hook ran before the refusal", name)
+		}
+		// agentctl lint, offline, refuses it too (exit 1).
+		lr := runLint(t, h, dir)
+		if lr.code != 1 || !strings.Contains(lr.stdout, "ERRORS (this agent refuses the revision)") || !strings.Contains(lr.stdout, c.want) {
+			t.Errorf("lint %s: exit %d\n%s%s", name, lr.code, lr.stdout, lr.stderr)
+		}
+	}
+	lr := runLint(t, h, soft)
+	if lr.code != 0 || !strings.Contains(lr.stdout, "CODEDEPLOY (what CodeDeploy's agent would refuse or do differently)") {
+		t.Fatalf("lint soft: exit %d\n%s%s", lr.code, lr.stdout, lr.stderr)
+	}
+	for _, w := range append(want[:3:3], "start.sh:2: `sleep 3600 &` likely leaves a background process holding the script's STDOUT and STDERR") {
+		if !strings.Contains(lr.stdout, w) {
+			t.Errorf("lint lacks %q:\n%s", w, lr.stdout)
+		}
+	}
+}
 
-	// The user's revision: its own BeforeInstall and ValidateService.
-	dest := filepath.Join(h.dir, "opt", "example-app")
-	src := filepath.Join(t.TempDir(), "rev")
-	rev := revision.Revision{Dest: dest, Files: map[string]revision.File{"index.html": {Content: "v1\n"}},
-		Hooks: map[string]string{"BeforeInstall": "echo user before-install", "ValidateService": "echo user validate"}}
-	if err := rev.WriteDir(src); err != nil {
+// runLint runs the real agentctl lint: it needs no daemon.
+func runLint(t *testing.T, h *host, path string) result {
+	t.Helper()
+	cmd := exec.Command(h.bins.Agentctl, "lint", path)
+	var out, errb strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
 		t.Fatal(err)
 	}
-	cd1, key := pushCD(t, bed, bins, src, "v1")
-	if b, _ := os.ReadFile(filepath.Join(src, "appspec.yml")); strings.Contains(string(b), push.InjectedDir) {
-		t.Error("push changed the directory's own appspec")
+	return result{code: code, stdout: out.String(), stderr: errb.String()}
+}
+
+// Every deployment also writes its hooks' output to scripts.log in
+// CodeDeploy's format (issue 14.8), which log shippers are configured for;
+// the per-event files stay, and agentctl logs shows scripts.log on demand.
+func TestScriptsLogInCodeDeploysFormatThroughTheDaemon(t *testing.T) {
+	h := newHost(t, "")
+	h.start()
+	b := filepath.Join(h.dir, "out.tgz")
+	writeTgz(t, b,
+		tarEntry{name: "appspec.yml", body: "version: 0.0\nos: linux\nhooks:\n  BeforeInstall:\n    - location: a.sh\n  ValidateService:\n    - location: b.sh\n    - location: a.sh\n"},
+		tarEntry{name: "a.sh", body: "#!/bin/sh\necho out-$LIFECYCLE_EVENT\necho err-$LIFECYCLE_EVENT >&2\n", mode: 0o755},
+		tarEntry{name: "b.sh", body: "#!/bin/sh\necho b\n", mode: 0o755},
+	)
+	r, d := h.deployJSON(b)
+	if r.code != 0 {
+		t.Fatalf("exit %d %s", r.code, d.Error)
 	}
-	archive, spec := unpackBundle(t, bed, "e2e-cd-hooks", key)
-	locations := func(ev string) []string {
-		var out []string
-		for _, s := range spec.Hooks[ev] {
-			out = append(out, s.Location)
+	raw, err := os.ReadFile(filepath.Join(h.stateDir, "logs", d.ID, "scripts.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stamp := regexp.MustCompile(`^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d `)
+	var body []string
+	for _, l := range strings.Split(strings.TrimSuffix(string(raw), "\n"), "\n") {
+		if !stamp.MatchString(l) {
+			t.Fatalf("line without CodeDeploy's timestamp: %q\n%s", l, raw)
 		}
-		return out
+		body = append(body, stamp.ReplaceAllString(l, ""))
 	}
-	if got := locations(appspec.BeforeInstall); !slices.Equal(got, []string{push.InjectedBeforeInstall, "scripts/BeforeInstall.sh"}) {
-		t.Errorf("BeforeInstall of the uploaded bundle: %v", got)
-	}
-	if got := locations(appspec.ValidateService); !slices.Equal(got, []string{"scripts/ValidateService.sh", push.InjectedValidateService}) {
-		t.Errorf("ValidateService of the uploaded bundle: %v", got)
-	}
-
-	// CodeDeploy deployment 1, healthy.
-	cda := &codedeployAgent{t: t, h: h, archive: archive, spec: spec, out: map[string]string{}}
-	if failed := cda.deploy(cd1); failed != "" {
-		t.Fatalf("%s failed:\n%s", failed, cda.out[failed])
-	}
-	if cda.ran[0] != "BeforeInstall:"+push.InjectedBeforeInstall || cda.ran[len(cda.ran)-1] != "ValidateService:"+push.InjectedValidateService {
-		t.Errorf("scripts ran in the order %v", cda.ran)
-	}
-	if out := cda.out["BeforeInstall:"+push.InjectedBeforeInstall]; !strings.Contains(out, "taken before CodeDeploy deployment "+cd1) {
-		t.Errorf("the checkpoint hook said:\n%s", out)
-	}
-	if out := cda.out["ValidateService:"+push.InjectedValidateService]; !strings.Contains(out, "health gate open for CodeDeploy deployment "+cd1) {
-		t.Errorf("the gate said:\n%s", out)
-	}
-	rec := lastDeployment(h)
-	if rec.Kind != api.KindCodeDeploy || rec.Status != api.StatusSucceeded || rec.CodeDeploy == nil || rec.CodeDeploy.DeploymentID != cd1 ||
-		rec.CodeDeploy.DeploymentGroup != "production" || rec.Revision != "v1" || rec.Checkpoint == "" {
-		t.Fatalf("the agent's record of CodeDeploy deployment %s: %+v", cd1, rec)
-	}
-	var list api.CheckpointList
-	h.ctlJSON(&list, "checkpoint", "list")
-	if len(list.Checkpoints) != 1 || list.Checkpoints[0].ID != rec.Checkpoint || list.Checkpoints[0].Reason != "codedeploy" ||
-		list.Checkpoints[0].Label != cd1 || list.Checkpoints[0].Deployment != rec.ID {
-		t.Errorf("checkpoints: %+v (want the one of %s, labelled %s)", list.Checkpoints, rec.ID, cd1)
-	}
-	if hist := h.ctl("history"); !strings.Contains(hist.stdout, "codedeploy") || !strings.Contains(hist.stdout, rec.ID) {
-		t.Errorf("agentctl history:\n%s", hist.stdout)
-	}
-
-	// CodeDeploy deployment 2: the health check fails, so does the gate
-	// (and with it ValidateService); the record says why, and CodeDeploy's
-	// rollback is left to CodeDeploy.
-	cd2, key2 := pushCD(t, bed, bins, src, "v2")
-	archive2, spec2 := unpackBundle(t, bed, "e2e-cd-hooks", key2)
-	os.Remove(flag)
-	cda2 := &codedeployAgent{t: t, h: h, archive: archive2, spec: spec2, out: map[string]string{}}
-	if failed := cda2.deploy(cd2); failed != "ValidateService:"+push.InjectedValidateService {
-		t.Fatalf("with a failing check, %q failed (want the gate):\n%v", failed, cda2.out)
-	}
-	if out := cda2.out["ValidateService:"+push.InjectedValidateService]; !strings.Contains(out, "health gate CLOSED for CodeDeploy deployment "+cd2) {
-		t.Errorf("the closed gate said:\n%s", out)
-	}
-	rec2 := lastDeployment(h)
-	if rec2.Kind != api.KindCodeDeploy || rec2.Status != api.StatusFailed || rec2.CodeDeploy.DeploymentID != cd2 || len(rec2.Rungs) != 0 ||
-		!strings.Contains(rec2.Error, "CodeDeploy fails this host's deployment") {
-		t.Errorf("the record of the failed gate: %+v", rec2)
-	}
-
-	// The agent deploying the same bundle itself: the injected hooks do
-	// nothing (the agent takes its own checkpoint and is its own gate).
-	os.WriteFile(flag, nil, 0o644)
-	tgz := filepath.Join(h.dir, "same.tar.gz")
-	awscliRaw(t, bed, "s3", "cp", "s3://e2e-cd-hooks/"+key, tgz)
-	if r := h.ctl("deploy", tgz, "--wait"); r.code != 0 {
-		t.Fatalf("the agent deploying the CodeDeploy bundle: %d\n%s%s", r.code, r.stdout, r.stderr)
-	}
-	own := lastDeployment(h)
-	if own.Kind != api.KindDeploy || own.Status != api.StatusSucceeded {
-		t.Errorf("own deployment: %+v", own)
-	}
-	if logs := h.ctl("logs", own.ID, "--event", "BeforeInstall").stdout; !strings.Contains(logs, "run by rollback-agent's own deployment") {
-		t.Errorf("the injected hook inside the agent's own deployment:\n%s", logs)
-	}
-	n := 0
-	for _, d := range h.history() {
-		if d.Kind == api.KindCodeDeploy {
-			n++
+	got := strings.Join(body, "\n")
+	for _, w := range []string{
+		"LifecycleEvent - BeforeInstall\nScript - a.sh\n",
+		"[stdout]out-BeforeInstall", "[stderr]err-BeforeInstall",
+		"LifecycleEvent - ValidateService\nScript - b.sh\n[stdout]b\nScript - a.sh\n",
+		"[stdout]out-ValidateService", "[stderr]err-ValidateService",
+	} {
+		if !strings.Contains(got, w) {
+			t.Errorf("scripts.log lacks %q:\n%s", w, got)
 		}
 	}
-	if n != 2 {
-		t.Errorf("%d codedeploy records, want 2", n)
+	if strings.Count(got, "LifecycleEvent - ValidateService") != 1 {
+		t.Errorf("one LifecycleEvent line per event:\n%s", got)
 	}
-
-	// agentctl doctor: this host takes CodeDeploy deployments, and AWS's
-	// CodeDeploy agent is not installed on this machine.
-	var rep api.DoctorReport
-	r := h.ctl("doctor", "-o", "json", "--timeout", "60s")
-	h.decode(r, &rep, "agentctl doctor -o json")
-	found := false
-	for _, c := range rep.Checks {
-		if c.Name == "codedeploy-agent" {
-			found = true
-			if c.Result != api.DoctorFail || !strings.Contains(c.Detail, "not installed") || !strings.Contains(c.Detail, "recorded CodeDeploy deployments") {
-				t.Errorf("doctor's codedeploy-agent line: %+v", c)
-			}
-		}
+	if lr := h.ctl("logs", d.ID, "--event", "scripts"); !strings.Contains(lr.stdout, "[stdout]b") {
+		t.Errorf("agentctl logs --event scripts:\n%s%s", lr.stdout, lr.stderr)
 	}
-	if !found || r.code != 1 {
-		t.Errorf("agentctl doctor: exit %d, codedeploy-agent line %v", r.code, found)
+	if lr := h.ctl("logs", d.ID); strings.Contains(lr.stdout, "[stdout]") || !strings.Contains(lr.stdout, "==> ValidateService.log <==") {
+		t.Errorf("agentctl logs (all events):\n%s", lr.stdout)
 	}
 }

@@ -183,7 +183,9 @@ func TestFleetAndGatedPromotion(t *testing.T) {
 		!strings.Contains(res.stdout, "gate") {
 		t.Errorf("promote while the canary is unhealthy: exit %d\n%s%s", res.code, res.stdout, res.stderr)
 	}
-	var rel struct{ Channels []struct{ Channel, Version string } }
+	var rel struct {
+		Channels []struct{ Channel, Version string }
+	}
 	mustWork(t, r.ctl("releases", "--bucket", r.bucket, "--app", "demo", "-o", "json"), "releases")
 	if err := json.Unmarshal([]byte(r.ctl("releases", "--bucket", r.bucket, "--app", "demo", "-o", "json").stdout), &rel); err != nil {
 		t.Fatal(err)

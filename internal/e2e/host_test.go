@@ -108,6 +108,19 @@ log_level: debug
 // start runs the agent and waits until it answers.
 func (h *host) start(extraEnv ...string) {
 	h.t.Helper()
+	a := h.launch(extraEnv...)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := a.WaitReady(ctx); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+// launch starts the agent without waiting for it to be ready: for an
+// agent expected to die (a hook kills it) before a readiness check could
+// see it.
+func (h *host) launch(extraEnv ...string) *testbed.Agent {
+	h.t.Helper()
 	a, err := testbed.StartAgent(h.bins.Agent, h.config, h.socket, append(append([]string{}, h.env...), extraEnv...))
 	if err != nil {
 		h.t.Fatal(err)
@@ -119,11 +132,7 @@ func (h *host) start(extraEnv ...string) {
 			h.t.Logf("agent output:\n%s", a.Output())
 		}
 	})
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	if err := a.WaitReady(ctx); err != nil {
-		h.t.Fatal(err)
-	}
+	return a
 }
 
 // runAgentToExit runs the agent expecting it to exit by itself.
@@ -482,4 +491,16 @@ func (h *host) metric(name string) float64 {
 	}
 	h.t.Fatalf("no metric %s in\n%s", name, out)
 	return 0
+}
+
+// deployJSON deploys with --wait -o json and returns the result and the
+// deployment's record; output that is not a record fails the test.
+func (h *host) deployJSON(args ...string) (result, api.Deployment) {
+	h.t.Helper()
+	r := h.ctl(append([]string{"deploy"}, append(args, "--wait", "-o", "json")...)...)
+	var d api.Deployment
+	if err := json.Unmarshal([]byte(r.stdout), &d); err != nil {
+		h.t.Fatalf("deploy %v: exit %d, no record: %v\n%s\n%s", args, r.code, err, r.stdout, r.stderr)
+	}
+	return r, d
 }

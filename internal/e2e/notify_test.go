@@ -52,7 +52,9 @@ func newSink(t *testing.T, bed *testbed.Bed, name string) *sink {
 // drain reads (and deletes) what the queue holds now.
 func (s *sink) drain() []string {
 	s.t.Helper()
-	var out struct{ Messages []struct{ Body, ReceiptHandle string } }
+	var out struct {
+		Messages []struct{ Body, ReceiptHandle string }
+	}
 	// An empty queue answers nothing at all.
 	if raw := awscliRaw(s.t, s.bed, "--endpoint-url", s.bed.Moto.URL, "sqs", "receive-message", "--queue-url", s.url, "--max-number-of-messages", "10"); strings.TrimSpace(raw) != "" {
 		if err := json.Unmarshal([]byte(raw), &out); err != nil {

@@ -29,9 +29,13 @@ type Checkpoints interface {
 	Catalogue(ctx context.Context) (*api.CheckpointList, error)
 	Prune(ctx context.Context, dryRun bool) (*api.PruneReport, error)
 
-	// The data volumes rung, in its stages.
+	// The data volumes rung, in its stages. CheckDetach runs before
+	// anything is stopped and refuses an old volume the agent could not
+	// release (EC2 would leave its detach busy with the application
+	// stopped).
 	PlanVolumeRestore(ctx context.Context, id string) ([]api.VolumeRestore, error)
 	CreateRestoreVolume(ctx context.Context, opID, checkpointID string, vr *api.VolumeRestore) error
+	CheckDetach(vr *api.VolumeRestore) error
 	Unmount(vr *api.VolumeRestore) error
 	Detach(ctx context.Context, checkpointID string, vr *api.VolumeRestore) error
 	Attach(ctx context.Context, vr *api.VolumeRestore) (dev string, err error)
@@ -43,6 +47,9 @@ type Checkpoints interface {
 	SetRootIntent(ctx context.Context, in checkpoint.RootIntent) error
 	ClearRootIntent(ctx context.Context) error
 	RootIntentNow(ctx context.Context) (*checkpoint.RootIntent, error)
+	// AdoptRestored records as the agent's own the checkpoints a root
+	// restore's intent names (the restored journal predates them).
+	AdoptRestored(in checkpoint.RootIntent) error
 	StartRootReplace(ctx context.Context, opID string, rr *api.RootRestore) error
 	WaitRootTask(ctx context.Context, taskID string, timeout time.Duration) (state string, err error)
 	FindRootTask(ctx context.Context, checkpointID string, since time.Time) (taskID string, err error)

@@ -42,9 +42,9 @@ func (r *run) deploy(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if cur := r.e.current(); cur != nil && cur.Digest == r.d.Digest && r.e.o.Releases.Exists(cur.Release) {
+	if cur := r.e.current(); r.sameChannelMove(cur) {
 		r.d.NoOp = true
-		r.d.Warnings = append(r.d.Warnings, fmt.Sprintf("no-op: revision %s (deployment %s) has the same digest and is current", cur.Revision, cur.ID))
+		r.d.Warnings = append(r.d.Warnings, fmt.Sprintf("no-op: the channel's move to revision %s was already applied by deployment %s (same sequence, same bundle)", cur.Revision, cur.ID))
 		r.d.Release = cur.Release
 		r.finish(api.StatusSucceeded, nil)
 		return nil
@@ -74,10 +74,13 @@ func (r *run) deploy(ctx context.Context) error {
 		if err != nil {
 			return "", err
 		}
-		r.d.Warnings = append(r.d.Warnings, rel.AppSpec.Warnings...)
-		if len(rel.AppSpec.Warnings) > 0 {
+		found := append(append(append([]string{}, rel.AppSpec.Warnings...), rel.AppSpec.Differences...), rel.Warnings...)
+		for _, w := range found {
+			r.warn(w)
+		}
+		if len(found) > 0 {
 			// Also in the deployment's log, where `agentctl logs` shows them.
-			r.e.writeLog(r.d.ID, "Validate.log", strings.Join(rel.AppSpec.Warnings, "\n")+"\n")
+			r.e.writeLog(r.d.ID, "Validate.log", strings.Join(found, "\n")+"\n")
 		}
 		return fmt.Sprintf("%s: %d files entries, %d permissions, hooks for %d events", rel.AppSpec.File, len(rel.AppSpec.Files), len(rel.AppSpec.Permissions), len(rel.AppSpec.Hooks)), nil
 	})
@@ -122,6 +125,32 @@ func (r *run) stopPrevious(ctx context.Context, rung api.RungName, tolerate bool
 	return nil
 }
 
+// sameChannelMove reports whether this deployment is a channel re-reading
+// the move it already applied (a restart before it could record the
+// sequence): the one case that stays a no-op. CodeDeploy runs every event
+// of every deployment, and operators redeploy the current revision to
+// restart services or re-run hooks: an explicit deploy (API) or an inbox
+// drop of the same bundle runs in full (issue 14.3). The channel's local
+// copy is named after the channel and its sequence, so the same location
+// means the same sequence.
+func (r *run) sameChannelMove(cur *api.Deployment) bool {
+	return cur != nil && r.d.Trigger == "channel" && cur.Trigger == "channel" &&
+		cur.Digest == r.d.Digest && cur.Source.Location == r.d.Source.Location &&
+		r.e.o.Releases.Exists(cur.Release)
+}
+
+// warn records a warning on the deployment (agentctl show lists them) and
+// publishes it on the deployment's event stream.
+func (r *run) warn(msg string) {
+	for _, w := range r.d.Warnings {
+		if w == msg {
+			return
+		}
+	}
+	r.d.Warnings = append(r.d.Warnings, msg)
+	r.e.bus.publish(api.Event{Type: api.EventMessage, DeploymentID: r.d.ID, Message: "warning: " + msg})
+}
+
 func revisionOf(rel *releases.Release) string {
 	if rel == nil {
 		return "-"
@@ -156,7 +185,13 @@ func (r *run) installRelease(ctx context.Context, rel *releases.Release, rung ap
 			return err
 		}
 	}
-	if err := r.step(StepInstall, api.EffectHost, rel.Revision, rung, func() (string, error) { return r.e.install(ctx, rel) }); err != nil {
+	if err := r.step(StepInstall, api.EffectHost, rel.Revision, rung, func() (string, error) {
+		detail, warnings, err := r.e.install(ctx, rel)
+		for _, w := range warnings {
+			r.warn("Install: " + w)
+		}
+		return detail, err
+	}); err != nil {
 		return err
 	}
 	for _, ev := range eventsAfterCopy {

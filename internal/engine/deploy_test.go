@@ -189,15 +189,43 @@ func TestHungHookIsKilledAtItsTimeoutAndRolledBack(t *testing.T) {
 	}
 }
 
-func TestSameDigestIsANoOp(t *testing.T) {
+// CodeDeploy runs every event of every deployment, and operators redeploy
+// the current revision to restart services or re-run hooks: an explicit
+// redeploy (or an inbox drop) runs in full (issue 14.3). Only a channel
+// re-reading the move it already applied stays a no-op.
+func TestRedeployOfTheCurrentRevisionRunsInFull(t *testing.T) {
 	a := newAgent(t, nil)
 	p := a.bundle("v1", revision.Revision{Files: map[string]revision.File{"v": {Content: "1"}}, Hooks: recordHooks(a.out, nil)})
 	mustStatus(t, a.deploy(p), api.StatusSucceeded)
-	os.Remove(filepath.Join(a.out, "order"))
-	d := a.deploy(p)
-	mustStatus(t, d, api.StatusSucceeded)
-	if !d.NoOp || a.read("order") != "" {
-		t.Errorf("same digest redeployed: noop=%v hooks ran %q", d.NoOp, a.read("order"))
+	for _, trigger := range []string{"api", "inbox"} {
+		os.Remove(filepath.Join(a.out, "order"))
+		req := a.request(p)
+		req.Trigger = trigger
+		d, err := a.e.Submit(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d = a.wait(d.ID)
+		mustStatus(t, d, api.StatusSucceeded)
+		if d.NoOp || a.read("order") != "ApplicationStop v1\nBeforeInstall v1\nAfterInstall v1\nApplicationStart v1\nValidateService v1\n" {
+			t.Errorf("%s redeploy: noop=%v hooks ran %q", trigger, d.NoOp, a.read("order"))
+		}
+	}
+	// A channel's move, then the same move read again (same local copy,
+	// named after its sequence): the second is a no-op.
+	for i, want := range []bool{false, true} {
+		os.Remove(filepath.Join(a.out, "order"))
+		req := a.request(p)
+		req.Trigger = "channel"
+		d, err := a.e.Submit(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d = a.wait(d.ID)
+		mustStatus(t, d, api.StatusSucceeded)
+		if d.NoOp != want || (a.read("order") == "") != want {
+			t.Errorf("channel read %d: noop=%v hooks ran %q", i, d.NoOp, a.read("order"))
+		}
 	}
 }
 

@@ -22,6 +22,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/rollback-agent/rollback-agent/internal/api"
+	"github.com/rollback-agent/rollback-agent/internal/clock"
 	"github.com/rollback-agent/rollback-agent/internal/config"
 	"github.com/rollback-agent/rollback-agent/internal/health"
 	"github.com/rollback-agent/rollback-agent/internal/journal"
@@ -69,6 +70,28 @@ type Options struct {
 	// result not journaled yet): tracing, and tests that stop the engine
 	// at exactly those points as a crash would.
 	OnStep func(d *api.Deployment, s api.Step, at StepPoint)
+	// Gate, when it returns an error, refuses new deployments, rollbacks
+	// and guards (from every source) with it: the agent's record is in
+	// trouble an operator must look at first (journal.Trouble).
+	Gate func() error
+	// Clock times the waits that can last hours on AWS (a checkpoint the
+	// volumes rung restores, a root replacement task); nil is the
+	// machine's clock. Tests pass a fake one.
+	Clock clock.Clock
+}
+
+// ErrNeedsOperator wraps what the Gate refused with.
+var ErrNeedsOperator = errors.New("the agent needs an operator")
+
+// gate asks Options.Gate.
+func (e *Engine) gate() error {
+	if e.o.Gate == nil {
+		return nil
+	}
+	if err := e.o.Gate(); err != nil {
+		return fmt.Errorf("%w: %w", ErrNeedsOperator, err)
+	}
+	return nil
 }
 
 // StepPoint is a point in a step's life that OnStep is told about.
@@ -117,6 +140,7 @@ func New(o Options) (*Engine, error) {
 			return nil, fmt.Errorf("engine: create %s: %w", d, err)
 		}
 	}
+	o.Clock = clock.Or(o.Clock)
 	return &Engine{o: o, bus: newBus(), wake: make(chan struct{}, 1), jobs: make(chan job, 16), guards: map[string]*guardState{}}, nil
 }
 
@@ -154,6 +178,9 @@ type Request struct {
 
 // Submit records a queued deployment and wakes the worker.
 func (e *Engine) Submit(req Request) (*api.Deployment, error) {
+	if err := e.gate(); err != nil {
+		return nil, err
+	}
 	if req.Source.Type == "" || req.Source.Location == "" {
 		return nil, fmt.Errorf("engine: a deployment needs a source")
 	}
@@ -183,6 +210,9 @@ func (e *Engine) Submit(req Request) (*api.Deployment, error) {
 // to; empty means the newest good deployment before the current one.
 func (e *Engine) Rollback(to string) (*api.Deployment, error) {
 	if err := e.refuse(); err != nil {
+		return nil, err
+	}
+	if err := e.gate(); err != nil {
 		return nil, err
 	}
 	target, err := e.rollbackTarget(to)

@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/rollback-agent/rollback-agent/internal/api"
+	"github.com/rollback-agent/rollback-agent/internal/clock"
 	"github.com/rollback-agent/rollback-agent/internal/config"
 	"github.com/rollback-agent/rollback-agent/internal/engine"
 	"github.com/rollback-agent/rollback-agent/internal/health"
@@ -40,6 +41,8 @@ type agent struct {
 	maxEvent time.Duration
 	// cps, when set before start, takes and restores checkpoints.
 	cps engine.Checkpoints
+	// clock, when set before start, times the engine's long waits.
+	clock clock.Clock
 	// killAt, when set before start, says where the engine dies: the
 	// worker stops there for good, as under SIGKILL (crash_test.go).
 	killAt func(d *api.Deployment, s api.Step, at engine.StepPoint) bool
@@ -93,7 +96,7 @@ func (a *agent) start() {
 			c, err := health.New(a.cfg.Health.Checks, health.Deps{})
 			return c, health.PolicyFrom(a.cfg.Health), err
 		},
-		Checkpoints: a.cps, OnStep: a.onStep(), OnTransition: a.onTransition,
+		Checkpoints: a.cps, OnStep: a.onStep(), OnTransition: a.onTransition, Clock: a.clock,
 	})
 	if err != nil {
 		a.t.Fatal(err)

@@ -51,6 +51,12 @@ type fakeCheckpoints struct {
 	fail map[string]int
 	// calls logs every call, for assertions.
 	calls []string
+	// coldRounds is how many health rounds a volume restored from a
+	// snapshot reads too slowly for (Mount writes them to <mount>.cold).
+	coldRounds int
+	// heldNames are device names the guest still holds: an attach there
+	// never completes, and the real Attach moves to another name.
+	heldNames map[string]bool
 	// rebooting is closed when WaitRootTask sees a task the host has not
 	// rebooted for yet: the rig then kills the engine and "reboots".
 	rebooting chan struct{}
@@ -60,6 +66,9 @@ type fakeDevice struct {
 	volume string
 	mount  string // path of the file that is the mounted filesystem, "" if not mounted
 	path   string // where it mounts
+	// held is what else uses the device (a partition, LVM, a mount in a
+	// container): the agent cannot release it, so CheckDetach refuses.
+	held string
 }
 
 type fakeVolume struct {
@@ -77,7 +86,7 @@ type fakeTask struct {
 func newFakeCheckpoints() *fakeCheckpoints {
 	return &fakeCheckpoints{devices: map[string]*fakeDevice{}, volumes: map[string]*fakeVolume{}, snapshots: map[string]string{},
 		checkpoints: map[string]*api.Checkpoint{}, roots: map[string][]byte{}, tasks: map[string]*fakeTask{}, fail: map[string]int{},
-		rebooting: make(chan struct{})}
+		rebooting: make(chan struct{}), heldNames: map[string]bool{}}
 }
 
 // addDataVolume attaches a data volume at device, mounted as the file
@@ -140,7 +149,7 @@ func (f *fakeCheckpoints) Create(_ context.Context, meta checkpoint.Meta) (*api.
 	if f.snapRoot != nil {
 		id := f.id("snap")
 		f.roots[id] = f.snapRoot()
-		c.Snapshots = append(c.Snapshots, api.CheckpointVolume{SnapshotID: id, DeviceName: "/dev/xvda", Root: true, State: api.CheckpointCompleted})
+		c.Snapshots = append(c.Snapshots, api.CheckpointVolume{SnapshotID: id, DeviceName: "/dev/xvda", Root: true, State: api.CheckpointPending, Progress: "0%"})
 	}
 	for _, dev := range f.sortedDevices() {
 		d := f.devices[dev]
@@ -154,7 +163,7 @@ func (f *fakeCheckpoints) Create(_ context.Context, meta checkpoint.Meta) (*api.
 		}
 		id := f.id("snap")
 		f.snapshots[id] = content
-		c.Snapshots = append(c.Snapshots, api.CheckpointVolume{SnapshotID: id, VolumeID: d.volume, DeviceName: dev, State: api.CheckpointCompleted})
+		c.Snapshots = append(c.Snapshots, api.CheckpointVolume{SnapshotID: id, VolumeID: d.volume, DeviceName: dev, State: api.CheckpointPending, Progress: "0%"})
 	}
 	f.checkpoints[c.ID] = c
 	out := *c
@@ -186,10 +195,14 @@ func (f *fakeCheckpoints) readLocked(id string) (*api.Checkpoint, error) {
 		if f.pendingReads > 0 {
 			f.pendingReads--
 		} else {
-			c.State = api.CheckpointCompleted
+			c.State, c.Progress = api.CheckpointCompleted, "100%"
+			for i := range c.Snapshots {
+				c.Snapshots[i].State, c.Snapshots[i].Progress = api.CheckpointCompleted, "100%"
+			}
 		}
 	}
 	out := *c
+	out.Snapshots = append([]api.CheckpointVolume(nil), c.Snapshots...)
 	return &out, nil
 }
 
@@ -261,6 +274,20 @@ func (f *fakeCheckpoints) CreateRestoreVolume(_ context.Context, opID, _ string,
 	return nil
 }
 
+// CheckDetach refuses, as the real one, an old volume something else
+// holds: before anything is stopped.
+func (f *fakeCheckpoints) CheckDetach(vr *api.VolumeRestore) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.call("CheckDetach", vr.DeviceName); err != nil {
+		return err
+	}
+	if d := f.devices[vr.DeviceName]; d != nil && d.volume == vr.OldVolumeID && d.held != "" {
+		return fmt.Errorf("restore %s: the agent cannot release %s before detaching it: %s; nothing was stopped or changed", vr.DeviceName, vr.OldVolumeID, d.held)
+	}
+	return nil
+}
+
 func (f *fakeCheckpoints) Unmount(vr *api.VolumeRestore) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -313,17 +340,26 @@ func (f *fakeCheckpoints) Attach(_ context.Context, vr *api.VolumeRestore) (stri
 	if err := f.call("Attach", vr.DeviceName); err != nil {
 		return "", err
 	}
-	if d := f.devices[vr.DeviceName]; d != nil && d.volume != vr.NewVolumeID {
-		return "", fmt.Errorf("device %s is in use by %s", vr.DeviceName, d.volume)
+	// As the real one: a name the guest holds is given up for the next
+	// free one, recorded in AttachedAs so a repeat goes there.
+	name := vr.DeviceName
+	if vr.AttachedAs != "" {
+		name = vr.AttachedAs
 	}
-	if f.devices[vr.DeviceName] == nil {
+	for f.heldNames[name] || (f.devices[name] != nil && f.devices[name].volume != vr.NewVolumeID) {
+		name = name[:len(name)-1] + string(name[len(name)-1]+1)
+	}
+	if name != vr.DeviceName {
+		vr.AttachedAs = name
+	}
+	if f.devices[name] == nil {
 		path := ""
 		for _, m := range vr.Mounts {
 			path = m.Target
 		}
-		f.devices[vr.DeviceName] = &fakeDevice{volume: vr.NewVolumeID, path: path}
+		f.devices[name] = &fakeDevice{volume: vr.NewVolumeID, path: path}
 	}
-	f.volumes[vr.NewVolumeID].device = vr.DeviceName
+	f.volumes[vr.NewVolumeID].device = name
 	vr.Stage = checkpoint.StageAttached
 	return "/dev/fake/" + vr.NewVolumeID, nil
 }
@@ -334,7 +370,11 @@ func (f *fakeCheckpoints) Mount(vr *api.VolumeRestore, _ string) error {
 	if err := f.call("Mount", vr.DeviceName); err != nil {
 		return err
 	}
-	d := f.devices[vr.DeviceName]
+	name := vr.DeviceName
+	if vr.AttachedAs != "" {
+		name = vr.AttachedAs
+	}
+	d := f.devices[name]
 	if d == nil || d.volume != vr.NewVolumeID {
 		return fmt.Errorf("volume %s is not attached at %s", vr.NewVolumeID, vr.DeviceName)
 	}
@@ -343,6 +383,11 @@ func (f *fakeCheckpoints) Mount(vr *api.VolumeRestore, _ string) error {
 			return err
 		}
 		d.mount = d.path
+		if f.coldRounds > 0 {
+			if err := os.WriteFile(d.path+".cold", []byte(fmt.Sprint(f.coldRounds)), 0o644); err != nil {
+				return err
+			}
+		}
 	}
 	vr.Stage = checkpoint.StageMounted
 	return nil
@@ -391,6 +436,12 @@ func (f *fakeCheckpoints) RootIntentNow(context.Context) (*checkpoint.RootIntent
 	}
 	in := *f.intent
 	return &in, nil
+}
+
+func (f *fakeCheckpoints) AdoptRestored(checkpoint.RootIntent) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.call("AdoptRestored")
 }
 
 func (f *fakeCheckpoints) StartRootReplace(_ context.Context, opID string, rr *api.RootRestore) error {

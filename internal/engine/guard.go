@@ -33,6 +33,9 @@ var errGuardAbandoned = errors.New("guard abandoned")
 // taken, so the caller can run the command. A failure to take the
 // checkpoint (with checkpoint.required) is returned: do not run it then.
 func (e *Engine) Guard(ctx context.Context, label string) (*api.Deployment, error) {
+	if err := e.gate(); err != nil {
+		return nil, err
+	}
 	if e.o.Checkpoints == nil {
 		return nil, ErrNoCheckpoints
 	}

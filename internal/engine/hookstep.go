@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 
+	"go.uber.org/zap"
+
 	"github.com/rollback-agent/rollback-agent/internal/api"
 	"github.com/rollback-agent/rollback-agent/internal/appspec"
 	"github.com/rollback-agent/rollback-agent/internal/hooks"
@@ -15,6 +17,11 @@ import (
 	"github.com/rollback-agent/rollback-agent/internal/journal"
 	"github.com/rollback-agent/rollback-agent/internal/releases"
 )
+
+// ScriptsLog is the file in a deployment's log directory that holds every
+// script's output in CodeDeploy's scripts.log format, for log shippers
+// configured for it (agentctl logs ID --event scripts shows it).
+const ScriptsLog = "scripts.log"
 
 // LogFile names the output file of an event within a deployment's log
 // directory; steps taken on a rollback rung get the rung as prefix.
@@ -35,11 +42,20 @@ func (r *run) hookStep(ctx context.Context, event string, rel *releases.Release,
 	}
 	return r.step(event, api.EffectHost, revisionOf(rel), rung, func() (string, error) {
 		scripts := rel.AppSpec.Hooks[event]
+		// Nobody but root may have changed what is about to run as root
+		// (issue 17.1): checked again right before every event.
+		if err := r.e.o.Releases.CheckExec(relID); err != nil {
+			return "", err
+		}
 		logDir := r.e.LogDir(r.d.ID)
 		if err := os.MkdirAll(logDir, 0o750); err != nil {
 			return "", fmt.Errorf("create log dir: %w", err)
 		}
 		logPath := filepath.Join(logDir, LogFile(event, rung))
+		scriptsLog := filepath.Join(logDir, ScriptsLog)
+		if err := hooks.WriteEventHeader(scriptsLog, event, time.Now()); err != nil {
+			r.log.Warn("scripts.log", zap.Error(err))
+		}
 		var done []string
 		budget := r.e.o.MaxEventTime
 		if budget <= 0 {
@@ -62,6 +78,7 @@ func (r *run) hookStep(ctx context.Context, event string, rel *releases.Release,
 				RunAs:       sc.RunAs,
 				Env:         r.hookEnv(event, rel),
 				LogPath:     logPath,
+				ScriptsLog:  scriptsLog,
 				MaxLogBytes: int64(r.cfg.Limits.HookOutputBytes),
 				KillGrace:   r.cfg.Limits.HookKillGrace,
 			})
@@ -71,6 +88,9 @@ func (r *run) hookStep(ctx context.Context, event string, rel *releases.Release,
 			}
 			if res.Truncated {
 				line += ", output truncated"
+			}
+			for _, d := range res.Differences {
+				r.warn(event + ": " + d)
 			}
 			done = append(done, line)
 			if res.Err() != nil {
@@ -147,20 +167,29 @@ func (e *Engine) onDisk() ([]*install.Manifest, []string, error) {
 }
 
 // install puts rel's files on disk over whatever is there now, journaling
-// the intent first and the installed pointer after.
-func (e *Engine) install(ctx context.Context, rel *releases.Release) (string, error) {
+// the intent first and the installed pointer after. It returns the step's
+// detail and the Install's warnings.
+func (e *Engine) install(ctx context.Context, rel *releases.Release) (string, []string, error) {
+	detail, rep, err := e.installReport(ctx, rel)
+	if rep == nil {
+		return detail, nil, err
+	}
+	return detail, rep.Warnings, err
+}
+
+func (e *Engine) installReport(ctx context.Context, rel *releases.Release) (string, *install.Report, error) {
 	prev, prevIDs, err := e.onDisk()
 	if err != nil {
-		return "", err
+		return "", nil, err
 	}
 	if err := e.o.Journal.Update(func(t *journal.Tx) error {
 		return t.SetInstallIntent(&journal.InstallIntent{Target: rel.ID, Previous: prevIDs})
 	}); err != nil {
-		return "", err
+		return "", nil, err
 	}
 	digests, err := e.o.Releases.Entries(rel.ID)
 	if err != nil {
-		return "", err
+		return "", nil, err
 	}
 	partial := e.o.Releases.PartialManifestPath(rel.ID)
 	rep, err := install.Install(ctx, install.Options{
@@ -168,10 +197,10 @@ func (e *Engine) install(ctx context.Context, rel *releases.Release) (string, er
 		Previous: prev, ManifestPath: partial,
 	})
 	if err != nil {
-		return "", err
+		return "", rep, err
 	}
 	if err := e.o.Releases.CommitManifest(rel.ID, rep.Manifest); err != nil {
-		return "", err
+		return "", rep, err
 	}
 	if err := e.o.Journal.Update(func(t *journal.Tx) error {
 		if err := t.SetPointer(journal.PointerInstalled, rel.ID); err != nil {
@@ -179,7 +208,7 @@ func (e *Engine) install(ctx context.Context, rel *releases.Release) (string, er
 		}
 		return t.SetInstallIntent(nil)
 	}); err != nil {
-		return "", err
+		return "", nil, err
 	}
 	// Everything the other manifests recorded was removed or re-recorded
 	// in rel's: their partial logs are now stale.
@@ -192,7 +221,7 @@ func (e *Engine) install(ctx context.Context, rel *releases.Release) (string, er
 	if len(rep.Warnings) > 0 {
 		detail += "; " + strings.Join(rep.Warnings, "; ")
 	}
-	return detail, nil
+	return detail, rep, nil
 }
 
 // uninstall removes everything on disk that an Install put there.

@@ -13,15 +13,12 @@ import (
 
 	"github.com/rollback-agent/rollback-agent/internal/api"
 	"github.com/rollback-agent/rollback-agent/internal/checkpoint"
+	"github.com/rollback-agent/rollback-agent/internal/clock"
 	"github.com/rollback-agent/rollback-agent/internal/config"
 	"github.com/rollback-agent/rollback-agent/internal/engine/rung"
 	"github.com/rollback-agent/rollback-agent/internal/health"
 	"github.com/rollback-agent/rollback-agent/internal/journal"
 )
-
-// checkpointWait bounds how long the volumes rung waits for the
-// checkpoint it restores to complete.
-const checkpointWait = 30 * time.Minute
 
 // climb runs the rollback ladder once for a failed operation: rung by
 // rung from `from`, as far as rollback.ladder allows, assessing health
@@ -116,10 +113,11 @@ func (r *run) climbRung(ctx context.Context, name api.RungName) (string, error) 
 			// The root was replaced and the host came back on it: what
 			// was left is starting the installed revision and assessing.
 			detail = "root volume replaced from checkpoint " + r.d.Checkpoint + "; the host started again on it"
+			r.restored = true
 			err = r.startInstalled(ctx, name)
 			break
 		}
-		if err = r.waitCheckpoint(ctx); err == nil {
+		if err = r.waitCheckpoint(ctx, checkpoint.NeedRoot); err == nil {
 			r.d.Root = nil
 			err = r.restoreRoot(ctx, name)
 			detail = "root volume replaced from checkpoint " + r.d.Checkpoint
@@ -137,7 +135,7 @@ func (r *run) climbRung(ctx context.Context, name api.RungName) (string, error) 
 // volumesRung restores the data volumes from the checkpoint taken before
 // the change.
 func (r *run) volumesRung(ctx context.Context) (string, error) {
-	if err := r.waitCheckpoint(ctx); err != nil {
+	if err := r.waitCheckpoint(ctx, checkpoint.NeedData); err != nil {
 		return "", err
 	}
 	if err := r.restoreVolumes(ctx, rung.Volumes); err != nil {
@@ -150,15 +148,23 @@ func (r *run) volumesRung(ctx context.Context) (string, error) {
 	return "data volumes restored from checkpoint " + r.d.Checkpoint + ": " + strings.Join(vols, ", "), nil
 }
 
-// waitCheckpoint waits until the operation's checkpoint is restorable.
-func (r *run) waitCheckpoint(ctx context.Context) error {
+// waitCheckpoint waits until the operation's checkpoint can be restored
+// for need, within rollback.checkpoint_wait on the engine's clock. A
+// checkpoint still pending then ends the rung with what it waits on, how
+// long that may take, and what to run once it completes: a first
+// snapshot of a large volume takes hours on EBS and an AMI up to a day,
+// so running out of patience is an answer, not a silent failure.
+func (r *run) waitCheckpoint(ctx context.Context, need checkpoint.Need) error {
 	if r.d.Checkpoint == "" {
 		return errors.New("no checkpoint was taken before this change (checkpoint.before_deploy, or required: false)")
 	}
 	if r.e.o.Checkpoints == nil {
 		return ErrNoCheckpoints
 	}
-	deadline := time.Now().Add(checkpointWait)
+	clk := r.e.o.Clock
+	wait := r.cfg.Rollback.CheckpointWait
+	started := clk.Now()
+	var nextLog time.Duration
 	for {
 		c, err := r.e.o.Checkpoints.Cached(r.d.Checkpoint)
 		if err != nil {
@@ -166,19 +172,34 @@ func (r *run) waitCheckpoint(ctx context.Context) error {
 				return err
 			}
 		}
-		switch c.State {
-		case api.CheckpointCompleted:
+		ready, waiting, err := checkpoint.Readiness(c, need)
+		switch {
+		case err != nil:
+			return err
+		case ready:
 			return nil
-		case api.CheckpointError:
-			return fmt.Errorf("checkpoint %s failed: it cannot be restored", c.ID)
 		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("checkpoint %s is still %s (%s) after %s", c.ID, c.State, c.Progress, checkpointWait)
+		waited := clk.Now().Sub(started)
+		if waited >= wait {
+			flag := "--volumes"
+			if need == checkpoint.NeedRoot {
+				flag = "--root"
+			}
+			left := ""
+			if est := checkpoint.Estimate(c, time.Now()); est > 0 {
+				left = fmt.Sprintf(" (about %s more at its pace so far)", est)
+			}
+			return fmt.Errorf("checkpoint %s is not complete after waiting %s (rollback.checkpoint_wait): %s%s; "+
+				"EBS can take hours for a first snapshot of a large volume and up to a day for an AMI, and this rung changed nothing. "+
+				"Once `agentctl checkpoint show %s` says completed, run `agentctl checkpoint restore %s %s`",
+				c.ID, wait, waiting, left, c.ID, c.ID, flag)
 		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(time.Second):
+		if waited >= nextLog {
+			nextLog = waited + time.Minute
+			r.log.Info("waiting for the checkpoint to complete before restoring it", zap.String("checkpoint", c.ID), zap.String("waiting_on", waiting))
+		}
+		if err := clock.Sleep(ctx, clk, min(time.Second, wait-waited)); err != nil {
+			return err
 		}
 	}
 }
@@ -243,6 +264,11 @@ func (r *run) assess(ctx context.Context, rung api.RungName) error {
 		if len(checkers) == 0 {
 			return "no health checks configured (ValidateService is the check)", errSkipped
 		}
+		warm := ""
+		if w := r.cfg.Rollback.RestoreWarmup; r.restored && w > 0 {
+			policy = warmupPolicy(policy, w)
+			warm = fmt.Sprintf(" (after a restore, failed rounds allowed for rollback.restore_warmup %s: volumes made from snapshots read slowly until their blocks are fetched)", w)
+		}
 		a := health.Assess(ctx, checkers, policy, func(round int, results []api.CheckResult) {
 			r.e.bus.publish(api.Event{Type: api.EventMessage, DeploymentID: r.d.ID, Message: roundLine(round, results)})
 		})
@@ -250,10 +276,22 @@ func (r *run) assess(ctx context.Context, rung api.RungName) error {
 		r.d.Health = &sum
 		r.e.reportHealth(sum)
 		if !a.Healthy {
-			return a.Reason, errors.New(a.Reason)
+			return a.Reason + warm, errors.New(a.Reason + warm)
 		}
-		return a.Reason, nil
+		return a.Reason + warm, nil
 	})
+}
+
+// warmupPolicy lets an assessment after a restore fail rounds for w
+// before it counts them: a volume restored from a snapshot fetches each
+// block from S3 the first time it is read (EBS User Guide, "Initialize
+// Amazon EBS volumes"), so checks right after a restore can time out on
+// a healthy application. It still ends at the first success run.
+func warmupPolicy(p health.Policy, w time.Duration) health.Policy {
+	interval := max(p.Interval, time.Millisecond)
+	p.FailuresAllowed += int(w / interval)
+	p.AssessTimeout = max(p.AssessTimeout, p.Grace+w)
+	return p
 }
 
 func roundLine(round int, results []api.CheckResult) string {

@@ -1,11 +1,13 @@
 package engine_test
 
 import (
+	"cmp"
 	"context"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/rollback-agent/rollback-agent/internal/api"
 	"github.com/rollback-agent/rollback-agent/internal/engine"
@@ -32,6 +34,16 @@ func TestLadderWhenRungsFail(t *testing.T) {
 		wantInErr  []string
 		reboots    bool
 		pendingFor int
+		// held: something the agent cannot release uses the data
+		// volume; heldName: the guest holds its device name.
+		held       string
+		heldName   bool
+		wantDataAt string // device to read the data at (default dataDevice)
+		wantCalls  map[string]int
+		// cold: health rounds the restored volume fails; warmup:
+		// rollback.restore_warmup.
+		cold   int
+		warmup time.Duration
 	}{
 		{name: "revision rung mends the revision", ladder: []api.RungName{rung.Revision, rung.Volumes},
 			want: api.StatusRolledBack, wantRungs: "revision=succeeded", wantV: "v1", wantData: "good"},
@@ -42,6 +54,35 @@ func TestLadderWhenRungsFail(t *testing.T) {
 			wantInErr: []string{"revision rung: ", "needs an operator", "agentctl checkpoint restore"}},
 		{name: "volumes rung waits for its checkpoint to complete", ladder: []api.RungName{rung.Volumes}, v2Data: true, pendingFor: 2,
 			want: api.StatusRolledBack, wantRungs: "volumes=succeeded", wantV: "v2", wantData: "good"},
+		// A first snapshot of a large volume takes hours on EBS: the rung
+		// waits rollback.checkpoint_wait (30 minutes, on a clock that
+		// jumps), changes nothing, and says what to run once it completes.
+		{name: "volumes rung: the checkpoint stays pending for hours", ladder: []api.RungName{rung.Revision, rung.Volumes}, v2Data: true, pendingFor: 1 << 30,
+			want: api.StatusNeedsOperator, wantRungs: "revision=failed volumes=failed", wantV: "v1", wantData: "bad",
+			wantInErr: []string{"volumes rung: checkpoint ", "is not complete after waiting 30m0s (rollback.checkpoint_wait)", "is pending (0%)",
+				"needs an operator", "says completed, run `agentctl checkpoint restore cp-", " --volumes`"}},
+		// The old volume is held by something the agent cannot unmount
+		// (a partition, LVM, a container's mount): the rung refuses
+		// before stopping anything, and says so.
+		{name: "volumes rung refuses a volume it cannot release, before stopping anything", ladder: []api.RungName{rung.Revision, rung.Volumes}, v2Data: true,
+			held: "a filesystem on partition nvme1n1p1 is mounted at /srv", want: api.StatusNeedsOperator, wantRungs: "revision=failed volumes=failed", wantV: "v1", wantData: "bad",
+			wantInErr: []string{"volumes rung: restore /dev/sdf: the agent cannot release", "partition nvme1n1p1", "nothing was stopped"},
+			wantCalls: map[string]int{"CheckDetach": 1, "Unmount": 0, "CreateRestoreVolume": 0}},
+		// The guest still holds /dev/sdf: the new volume goes to the next
+		// free name and is mounted where the old one was.
+		{name: "volumes rung attaches at another name when the guest holds the device name", ladder: []api.RungName{rung.Volumes}, v2Data: true, heldName: true,
+			want: api.StatusRolledBack, wantRungs: "volumes=succeeded", wantV: "v2", wantData: "good", wantDataAt: "/dev/sdg"},
+		// A restored volume reads slowly until warm: without an allowance
+		// the first checks after the restore fail it; with
+		// rollback.restore_warmup they are allowed to fail for a while.
+		{name: "volumes rung: a cold volume fails the assessment without a warm-up", ladder: []api.RungName{rung.Volumes}, v2Data: true, cold: 3,
+			want: api.StatusNeedsOperator, wantRungs: "volumes=failed", wantV: "v2", wantData: "good"},
+		{name: "volumes rung: a cold volume passes within the warm-up", ladder: []api.RungName{rung.Volumes}, v2Data: true, cold: 3, warmup: 5 * time.Second,
+			want: api.StatusRolledBack, wantRungs: "volumes=succeeded", wantV: "v2", wantData: "good", wantInErr: []string{}},
+		// The root rung waits for the root snapshot the same way.
+		{name: "root rung: the root snapshot stays pending for hours", ladder: []api.RungName{rung.Revision, rung.Root}, v2Sys: true, pendingFor: 1 << 30,
+			want: api.StatusNeedsOperator, wantRungs: "revision=failed root=failed", wantV: "v1", wantData: "good",
+			wantInErr: []string{"root rung: checkpoint ", "root snapshot snap-", "rollback.checkpoint_wait", " --root`"}},
 		{name: "volumes rung cannot detach", ladder: []api.RungName{rung.Revision, rung.Volumes}, v2Data: true, fail: map[string]int{"Detach": 1},
 			want: api.StatusNeedsOperator, wantRungs: "revision=failed volumes=failed", wantV: "v1", wantData: "bad (unmounted)",
 			wantInErr: []string{"revision rung: ", "volumes rung: ", "Detach: injected failure"}},
@@ -63,6 +104,12 @@ func TestLadderWhenRungsFail(t *testing.T) {
 				f.fail[k] = v
 			}
 			f.pendingReads = c.pendingFor
+			f.coldRounds = c.cold
+			a.cfg.Rollback.RestoreWarmup = c.warmup
+			f.devices[dataDevice].held = c.held
+			if c.heldName {
+				f.heldNames[dataDevice] = true
+			}
 			f.mu.Unlock()
 			health, extra := "broken", map[string]string(nil)
 			switch {
@@ -89,8 +136,14 @@ func TestLadderWhenRungsFail(t *testing.T) {
 			if v := a.destFile("v"); v != c.wantV {
 				t.Errorf("%q installed, want %s", v, c.wantV)
 			}
-			if data := f.dataContent(dataDevice); data != c.wantData {
-				t.Errorf("data %q, want %q", data, c.wantData)
+			at := cmp.Or(c.wantDataAt, dataDevice)
+			if data := f.dataContent(at); data != c.wantData {
+				t.Errorf("data at %s %q, want %q", at, data, c.wantData)
+			}
+			for call, n := range c.wantCalls {
+				if got := f.count(call); got != n {
+					t.Errorf("%d calls to %s, want %d", got, call, n)
+				}
 			}
 			for _, s := range c.wantInErr {
 				if !strings.Contains(got.Error, s) {
@@ -117,7 +170,7 @@ func TestMatrixOtherKindsKilled(t *testing.T) {
 	for _, s := range []string{"ApplicationStop", engine.StepCheckpoint, "BeforeInstall", engine.StepInstall, "ValidateService", engine.StepAssess} {
 		cases = append(cases, kindCase{api.KindRollback, s, engine.StepStarted, api.StatusSucceeded}, kindCase{api.KindRollback, s, engine.StepReturned, api.StatusSucceeded})
 	}
-	for _, s := range []string{engine.StepPlan, "CreateVolume " + dataDevice, "Unmount " + dataDevice, "Detach " + dataDevice, "Attach " + dataDevice, "Mount " + dataDevice, engine.StepAssess} {
+	for _, s := range []string{engine.StepPlan, engine.StepCheckDetach + " " + dataDevice, "CreateVolume " + dataDevice, "Unmount " + dataDevice, "Detach " + dataDevice, "Attach " + dataDevice, "Mount " + dataDevice, engine.StepAssess} {
 		cases = append(cases, kindCase{api.KindRestore, s, engine.StepStarted, api.StatusSucceeded}, kindCase{api.KindRestore, s, engine.StepReturned, api.StatusSucceeded})
 	}
 	cases = append(cases, kindCase{api.KindGuard, engine.StepCommand, engine.StepStarted, api.StatusSucceeded},

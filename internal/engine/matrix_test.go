@@ -6,8 +6,10 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/rollback-agent/rollback-agent/internal/api"
+	"github.com/rollback-agent/rollback-agent/internal/clock"
 	"github.com/rollback-agent/rollback-agent/internal/config"
 	"github.com/rollback-agent/rollback-agent/internal/engine"
 	"github.com/rollback-agent/rollback-agent/internal/engine/rung"
@@ -35,22 +37,26 @@ func ladderAgent(t *testing.T, ladder ...api.RungName) (*agent, *fakeCheckpoints
 	a := newAgentYAML(t, func(dir string) string {
 		return fmt.Sprintf(`health:
   checks:
-    - {name: app, command: {argv: [sh, -c, 'test "$(cat %s)" = ok && test "$(cat %s)" = good && test "$(cat %s)" = ok'], timeout: 5s}}
+    - {name: app, command: {argv: [sh, -c, 'c=$(cat %[4]s 2>/dev/null || echo 0); if [ "$c" -gt 0 ]; then echo $((c-1)) > %[4]s; echo cold; exit 1; fi; test "$(cat %[1]s)" = ok && test "$(cat %[2]s)" = good && test "$(cat %[3]s)" = ok'], timeout: 5s}}
   interval: 10ms
   grace: 0s
   successes_needed: 1
   failures_allowed: 1
   assess_timeout: 10s
   watch_window: 0s
-`, filepath.Join(dir, "opt", "shop", "health"), filepath.Join(dir, "data"), filepath.Join(dir, "sys"))
+`, filepath.Join(dir, "opt", "shop", "health"), filepath.Join(dir, "data"), filepath.Join(dir, "sys"), filepath.Join(dir, "data.cold"))
 	}, func(c *config.Config) {
 		c.Rollback.Ladder = ladder
 		c.Rollback.MaxClimbsPerBoot, c.Rollback.MaxClimbsPerDay = 100, 100
+		c.Rollback.RestoreWarmup = 0 // the cold-volume cases set it
 	})
 	// newAgentYAML started an engine without checkpoints: start again
 	// with them (the first never ran anything).
 	a.stop()
 	a.cps = f
+	// Waits that last up to hours on AWS (a pending checkpoint) pass in
+	// no time: the clock jumps to each sleeper's deadline.
+	a.clock = clock.NewFake(time.Now(), true)
 	f.snapRoot = a.snapRoot
 	f.addDataVolume(dataDevice, filepath.Join(a.dir, "data"), "good")
 	if err := os.WriteFile(filepath.Join(a.dir, "sys"), []byte("ok"), 0o644); err != nil {
@@ -216,7 +222,7 @@ func TestMatrixRevisionRungKilledAtEveryStep(t *testing.T) {
 // journaled stage and ends with the checkpoint's data, one new volume
 // made, not two.
 func TestMatrixVolumesRungKilledAtEveryStage(t *testing.T) {
-	steps := []string{engine.StepPlan, "CreateVolume " + dataDevice, "ApplicationStop", "Unmount " + dataDevice, "Detach " + dataDevice,
+	steps := []string{engine.StepPlan, engine.StepCheckDetach + " " + dataDevice, "CreateVolume " + dataDevice, "ApplicationStop", "Unmount " + dataDevice, "Detach " + dataDevice,
 		"Attach " + dataDevice, "Mount " + dataDevice, "ApplicationStart", "ValidateService", engine.StepAssess}
 	for _, s := range steps {
 		for _, at := range []engine.StepPoint{engine.StepStarted, engine.StepReturned} {
@@ -239,6 +245,44 @@ func TestMatrixVolumesRungKilledAtEveryStage(t *testing.T) {
 				a.checkEnd(got, "v2", f)
 				if vols := f.restoreVolumes(); len(vols) != 1 {
 					t.Errorf("restore volumes made: %v", vols)
+				}
+			})
+		}
+	}
+}
+
+// The same with the guest holding /dev/sdf: the new volume goes to the
+// next free name; killed while attaching or mounting there, the rung
+// resumes at that name (AttachedAs is journaled with the stage), not at
+// the held one, and makes no second volume.
+func TestMatrixVolumesRungAtAnotherNameKilled(t *testing.T) {
+	for _, s := range []string{"Attach " + dataDevice, "Mount " + dataDevice, engine.StepAssess} {
+		for _, at := range []engine.StepPoint{engine.StepStarted, engine.StepReturned} {
+			c := matrixCase{step: s, rung: rung.Volumes, at: at, want: api.StatusRolledBack, wantV: "v2"}
+			t.Run(c.label(), func(t *testing.T) {
+				t.Parallel()
+				a, f := ladderAgent(t, rung.Volumes)
+				mustStatus(t, a.deploy(a.appRev("v1", "ok", nil)), api.StatusSucceeded)
+				f.mu.Lock()
+				f.heldNames[dataDevice] = true
+				f.mu.Unlock()
+				a.stop()
+				a.dieAt(c.step, c.rung, 1, c.at)
+				a.start()
+				d, err := a.e.Submit(a.request(a.appRev("v2", "ok", a.breakData())))
+				if err != nil {
+					t.Fatal(err)
+				}
+				a.crash()
+				got := mustStatus(t, a.wait(d.ID), c.want)
+				if data := f.dataContent("/dev/sdg"); data != "good" {
+					t.Errorf("data at /dev/sdg %q, want good", data)
+				}
+				if vols := f.restoreVolumes(); len(vols) != 1 {
+					t.Errorf("restore volumes made: %v", vols)
+				}
+				if len(got.Volumes) != 1 || got.Volumes[0].AttachedAs != "/dev/sdg" {
+					t.Errorf("volume plan %+v, want attached as /dev/sdg", got.Volumes)
 				}
 			})
 		}

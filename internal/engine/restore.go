@@ -77,6 +77,19 @@ func (r *run) restoreVolumes(ctx context.Context, rung api.RungName) error {
 			return err
 		}
 	}
+	// Before anything is made or stopped: every old volume can be
+	// released (EC2 would keep the detach of one still in use busy).
+	for i := range r.d.Volumes {
+		vr := &r.d.Volumes[i]
+		if !before(vr.Stage, checkpoint.StageUnmounted) {
+			continue
+		}
+		if err := r.step(StepCheckDetach+" "+vr.DeviceName, api.EffectNone, "", rung, func() (string, error) {
+			return vr.OldVolumeID + " can be released: nothing but the agent's unmount holds it", cps.CheckDetach(vr)
+		}); err != nil {
+			return err
+		}
+	}
 	for i := range r.d.Volumes {
 		vr := &r.d.Volumes[i]
 		if before(vr.Stage, checkpoint.StageCreated) {
@@ -109,6 +122,9 @@ func (r *run) restoreVolumes(ctx context.Context, rung api.RungName) error {
 			{checkpoint.StageAttached, func() (string, error) {
 				var err error
 				dev, err = cps.Attach(ctx, vr)
+				if vr.AttachedAs != "" {
+					return fmt.Sprintf("%s attached as %s at %s (EC2 would not take %s)", vr.NewVolumeID, dev, vr.AttachedAs, vr.DeviceName), err
+				}
 				return vr.NewVolumeID + " attached as " + dev, err
 			}},
 			{checkpoint.StageMounted, func() (string, error) {
@@ -130,6 +146,7 @@ func (r *run) restoreVolumes(ctx context.Context, rung api.RungName) error {
 			}
 		}
 	}
+	r.restored = true
 	if r.e.o.RefreshIdentity != nil {
 		if err := r.e.o.RefreshIdentity(ctx); err != nil {
 			r.log.Warn("refresh identity after the volume swap", zap.Error(err))
@@ -256,6 +273,9 @@ func (e *Engine) resumeRootRestore(ctx context.Context) error {
 			Trigger: "api", CreatedAt: in.Started, StartedAt: in.Started, Steps: []api.Step{}}
 	}
 	r := &run{e: e, d: d, cfg: e.o.Config(), log: e.o.Log}
+	if err := e.o.Checkpoints.AdoptRestored(*in); err != nil {
+		e.o.Log.Warn("record the checkpoints of the root restore in the ledger", zap.Error(err))
+	}
 	markInterrupted(d)
 	climbing := d.Kind != api.KindRestoreRoot // the ladder's root rung, not `checkpoint restore --root`
 	if d.Root == nil {
@@ -332,6 +352,7 @@ func (r *run) finishRootRung(ctx context.Context) {
 	if prev := r.previousGood(); prev != nil {
 		r.d.RolledBackTo = prev.ID
 	}
+	r.restored = true
 	err := r.rung(rung.Root, func() (string, error) {
 		if err := r.startInstalled(ctx, rung.Root); err != nil {
 			return "", err

@@ -21,6 +21,9 @@ type run struct {
 	d   *api.Deployment
 	cfg *config.Config
 	log *zap.Logger
+	// restored: volumes made from snapshots are in use now; they read
+	// slowly until warm, so the next assessment allows for it.
+	restored bool
 }
 
 // Step names besides the lifecycle events. Names are for people; what a
@@ -34,6 +37,7 @@ const (
 	StepUninstall   = "Uninstall"
 	StepRecover     = "Recover"
 	StepPlan        = "Plan"
+	StepCheckDetach = "CheckDetach"
 	StepIntent      = "Intent"
 	StepAssess      = "Assess"
 	StepCommand     = "Command"

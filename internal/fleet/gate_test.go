@@ -14,10 +14,10 @@ var t0 = time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
 func host(id, channel, version string, at, updated time.Time) *HostDoc {
 	return &HostDoc{
 		SchemaVersion: DocSchema, App: "shop", Channel: channel, InstanceID: id, AgentVersion: "1.0.0", State: "idle",
-		Status:    "succeeded",
-		Current:   &Revision{Revision: version, DeploymentID: "d-" + id, Since: at},
-		Operation: &Operation{DeploymentID: "d-" + id, Kind: "deploy", Revision: version, Status: "succeeded", At: at},
-		Health:    &Health{Healthy: true, Reason: "healthy", AssessedAt: updated, Since: at, Checks: 1},
+		Status:           "succeeded",
+		Current:          &Revision{Revision: version, DeploymentID: "d-" + id, Since: at},
+		Operation:        &Operation{DeploymentID: "d-" + id, Kind: "deploy", Revision: version, Status: "succeeded", At: at},
+		Health:           &Health{Healthy: true, Reason: "healthy", AssessedAt: updated, Since: at, Checks: 1},
 		HeartbeatSeconds: 600, UpdatedAt: updated,
 	}
 }

@@ -144,8 +144,20 @@ func RunAll(ctx context.Context, checkers []Checker) []api.CheckResult {
 }
 
 // probeFunc does the work of one check. It should honour ctx, but the
-// caller does not rely on it: see checker.Check.
-type probeFunc func(ctx context.Context) (healthy bool, output string)
+// caller does not rely on it: see checker.Check. output is what anyone
+// who may read the agent's status may see (it goes into reasons, the
+// journal and systemctl status); detail is what the check saw that may
+// hold the application's secrets (a command's output, an HTTP body):
+// the API gives it to root only.
+type probeFunc func(ctx context.Context) (healthy bool, output, detail string)
+
+// plain adapts a probe whose output holds nothing secret.
+func plain(f func(context.Context) (bool, string)) probeFunc {
+	return func(ctx context.Context) (bool, string, string) {
+		ok, out := f(ctx)
+		return ok, out, ""
+	}
+}
 
 // checker is what every kind of check shares: name, kind, hard timeout and
 // the result bookkeeping around its probe.
@@ -175,8 +187,8 @@ func (c *checker) Check(ctx context.Context) api.CheckResult {
 	defer pcancel()
 
 	type outcome struct {
-		healthy bool
-		output  string
+		healthy        bool
+		output, detail string
 	}
 	done := make(chan outcome, 1) // buffered: an abandoned probe must not block forever
 	go func() {
@@ -184,11 +196,11 @@ func (c *checker) Check(ctx context.Context) api.CheckResult {
 		// that panics is a failed check.
 		defer func() {
 			if r := recover(); r != nil {
-				done <- outcome{false, fmt.Sprintf("%s check %s panicked: %v", c.kind, c.name, r)}
+				done <- outcome{false, fmt.Sprintf("%s check %s panicked: %v", c.kind, c.name, r), ""}
 			}
 		}()
-		ok, out := c.probe(pctx)
-		done <- outcome{ok, out}
+		ok, out, detail := c.probe(pctx)
+		done <- outcome{ok, out, detail}
 	}()
 
 	var o outcome
@@ -198,7 +210,7 @@ func (c *checker) Check(ctx context.Context) api.CheckResult {
 		select {
 		case o = <-done: // finished at the same instant: keep its own words
 		default:
-			o = outcome{false, c.what + " did not finish"}
+			o = outcome{false, c.what + " did not finish", ""}
 		}
 	}
 	// The clock, not only pctx.Err: a socket deadline derived from pctx can
@@ -213,6 +225,7 @@ func (c *checker) Check(ctx context.Context) api.CheckResult {
 		Kind:     c.kind,
 		Healthy:  o.healthy,
 		Output:   boundOutput(o.output),
+		Detail:   boundOutput(o.detail),
 		Duration: time.Since(start),
 		At:       start,
 	}

@@ -101,7 +101,7 @@ func TestRunAllWithCancelledContext(t *testing.T) {
 
 func TestCheckThatPanicsIsFailed(t *testing.T) {
 	c := &checker{name: "p", kind: "custom", what: "panicking", timeout: time.Second,
-		probe: func(context.Context) (bool, string) { panic("nil map") }}
+		probe: plain(func(context.Context) (bool, string) { panic("nil map") })}
 	res := c.Check(t.Context())
 	if res.Healthy || res.Output != "custom check p panicked: nil map" {
 		t.Errorf("result = %+v", res)
@@ -113,7 +113,7 @@ func TestCheckIgnoringItsContextReturnsAtTimeout(t *testing.T) {
 	t.Cleanup(func() { close(release) })
 	const timeout = 150 * time.Millisecond
 	c := &checker{name: "stuck", kind: "custom", what: "waiting for a stuck library", timeout: timeout,
-		probe: func(context.Context) (bool, string) { <-release; return true, "late" }}
+		probe: plain(func(context.Context) (bool, string) { <-release; return true, "late" })}
 	start := time.Now()
 	res := c.Check(t.Context())
 	wantDuration(t, "stuck check", time.Since(start), timeout-5*time.Millisecond, timeout+margin)

@@ -55,7 +55,7 @@ func newCloudWatchCheck(name string, c config.CloudWatchCheck, client func(ctx c
 	}
 	cw := &cloudWatchCheck{names: names, insufficientHealthy: insufficientHealthy, client: client}
 	return &checker{name: name, kind: KindCloudWatch, what: "CloudWatch DescribeAlarms",
-		timeout: defaultCloudWatchTimeout, probe: cw.probe}, nil
+		timeout: defaultCloudWatchTimeout, probe: plain(cw.probe)}, nil
 }
 
 func (c *cloudWatchCheck) probe(ctx context.Context) (bool, string) {

@@ -29,13 +29,16 @@ func newCommandCheck(name string, c config.CommandCheck) (Checker, error) {
 	}
 	timeout := orDefault(c.Timeout, defaultCommandTimeout)
 	cc := &commandCheck{argv: append([]string(nil), c.Argv...)}
-	return &checker{name: name, kind: KindCommand, what: "running " + strings.Join(c.Argv, " "), timeout: timeout, probe: cc.probe}, nil
+	return &checker{name: name, kind: KindCommand, what: "running " + c.Argv[0], timeout: timeout, probe: cc.probe}, nil
 }
 
-func (c *commandCheck) probe(ctx context.Context) (bool, string) {
+// probe runs the command. Its exit status is the output; what it printed
+// is the detail, for root only: a check script may well print the
+// password it connected with.
+func (c *commandCheck) probe(ctx context.Context) (bool, string, string) {
 	out, err := os.CreateTemp("", "rollback-agent-health-*.out")
 	if err != nil {
-		return false, fmt.Sprintf("creating the output file of %s: %v", c.argv[0], err)
+		return false, fmt.Sprintf("creating the output file of %s: %v", c.argv[0], err), ""
 	}
 	// Unlinked at once: the open descriptor is all the command and we need,
 	// and nothing is left in the temp dir if the agent dies mid-check.
@@ -52,7 +55,7 @@ func (c *commandCheck) probe(ctx context.Context) (bool, string) {
 	// started.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
-		return false, fmt.Sprintf("starting %s: %v", c.argv[0], err)
+		return false, fmt.Sprintf("starting %s: %v", c.argv[0], err), ""
 	}
 	pid := cmd.Process.Pid
 
@@ -108,14 +111,11 @@ func (c *commandCheck) probe(ctx context.Context) (bool, string) {
 	if groupErr != nil {
 		status += fmt.Sprintf(" (stopping what it left running: %v)", groupErr)
 	}
-	if output = strings.TrimSpace(output); output != "" {
+	if output = strings.TrimSpace(output); len(output) > maxOutput-256 {
 		// Keep the end of the output: that is where scripts say why.
-		if len(output) > maxOutput-256 {
-			output = "…" + tailUTF8(output, maxOutput-256)
-		}
-		status += ": " + output
+		output = "…" + tailUTF8(output, maxOutput-256)
 	}
-	return !killed && waitErr == nil, status
+	return !killed && waitErr == nil, status, output
 }
 
 // readTail returns the last limit bytes written to f.

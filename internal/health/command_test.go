@@ -32,7 +32,10 @@ func TestCommandFalseIsUnhealthyWithItsOutput(t *testing.T) {
 	if res.Healthy {
 		t.Fatal("Healthy = true for exit status 3")
 	}
-	wantContains(t, "Output", res.Output, "exit status 3: ", "to-stdout", "db is down")
+	if res.Output != "exit status 3" {
+		t.Errorf("Output = %q, want only the exit status (what the command printed may be secret)", res.Output)
+	}
+	wantContains(t, "Detail", res.Detail, "to-stdout", "db is down")
 
 	res, _ = checkOne(t, cmdCfg(5*time.Second, "/bin/false"), Deps{})
 	if res.Healthy || res.Output != "exit status 1" {
@@ -50,10 +53,10 @@ func TestCommandPastItsTimeoutIsKilled(t *testing.T) {
 	}
 	wantDuration(t, "a command past its timeout", took, timeout-probeSlack(timeout)-5*time.Millisecond, timeout+margin)
 	wantContains(t, "Output", res.Output, "timed out after 300ms: killed /bin/sh and its process group")
-	if strings.Contains(res.Output, "not reached") {
-		t.Errorf("Output = %q: the script went on after the kill", res.Output)
+	if strings.Contains(res.Detail, "not reached") {
+		t.Errorf("Detail = %q: the script went on after the kill", res.Detail)
 	}
-	pgid := firstNumber(t, res.Output)
+	pgid := firstNumber(t, res.Detail)
 	waitGroupGone(t, pgid)
 }
 
@@ -67,14 +70,14 @@ func TestCommandBackgroundChildHoldingStdoutDoesNotBlock(t *testing.T) {
 	if took > time.Second {
 		t.Errorf("check took %v, want it to return when the shell exits", took)
 	}
-	pgid := firstNumber(t, res.Output)
+	pgid := firstNumber(t, res.Detail)
 	waitGroupGone(t, pgid)
 }
 
 func TestCommandStdinIsDevNull(t *testing.T) {
 	res, took := checkOne(t, cmdCfg(5*time.Second, "/bin/sh", "-c", "cat; echo read-eof"), Deps{})
-	if !res.Healthy || !strings.Contains(res.Output, "read-eof") {
-		t.Fatalf("Healthy = %v, Output = %q; want cat to see EOF at once", res.Healthy, res.Output)
+	if !res.Healthy || !strings.Contains(res.Detail, "read-eof") {
+		t.Fatalf("Healthy = %v, Detail = %q; want cat to see EOF at once", res.Healthy, res.Detail)
 	}
 	if took > time.Second {
 		t.Errorf("check took %v: stdin was not /dev/null", took)
@@ -87,11 +90,11 @@ func TestCommandOutputIsBoundedToItsEnd(t *testing.T) {
 	if res.Healthy {
 		t.Fatal("Healthy = true for exit status 1")
 	}
-	if len(res.Output) > maxOutput {
-		t.Errorf("Output is %d bytes, want at most %d", len(res.Output), maxOutput)
+	if len(res.Detail) > maxOutput {
+		t.Errorf("Detail is %d bytes, want at most %d", len(res.Detail), maxOutput)
 	}
-	if !strings.HasPrefix(res.Output, "exit status 1: …") || !strings.HasSuffix(res.Output, "LAST-LINE") {
-		t.Errorf("Output = %.80q…%q, want the status, a cut mark and the end of the output", res.Output, tailUTF8(res.Output, 40))
+	if res.Output != "exit status 1" || !strings.HasPrefix(res.Detail, "…") || !strings.HasSuffix(res.Detail, "LAST-LINE") {
+		t.Errorf("Output = %q, Detail = %.80q…%q, want the status, then a cut mark and the end of the output", res.Output, res.Detail, tailUTF8(res.Detail, 40))
 	}
 }
 
@@ -106,8 +109,8 @@ func TestCommandNotFound(t *testing.T) {
 func TestCommandLeavesNoTempFiles(t *testing.T) {
 	dir := t.TempDir()
 	t.Setenv("TMPDIR", dir)
-	if res, _ := checkOne(t, cmdCfg(5*time.Second, "/bin/echo", "hello"), Deps{}); !res.Healthy || res.Output != "exit status 0: hello" {
-		t.Fatalf("Healthy = %v, Output = %q", res.Healthy, res.Output)
+	if res, _ := checkOne(t, cmdCfg(5*time.Second, "/bin/echo", "hello"), Deps{}); !res.Healthy || res.Output != "exit status 0" || res.Detail != "hello" {
+		t.Fatalf("Healthy = %v, Output = %q, Detail = %q", res.Healthy, res.Output, res.Detail)
 	}
 	entries, err := os.ReadDir(dir)
 	if err != nil {

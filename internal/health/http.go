@@ -25,7 +25,9 @@ const maxRedirects = 5
 const excerptLen = 200
 
 type httpCheck struct {
-	url      string
+	url string
+	// shown is the URL as results show it (redactURL).
+	shown    string
 	expect   config.StatusRange
 	contains string
 	client   *http.Client
@@ -41,8 +43,24 @@ func newHTTPCheck(name string, c config.HTTPCheck) (Checker, error) {
 	if expect == (config.StatusRange{}) {
 		expect = config.StatusRange{Lo: 200, Hi: 299}
 	}
-	h := &httpCheck{url: c.URL, expect: expect, contains: c.BodyContains, client: newHTTPClient(timeout)}
-	return &checker{name: name, kind: KindHTTP, what: "GET " + c.URL, timeout: timeout, probe: h.probe}, nil
+	h := &httpCheck{url: c.URL, shown: redactURL(u), expect: expect, contains: c.BodyContains, client: newHTTPClient(timeout)}
+	return &checker{name: name, kind: KindHTTP, what: "GET " + h.shown, timeout: timeout, probe: h.probe}, nil
+}
+
+// redactURL is u as results show it: with the password of its user info
+// and every query value replaced by "xxxxx". A check URL may carry
+// credentials (http://admin:pw@..., ?token=...), and results reach every
+// member of the socket group, the journal and systemctl status.
+func redactURL(u *url.URL) string {
+	c := *u
+	if c.RawQuery != "" {
+		q := c.Query()
+		for k := range q {
+			q[k] = []string{"xxxxx"}
+		}
+		c.RawQuery = q.Encode()
+	}
+	return c.Redacted()
 }
 
 // newHTTPClient builds a client of its own for one check. The context
@@ -72,32 +90,35 @@ func newHTTPClient(timeout time.Duration) *http.Client {
 	}
 }
 
-func (h *httpCheck) probe(ctx context.Context) (bool, string) {
+// probe GETs the URL. The status line is the output; the start of the
+// body is the detail, for root only (a page behind basic auth is not for
+// every local user).
+func (h *httpCheck) probe(ctx context.Context) (bool, string, string) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, h.url, nil)
 	if err != nil {
-		return false, fmt.Sprintf("building the request for %s: %v", h.url, err)
+		return false, fmt.Sprintf("building the request for %s: %v", h.shown, err), ""
 	}
 	req.Header.Set("User-Agent", "rollback-agent-health-check")
 	resp, err := h.client.Do(req)
 	if err != nil {
-		return false, describeHTTPError(h.url, err)
+		return false, describeHTTPError(h.shown, err), ""
 	}
 	defer resp.Body.Close()
 	body, readErr := io.ReadAll(io.LimitReader(resp.Body, maxBody))
 
-	status := fmt.Sprintf("HTTP %d from %s", resp.StatusCode, h.url)
-	excerpt := bodyExcerpt(body)
+	status := fmt.Sprintf("HTTP %d from %s", resp.StatusCode, h.shown)
+	excerpt := strings.TrimPrefix(bodyExcerpt(body), ": ")
 	switch {
 	case !h.expect.Contains(resp.StatusCode):
-		return false, fmt.Sprintf("%s (want %s)%s", status, h.expect, excerpt)
+		return false, fmt.Sprintf("%s (want %s)", status, h.expect), excerpt
 	case h.contains == "":
-		return true, status + excerpt
+		return true, status, excerpt
 	case readErr != nil && !strings.Contains(string(body), h.contains):
-		return false, fmt.Sprintf("%s but reading the body failed before %q appeared: %v%s", status, h.contains, readErr, excerpt)
+		return false, fmt.Sprintf("%s but reading the body failed before %q appeared: %v", status, h.contains, readErr), excerpt
 	case !strings.Contains(string(body), h.contains):
-		return false, fmt.Sprintf("%s but the body (first %d KiB) does not contain %q%s", status, maxBody>>10, h.contains, excerpt)
+		return false, fmt.Sprintf("%s but the body (first %d KiB) does not contain %q", status, maxBody>>10, h.contains), excerpt
 	}
-	return true, fmt.Sprintf("%s, body contains %q%s", status, h.contains, excerpt)
+	return true, fmt.Sprintf("%s, body contains %q", status, h.contains), excerpt
 }
 
 // describeHTTPError turns a client error into a sentence that names the

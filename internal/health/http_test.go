@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rollback-agent/rollback-agent/internal/api"
 	"github.com/rollback-agent/rollback-agent/internal/config"
 )
 
@@ -22,7 +23,8 @@ func TestHTTP200IsHealthy(t *testing.T) {
 	if res.Name != "web" || res.Kind != KindHTTP || res.At.IsZero() || res.Duration <= 0 {
 		t.Errorf("result = %+v, want name web, kind http, At and Duration set", res)
 	}
-	wantContains(t, "Output", res.Output, "HTTP 200 from "+srv.URL+"/health", "status OK")
+	wantContains(t, "Output", res.Output, "HTTP 200 from "+srv.URL+"/health")
+	wantContains(t, "Detail", res.Detail, "status OK")
 }
 
 func TestHTTP500IsUnhealthy(t *testing.T) {
@@ -31,7 +33,8 @@ func TestHTTP500IsUnhealthy(t *testing.T) {
 	if res.Healthy {
 		t.Fatalf("Healthy = true for HTTP 500, output %q", res.Output)
 	}
-	wantContains(t, "Output", res.Output, "HTTP 500 from "+srv.URL, "want 200-299", "Internal Server Error")
+	wantContains(t, "Output", res.Output, "HTTP 500 from "+srv.URL, "want 200-299")
+	wantContains(t, "Detail", res.Detail, "Internal Server Error")
 }
 
 func TestHTTPBodyContains(t *testing.T) {
@@ -53,7 +56,8 @@ func TestHTTPBodyContains(t *testing.T) {
 			if res.Healthy != tc.healthy {
 				t.Fatalf("Healthy = %v, want %v; output %q", res.Healthy, tc.healthy, res.Output)
 			}
-			wantContains(t, "Output", res.Output, tc.output, `{"status":"ok"`)
+			wantContains(t, "Output", res.Output, tc.output)
+			wantContains(t, "Detail", res.Detail, `{"status":"ok"`)
 		})
 	}
 }
@@ -171,4 +175,42 @@ func TestHTTPDoesNotReuseConnections(t *testing.T) {
 	if n := conns.Load(); n != 3 {
 		t.Errorf("3 checks opened %d connections, want 3 (no keep-alive reuse)", n)
 	}
+}
+
+// Issue 17 item 9: a check URL's credentials never reach a result (which
+// every member of the socket group, the journal and systemctl status
+// see), whether the server answers, refuses the connection or hangs; the
+// request itself still carries them.
+func TestHTTPResultsNeverShowURLCredentials(t *testing.T) {
+	authorized := make(chan bool, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		user, pass, _ := r.BasicAuth()
+		authorized <- user == "admin" && pass == "S3cretPw" && r.URL.Query().Get("token") == "hunter2"
+		http.Error(w, "db_password=hunter2", http.StatusInternalServerError)
+	}))
+	t.Cleanup(srv.Close)
+	withCreds := func(base string) string {
+		return strings.Replace(base, "http://", "http://admin:S3cretPw@", 1) + "/health?token=hunter2&verbose=1"
+	}
+	res, _ := checkOne(t, httpCfg("web", withCreds(srv.URL), time.Second), Deps{})
+	if !<-authorized {
+		t.Fatal("the request did not carry the URL's credentials")
+	}
+	wantContains(t, "Output", res.Output, "http://admin:xxxxx@", "token=xxxxx", "verbose=xxxxx")
+	// Refused connection and a server that never answers.
+	closed := httptest.NewServer(http.NotFoundHandler())
+	closed.Close()
+	refused, _ := checkOne(t, httpCfg("web", withCreds(closed.URL), time.Second), Deps{})
+	hang := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() }))
+	t.Cleanup(hang.Close)
+	hung, _ := checkOne(t, httpCfg("web", withCreds(hang.URL), 200*time.Millisecond), Deps{})
+	for _, r := range []api.CheckResult{res, refused, hung} {
+		for _, secret := range []string{"S3cretPw", "hunter2"} {
+			if strings.Contains(r.Output, secret) {
+				t.Errorf("Output shows %q: %q", secret, r.Output)
+			}
+		}
+	}
+	// The body is detail, for root only.
+	wantContains(t, "Detail", res.Detail, "db_password=hunter2")
 }

@@ -26,7 +26,7 @@ func newSystemdCheck(name string, c config.SystemdCheck, dial func(ctx context.C
 	}
 	s := &systemdCheck{name: name, unit: unitName(c.Unit), dial: dial}
 	return &checker{name: name, kind: KindSystemd, what: "asking systemd about " + s.unit,
-		timeout: defaultSystemdTimeout, probe: s.probe}, nil
+		timeout: defaultSystemdTimeout, probe: plain(s.probe)}, nil
 }
 
 // dialSystemd connects to the system bus, or as root to systemd's private

@@ -20,7 +20,7 @@ func newTCPCheck(name string, c config.TCPCheck) (Checker, error) {
 	}
 	timeout := orDefault(c.Timeout, defaultTCPTimeout)
 	t := &tcpCheck{address: c.Address, dialer: &net.Dialer{Timeout: timeout}}
-	return &checker{name: name, kind: KindTCP, what: "connecting to " + c.Address, timeout: timeout, probe: t.probe}, nil
+	return &checker{name: name, kind: KindTCP, what: "connecting to " + c.Address, timeout: timeout, probe: plain(t.probe)}, nil
 }
 
 func (t *tcpCheck) probe(ctx context.Context) (bool, string) {

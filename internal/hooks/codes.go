@@ -3,6 +3,7 @@ package hooks
 import (
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -20,9 +21,9 @@ const (
 	ScriptFailed        ErrorCode = 4
 	UnknownError        ErrorCode = 5
 	// OutputsLeftOpen is what CodeDeploy reports when a background child
-	// keeps the script's output pipes open. Run never returns it: output
-	// goes to a file, so nothing is left to wait for, and such children
-	// are reported in Result.Lingering instead.
+	// keeps the script's output pipes open. Run never returns it: the
+	// agent stops waiting for such a pipe (see drain.go) and reports it in
+	// Result.Held and Result.Differences instead.
 	OutputsLeftOpen ErrorCode = 6
 	// FailedAfterRestart is reported by crash recovery (an agent restarted
 	// in the middle of a lifecycle event), not by Run.
@@ -114,6 +115,18 @@ func msgExitCode(location, runAs string, code int) string {
 
 func msgSignal(location, runAs, signal string) string {
 	return scriptAt(location) + asUser(runAs) + " failed with signal " + signal
+}
+
+// msgOutputHeld is CodeDeploy's failure text for an output left open
+// (hook_executor.rb: "failed to close STDOUT"), with what this agent did
+// instead and how to fix the script.
+func msgOutputHeld(location, stream string, pids []int) string {
+	who := "a process the script left running"
+	if len(pids) > 0 {
+		who = fmt.Sprintf("a process the script left running (pids %v in its process group)", pids)
+	}
+	return fmt.Sprintf("%s failed to close %s (%s, error code %d): %s still holds it open. CodeDeploy's agent fails the script with this once its timeout has passed; this agent goes on and discards that process's further output. Redirect it, e.g. `./server > /var/log/app.log 2>&1 &`",
+		scriptAt(location), strings.ToUpper(stream), OutputsLeftOpen, int(OutputsLeftOpen), who)
 }
 
 func asUser(runAs string) string {

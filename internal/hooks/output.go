@@ -1,7 +1,6 @@
 package hooks
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -9,23 +8,17 @@ import (
 	"path/filepath"
 	"time"
 	"unicode/utf8"
-
-	"golang.org/x/sys/unix"
 )
 
 const (
 	// logPerm lets the agent's group read hook output (it may hold
 	// secrets a script echoed) but nobody else.
-	logPerm = 0o640
-	// capCheckMillis bounds how long the size monitor sleeps between checks
-	// when no inotify event arrives (or inotify is unavailable).
-	capCheckMillis = 20
+	logPerm        = 0o640
 	truncMarkerFmt = "[rollback-agent: output truncated at %d bytes]\n"
 )
 
-// openLog opens an event's output file for appending. O_APPEND is what lets
-// the size monitor truncate under running writers: every write of the script
-// and its children lands at the current end, never past a hole.
+// openLog opens an event's output file for appending. Only the agent writes
+// it: the script's output reaches it through pipes (see drain.go).
 func openLog(path string) (*os.File, error) {
 	if path == "" {
 		return nil, errors.New("no log file given for the script's output")
@@ -51,155 +44,24 @@ func writeHeader(f *os.File, event, location string, now time.Time) error {
 	return nil
 }
 
-// logCap keeps an output file at or below max bytes while a script runs. A
-// hook writing a gigabyte must not fill the disk, and we cannot throttle it
-// at the source because its output is the file itself (a pipe would bring
-// back the hang on background children), so the file is cut back as it
-// grows. Truncation drops the newest output and keeps the beginning, where
-// the header and the script's first messages are.
-type logCap struct {
-	f   *os.File
-	max int64
-	// ino is an inotify fd watching the file for writes and wake an
-	// eventfd that finish uses to interrupt poll; both are -1 when
-	// inotify is unavailable and the monitor falls back to a timer.
-	ino, wake int
-	stop      chan struct{}
-	done      chan struct{}
-	// truncated and err are written by the monitor goroutine and read by
-	// finish after done is closed.
-	truncated bool
-	err       error
-}
+// scriptsLogTime is the timestamp of a scripts.log line as CodeDeploy's
+// agent writes it (hook_executor.rb log_script: Time.now.to_s without the
+// zone): local time, "2006-01-02 15:04:05".
+const scriptsLogTime = "2006-01-02 15:04:05"
 
-// startLogCap starts the size monitor for f; useInotify false makes it rely
-// on the timer alone, as it does when inotify is unavailable.
-func startLogCap(f *os.File, max int64, useInotify bool) *logCap {
-	c := &logCap{f: f, max: max, ino: -1, wake: -1, stop: make(chan struct{}), done: make(chan struct{})}
-	if !useInotify {
-		go c.loop()
-		return c
-	}
-	if err := c.watch(); err != nil {
-		// Out of inotify instances or watches: the timer alone still
-		// bounds the file, just less tightly.
-		c.closeFds()
-	}
-	go c.loop()
-	return c
-}
-
-// watch sets up the inotify watch, so that the monitor wakes on every write
-// instead of only every capCheckMillis: a fast writer appends tens of
-// megabytes in 20 ms.
-func (c *logCap) watch() error {
-	ino, err := unix.InotifyInit1(unix.IN_NONBLOCK | unix.IN_CLOEXEC)
+// WriteEventHeader appends the "LifecycleEvent - <event>" line CodeDeploy's
+// agent writes to a deployment's scripts.log before the event's first
+// script. The engine calls it once per event; Run writes the rest.
+func WriteEventHeader(scriptsLog, event string, now time.Time) error {
+	f, err := openLog(scriptsLog)
 	if err != nil {
-		return fmt.Errorf("creating inotify instance: %w", err)
+		return err
 	}
-	c.ino = ino
-	if _, err := unix.InotifyAddWatch(ino, c.f.Name(), unix.IN_MODIFY); err != nil {
-		return fmt.Errorf("watching %s: %w", c.f.Name(), err)
+	defer f.Close()
+	if _, err := fmt.Fprintf(f, "%s LifecycleEvent - %s\n", now.Format(scriptsLogTime), event); err != nil {
+		return fmt.Errorf("writing %s: %w", scriptsLog, err)
 	}
-	wake, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
-	if err != nil {
-		return fmt.Errorf("creating eventfd: %w", err)
-	}
-	c.wake = wake
 	return nil
-}
-
-func (c *logCap) closeFds() {
-	for _, fd := range []*int{&c.ino, &c.wake} {
-		if *fd >= 0 {
-			unix.Close(*fd)
-			*fd = -1
-		}
-	}
-}
-
-func (c *logCap) loop() {
-	defer close(c.done)
-	fds := []unix.PollFd{{Fd: int32(c.ino), Events: unix.POLLIN}, {Fd: int32(c.wake), Events: unix.POLLIN}}
-	buf := make([]byte, 4096)
-	for {
-		c.enforce()
-		select {
-		case <-c.stop:
-			return
-		default:
-		}
-		if c.ino < 0 {
-			select {
-			case <-c.stop:
-				return
-			case <-time.After(capCheckMillis * time.Millisecond):
-			}
-			continue
-		}
-		fds[0].Revents, fds[1].Revents = 0, 0
-		if _, err := unix.Poll(fds, capCheckMillis); err != nil && !errors.Is(err, unix.EINTR) {
-			c.setErr(fmt.Errorf("waiting for writes to %s: %w", c.f.Name(), err))
-			// Poll keeps failing the same way: go on by the timer.
-			time.Sleep(capCheckMillis * time.Millisecond)
-			continue
-		}
-		if fds[1].Revents != 0 {
-			return
-		}
-		// Drain the queued events; one size check covers them all. Our own
-		// truncation queues one more, which costs a single extra check.
-		for {
-			if n, err := unix.Read(c.ino, buf); n <= 0 || err != nil {
-				break
-			}
-		}
-	}
-}
-
-// enforce cuts the file back to max if it is longer.
-func (c *logCap) enforce() {
-	fi, err := c.f.Stat()
-	if err != nil {
-		c.setErr(fmt.Errorf("checking the size of log file: %w", err))
-		return
-	}
-	if fi.Size() <= c.max {
-		return
-	}
-	if err := c.f.Truncate(c.max); err != nil {
-		c.setErr(fmt.Errorf("truncating log file to %d bytes: %w", c.max, err))
-		return
-	}
-	c.truncated = true
-}
-
-func (c *logCap) setErr(err error) {
-	if c.err == nil {
-		c.err = err
-	}
-}
-
-// finish stops the monitor once the script's main process has exited, cuts
-// the file back a last time and, if anything was cut, says so in the file
-// itself so that a reader does not take the cut for the script's last words.
-func (c *logCap) finish() (truncated bool, err error) {
-	close(c.stop)
-	if c.wake >= 0 {
-		var one [8]byte
-		binary.NativeEndian.PutUint64(one[:], 1)
-		// If the write fails, poll's timeout ends the loop anyway.
-		_, _ = unix.Write(c.wake, one[:])
-	}
-	<-c.done
-	c.closeFds()
-	c.enforce()
-	if c.truncated {
-		if _, err := fmt.Fprintf(c.f, truncMarkerFmt, c.max); err != nil {
-			c.setErr(fmt.Errorf("writing the truncation marker: %w", err))
-		}
-	}
-	return c.truncated, c.err
 }
 
 // Tail returns up to n bytes of the end of an event's log file, for the

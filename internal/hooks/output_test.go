@@ -9,8 +9,6 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/rollback-agent/rollback-agent/internal/testutil"
 )
 
 // sampleSize records the largest size path reaches until stop is closed.
@@ -144,45 +142,5 @@ func TestTail(t *testing.T) {
 	if _, err := Tail(filepath.Join(t.TempDir(), "missing.log"), 10); err == nil ||
 		!strings.Contains(err.Error(), "missing.log") {
 		t.Fatalf("Tail of a missing file: err = %v, want one naming the file", err)
-	}
-}
-
-// TestLogCapWithoutInotify covers the monitor's fallback, used when the host
-// is out of inotify instances: a timer alone must still bound the file.
-func TestLogCapWithoutInotify(t *testing.T) {
-	const limit = 64 << 10
-	f, err := openLog(filepath.Join(t.TempDir(), "scripts.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	c := startLogCap(f, limit, false)
-	chunk := []byte(strings.Repeat("z", 32<<10))
-	var written int64
-	// Write until the monitor has cut the file back while we were writing.
-	testutil.WaitFor(t, 5*time.Second, "the timer to truncate the log", func() error {
-		if _, err := f.Write(chunk); err != nil {
-			t.Fatal(err)
-		}
-		written += int64(len(chunk))
-		fi, err := f.Stat()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if fi.Size() >= written {
-			return fmt.Errorf("the file is still %d bytes, all that was written", fi.Size())
-		}
-		return nil
-	})
-	truncated, err := c.finish()
-	if err != nil || !truncated {
-		t.Fatalf("finish() = %v, %v; want true, nil", truncated, err)
-	}
-	fi, err := f.Stat()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if want := int64(limit + len(fmt.Sprintf(truncMarkerFmt, limit))); fi.Size() != want {
-		t.Fatalf("final size %d, want %d", fi.Size(), want)
 	}
 }

@@ -1,10 +1,12 @@
 // Package hooks runs one appspec lifecycle hook script the way AWS
 // CodeDeploy's agent does (same preflight, error codes, messages, process
-// group, SIGTERM on timeout, log header), but without its failure modes:
-// output goes to a file rather than pipes, so a script that starts a daemon
-// returns at once instead of hanging until the timeout; the output file is
-// capped; a script that ignores SIGTERM is killed after a grace period; and
-// runas switches credentials natively instead of through `su`.
+// group, SIGTERM on timeout, log header, scripts.log), but without its
+// failure modes: a script that leaves a daemon holding its output returns
+// at once instead of hanging until the timeout (and is warned about, since
+// CodeDeploy fails it); every log stays under its cap whoever writes to the
+// script's pipes and for however long; a script that ignores SIGTERM is
+// killed after a grace period; and runas switches credentials natively
+// instead of through `su`.
 package hooks
 
 import (
@@ -56,8 +58,11 @@ type Spec struct {
 	// LogPath is the event's output file, opened O_APPEND|O_CREATE (0640);
 	// several scripts of an event append to it.
 	LogPath string
-	// MaxLogBytes caps LogPath, including what earlier scripts wrote; 0
-	// means 10 MiB.
+	// ScriptsLog is the deployment's scripts.log in CodeDeploy's format
+	// ("2006-01-02 15:04:05 [stdout]line"); "" for none.
+	ScriptsLog string
+	// MaxLogBytes caps LogPath, including what earlier scripts wrote, and
+	// what this script adds to ScriptsLog; 0 means 10 MiB.
 	MaxLogBytes int64
 	// KillGrace is the time between SIGTERM and SIGKILL; 0 means 5s.
 	KillGrace time.Duration
@@ -78,6 +83,12 @@ type Result struct {
 	// Lingering are the pids left running in the script's process group
 	// after it exited: background children, not killed, reported.
 	Lingering []int
+	// Held names the outputs ("stdout", "stderr") a process the script
+	// left running still held open after it exited.
+	Held []string
+	// Differences say where CodeDeploy's agent would have ended this
+	// script otherwise (an output held open fails it there).
+	Differences []string
 	// Warnings are problems around the script that did not decide its
 	// outcome: capping the log, signalling or scanning the process group.
 	Warnings []string
@@ -148,27 +159,58 @@ func run(ctx context.Context, s Spec, res *Result) {
 			return
 		}
 	}
-	logf, err := openLog(s.LogPath)
+	out, err := openOutputs(s)
 	if err != nil {
 		res.fail(UnknownError, scriptAt(s.Location)+" was not run: "+err.Error())
 		return
 	}
-	defer logf.Close()
-	if err := writeHeader(logf, s.Event, s.Location, time.Now()); err != nil {
-		res.fail(UnknownError, scriptAt(s.Location)+" was not run: "+err.Error())
-		return
-	}
-
-	capper := startLogCap(logf, s.MaxLogBytes, true)
-	cmd, err := startScript(path, hookEnv(acct, s.Env), acct, logf)
+	defer out.close()
+	stdout, stderr := out.childEnds()
+	cmd, err := startScript(path, hookEnv(acct, s.Env), acct, stdout, stderr)
+	out.start()
 	if err != nil {
 		res.fail(startFailure(s, path, err))
-		truncated, cerr := capper.finish()
+		truncated, _, cerr := out.finish(0)
 		res.Truncated = truncated
 		res.warn(cerr)
 		return
 	}
-	supervise(ctx, s, cmd, capper, res)
+	supervise(ctx, s, cmd, out, res)
+}
+
+// openOutputs opens the log files, writes the script's header lines and
+// makes the pipes.
+func openOutputs(s Spec) (*outputs, error) {
+	logf, err := openLog(s.LogPath)
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now()
+	if err := writeHeader(logf, s.Event, s.Location, now); err != nil {
+		logf.Close()
+		return nil, err
+	}
+	var scripts *os.File
+	if s.ScriptsLog != "" {
+		if scripts, err = openLog(s.ScriptsLog); err != nil {
+			logf.Close()
+			return nil, err
+		}
+		if _, err := fmt.Fprintf(scripts, "%s Script - %s\n", now.Format(scriptsLogTime), s.Location); err != nil {
+			logf.Close()
+			scripts.Close()
+			return nil, fmt.Errorf("writing %s: %w", s.ScriptsLog, err)
+		}
+	}
+	out, err := newOutputs(logf, scripts, s.MaxLogBytes)
+	if err != nil {
+		logf.Close()
+		if scripts != nil {
+			scripts.Close()
+		}
+		return nil, err
+	}
+	return out, nil
 }
 
 // resolveScript returns the absolute script path, or a message when the
@@ -195,6 +237,16 @@ func resolveScript(dir, location string) (path, msg string) {
 	rel, err := filepath.Rel(root, path)
 	if err != nil || rel == ".." || strings.HasPrefix(rel, "../") {
 		return path, msgOutside(location, root)
+	}
+	// Revisions may hold links to host paths (absolute links are data):
+	// the script itself must resolve inside the revision, or chmod +x and
+	// exec would act on a host file.
+	if real, err := filepath.EvalSymlinks(path); err == nil {
+		realRoot, rerr := filepath.EvalSymlinks(root)
+		rel, err := filepath.Rel(realRoot, real)
+		if rerr != nil || err != nil || rel == ".." || strings.HasPrefix(rel, "../") {
+			return path, msgOutside(location, root) + " (it is a symlink to " + real + ")"
+		}
 	}
 	return path, ""
 }
@@ -226,10 +278,10 @@ func ensureExecutable(path, location string) (ErrorCode, string) {
 
 // startScript execs the script directly, falling back to /bin/sh for a
 // script without a #! line.
-func startScript(path string, env []string, acct *account, out *os.File) (*exec.Cmd, error) {
+func startScript(path string, env []string, acct *account, stdout, stderr *os.File) (*exec.Cmd, error) {
 	argv := []string{path}
 	for attempt := 0; ; attempt++ {
-		cmd := newCmd(argv, env, acct, out)
+		cmd := newCmd(argv, env, acct, stdout, stderr)
 		err := cmd.Start()
 		switch {
 		case err == nil:
@@ -245,20 +297,20 @@ func startScript(path string, env []string, acct *account, out *os.File) (*exec.
 	}
 }
 
-// newCmd builds the command. stdout and stderr are the log file itself, not
-// pipes: a daemon started with `&` inherits them, and with pipes the agent
-// would wait for it to close them (CodeDeploy's #1 complaint); with an
-// *os.File, exec.Cmd starts no copying goroutines and Wait returns when the
-// main process exits. A nil Stdin is /dev/null, so `read` gets EOF at once.
-func newCmd(argv, env []string, acct *account, out *os.File) *exec.Cmd {
+// newCmd builds the command. stdout and stderr are the write ends of the
+// agent's pipes, given as *os.File so that exec.Cmd starts no copying
+// goroutines of its own and Wait returns when the main process exits (the
+// agent drains the pipes, see drain.go). A nil Stdin is /dev/null, so
+// `read` gets EOF at once.
+func newCmd(argv, env []string, acct *account, stdout, stderr *os.File) *exec.Cmd {
 	cmd := &exec.Cmd{
 		Path:   argv[0],
 		Args:   argv,
 		Env:    env,
 		Dir:    workDir,
 		Stdin:  nil,
-		Stdout: out,
-		Stderr: out,
+		Stdout: stdout,
+		Stderr: stderr,
 		// A process group of its own lets a timeout kill the script with
 		// everything it started, and identifies its leftovers afterwards.
 		SysProcAttr: &syscall.SysProcAttr{Setpgid: true},
@@ -323,7 +375,7 @@ const (
 
 // supervise waits for the main process, enforcing the timeout and ctx, then
 // fills in the outcome.
-func supervise(ctx context.Context, s Spec, cmd *exec.Cmd, capper *logCap, res *Result) {
+func supervise(ctx context.Context, s Spec, cmd *exec.Cmd, out *outputs, res *Result) {
 	pid := cmd.Process.Pid
 	exited := make(chan struct{})
 	reaped := false
@@ -355,14 +407,17 @@ func supervise(ctx context.Context, s Spec, cmd *exec.Cmd, capper *logCap, res *
 	}
 	<-exited
 
-	truncated, err := capper.finish()
-	res.Truncated = truncated
+	truncated, held, err := out.finish(outputGrace)
+	res.Truncated, res.Held = truncated, held
 	res.warn(err)
 	// Leftovers of a script that exited by itself are usually the
 	// application it started: report them, never kill them.
 	lingering, err := groupMembers(pid)
 	res.Lingering = lingering
 	res.warn(err)
+	for _, h := range held {
+		res.Differences = append(res.Differences, msgOutputHeld(s.Location, h, lingering))
+	}
 	if !reaped {
 		waitErr = cmd.Wait()
 	}

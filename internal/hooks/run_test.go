@@ -53,10 +53,19 @@ echo "pgrp=$(cut -d' ' -f5 /proc/$$/stat)"
 			t.Fatalf("header time %q: %v (parsed %v)", m[1], err, ts)
 		}
 	}
-	if lines[2] != "hello stdout" || lines[3] != "hello stderr" || lines[4] != "cwd=/" {
-		t.Fatalf("script output lines = %q", lines[2:5])
+	// stdout and stderr are two pipes, so only each stream's own order is
+	// kept (as in CodeDeploy's agent); "hello stderr" may come anywhere.
+	var out []string
+	for _, l := range lines[2:] {
+		if l == "hello stderr" {
+			continue
+		}
+		out = append(out, l)
 	}
-	pid, pgrp := strings.TrimPrefix(lines[5], "pid="), strings.TrimPrefix(lines[6], "pgrp=")
+	if len(out) != 4 || out[0] != "hello stdout" || out[1] != "cwd=/" || !strings.Contains(strings.Join(lines, "\n"), "hello stderr") {
+		t.Fatalf("script output lines = %q", lines[2:])
+	}
+	pid, pgrp := strings.TrimPrefix(out[2], "pid="), strings.TrimPrefix(out[3], "pgrp=")
 	if pid != pgrp || pid == strconv.Itoa(os.Getpid()) {
 		t.Fatalf("script pid %s runs in process group %s, want its own group", pid, pgrp)
 	}
@@ -204,6 +213,21 @@ func TestRunRefusesLocationOutsideRevision(t *testing.T) {
 			}
 		})
 	}
+	// An absolute link is data in a revision (issue 14.2), never a script
+	// to chmod and run.
+	t.Run("symlink_to_a_host_file", func(t *testing.T) {
+		if err := os.Symlink(outside, filepath.Join(dir, "linked.sh")); err != nil {
+			t.Fatal(err)
+		}
+		res := Run(context.Background(), baseSpec(t, dir, "linked.sh"))
+		wantCode(t, res, ScriptMissing)
+		if !strings.Contains(res.Message, "it is a symlink to "+outside) {
+			t.Fatalf("Message = %q", res.Message)
+		}
+		if _, err := os.Stat(ranMarker); err == nil {
+			t.Fatal("the outside script ran")
+		}
+	})
 	t.Run("absolute_inside", func(t *testing.T) {
 		inside := writeScript(t, dir, "in.sh", "#!/bin/sh\nexit 0\n", 0o755)
 		wantCode(t, Run(context.Background(), baseSpec(t, dir, inside)), Succeeded)

@@ -54,6 +54,42 @@ type entrySpec struct {
 	// Tail is appended to Body: long repetitive content (a nesting bomb)
 	// stays one readable line in case.yaml.
 	Tail *generateSpec `yaml:"tail"`
+	// Encoding "latin1" writes Name and Link as ISO-8859-1 bytes (one byte
+	// per character), names that are not UTF-8, as an old tool makes them.
+	Encoding string `yaml:"encoding"`
+}
+
+// encoded applies Encoding to s.
+func (e entrySpec) encoded(s string) (string, error) {
+	switch e.Encoding {
+	case "":
+		return s, nil
+	case "latin1":
+		var b []byte
+		for _, r := range s {
+			if r > 0xff {
+				return "", fmt.Errorf("%q is not Latin-1", s)
+			}
+			b = append(b, byte(r))
+		}
+		return string(b), nil
+	}
+	return "", fmt.Errorf("unknown encoding %q", e.Encoding)
+}
+
+// withEncoding returns the entries with their names and links encoded.
+func withEncoding(ents []entrySpec) ([]entrySpec, error) {
+	out := expand(ents)
+	for i, e := range out {
+		var err error
+		if out[i].Name, err = e.encoded(e.Name); err != nil {
+			return nil, err
+		}
+		if out[i].Link, err = e.encoded(e.Link); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
 }
 
 // generateSpec makes large inputs at run time.
@@ -165,7 +201,11 @@ func (e entrySpec) mode() (int64, error) {
 func tarOf(ents []entrySpec) ([]byte, error) {
 	var b bytes.Buffer
 	tw := tar.NewWriter(&b)
-	for _, e := range expand(ents) {
+	all, err := withEncoding(ents)
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range all {
 		mode, err := e.mode()
 		if err != nil {
 			return nil, err
@@ -225,7 +265,11 @@ func gzipOf(data []byte) ([]byte, error) {
 func zipOf(ents []entrySpec) ([]byte, error) {
 	var b bytes.Buffer
 	zw := zip.NewWriter(&b)
-	for _, e := range expand(ents) {
+	all, err := withEncoding(ents)
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range all {
 		mode, err := e.mode()
 		if err != nil {
 			return nil, err

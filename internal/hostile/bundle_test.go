@@ -55,7 +55,18 @@ func runBundle(t *testing.T, h *host, c *hostileCase) result {
 		if c.Expect.Step != "" && !strings.Contains(" "+stepNames+" ", " "+c.Expect.Step+" ") {
 			fail("%s: failed step(s) %q, want %s", c.name, stepNames, c.Expect.Step)
 		}
-		if d.Status == api.StatusSucceeded {
+		switch {
+		case c.Expect.Accepted && d.Status != api.StatusSucceeded:
+			fail("%s: want the bundle deployed, got %s: %s", c.name, d.Status, d.Error)
+		case c.Expect.Accepted:
+			r.got = fmt.Sprintf("exit %d, %s, %d warning(s)", res.code, d.Status, len(d.Warnings))
+			text = strings.Join(d.Warnings, "\n")
+			for _, w := range c.Expect.Warnings {
+				if !strings.Contains(text, w) {
+					fail("%s: warnings lack %q:\n%s", c.name, w, text)
+				}
+			}
+		case d.Status == api.StatusSucceeded:
 			fail("%s: the hostile bundle deployed", c.name)
 		}
 		// Releases.Unpack promises that a failed unpack leaves nothing of
@@ -71,8 +82,12 @@ func runBundle(t *testing.T, h *host, c *hostileCase) result {
 			fail("%s: no deployment record (%v): %s%s", c.name, err, res.stdout, res.stderr)
 		}
 	}
-	if res.code != 1 {
-		fail("%s: agentctl deploy --wait exit %d, want 1\n%s%s", c.name, res.code, res.stdout, res.stderr)
+	wantCode := 1
+	if c.Expect.Accepted {
+		wantCode = 0
+	}
+	if res.code != wantCode {
+		fail("%s: agentctl deploy --wait exit %d, want %d\n%s%s", c.name, res.code, wantCode, res.stdout, res.stderr)
 	}
 	for _, m := range c.Expect.checkText(text, "appspec.yml") {
 		fail("%s: error %s:\n%s", c.name, m, text)
@@ -82,9 +97,14 @@ func runBundle(t *testing.T, h *host, c *hostileCase) result {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d := diff(before, after); len(d) > 0 {
+	if d := diff(outsideDest(before, c), outsideDest(after, c)); len(d) > 0 {
 		fail("%s: WROTE OUTSIDE STAGING:\n  %s", c.name, strings.Join(d, "\n  "))
 		r.got += " | wrote outside staging: " + d[0]
+	}
+	for p, want := range c.Expect.Installed {
+		if got := installed(filepath.Join(sentinelRoot, p)); got != want {
+			fail("%s: %s is %q, want %q", c.name, p, got, want)
+		}
 	}
 	if got := listDir(h.dir); got != hostBefore {
 		fail("%s: the host directory changed: %s -> %s", c.name, hostBefore, got)
@@ -101,6 +121,38 @@ func runBundle(t *testing.T, h *host, c *hostileCase) result {
 		r.got += " | DAEMON DOWN"
 	}
 	return r
+}
+
+// outsideDest drops, for an accepted bundle, the paths under its own
+// destination (dest/NAME), where it was allowed to install.
+func outsideDest(snap map[string]string, c *hostileCase) map[string]string {
+	if !c.Expect.Accepted {
+		return snap
+	}
+	dest := filepath.Join(sentinelRoot, "dest", filepath.Base(c.dir))
+	out := map[string]string{}
+	for p, v := range snap {
+		if p != dest && !strings.HasPrefix(p, dest+"/") {
+			out[p] = v
+		}
+	}
+	return out
+}
+
+// installed describes a path for expect.installed.
+func installed(p string) string {
+	fi, err := os.Lstat(p)
+	switch {
+	case err != nil:
+		return "absent"
+	case fi.Mode()&os.ModeSymlink != 0:
+		t, _ := os.Readlink(p)
+		return "-> " + t
+	case fi.IsDir():
+		return "dir"
+	}
+	b, _ := os.ReadFile(p)
+	return string(b)
 }
 
 func failedSteps(d *api.Deployment) []api.Step {

@@ -80,8 +80,16 @@ type expect struct {
 	Code   string `yaml:"code"`
 	// BodyExcludes must not appear anywhere in a response (request).
 	BodyExcludes []string `yaml:"body_excludes"`
-	// Accepted is a positive control: the input must be accepted.
+	// Accepted is a positive control: the input must be accepted. A bundle
+	// must then deploy, writing only under its dest/NAME.
 	Accepted bool `yaml:"accepted"`
+	// Warnings are substrings that must each appear in the warnings of an
+	// accepted bundle's deployment.
+	Warnings []string `yaml:"warnings"`
+	// Installed maps paths under the sentinel root to what an accepted
+	// bundle must leave there: "-> target" for a symlink, "dir", or a
+	// file's content.
+	Installed map[string]string `yaml:"installed"`
 	// MaxSeconds and MaxMemory bound the time and memory the product may
 	// spend refusing the input (bombs): memory is the peak RSS growth of
 	// the daemon, the peak RSS of --check-config, or the bytes allocated

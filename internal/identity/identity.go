@@ -152,7 +152,34 @@ type EC2API interface {
 
 // Describe completes doc with what EC2 knows of the instance: zone, type,
 // account (for on-prem configs) and its EBS volumes with their devices.
-func Describe(ctx context.Context, client EC2API, doc Doc, byIDDir string) (api.Identity, error) {
+//
+// When IMDS named the instance (doc.Source "imds") it exists, and an
+// InvalidInstanceID.NotFound (or a list without it) is EC2's eventual
+// consistency right after RunInstances ("Eventual consistency in the
+// Amazon EC2 API", https://docs.aws.amazon.com/ec2/latest/devguide/eventual-consistency.html):
+// Describe asks again, backing off, for up to wait. An id from the config
+// may be a typo and fails at once.
+func Describe(ctx context.Context, client EC2API, doc Doc, byIDDir string, wait time.Duration) (api.Identity, error) {
+	if doc.Source != "imds" {
+		wait = 0
+	}
+	deadline := time.Now().Add(wait)
+	backoff := 250 * time.Millisecond
+	for {
+		id, err := describeOnce(ctx, client, doc, byIDDir)
+		if err == nil || !errors.Is(err, ErrUnknownInstance) || time.Now().Add(backoff).After(deadline) {
+			return id, err
+		}
+		select {
+		case <-ctx.Done():
+			return api.Identity{}, fmt.Errorf("%w (gave up: %v)", err, ctx.Err())
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 4*time.Second)
+	}
+}
+
+func describeOnce(ctx context.Context, client EC2API, doc Doc, byIDDir string) (api.Identity, error) {
 	out, err := client.DescribeInstances(ctx, &ec2.DescribeInstancesInput{InstanceIds: []string{doc.InstanceID}})
 	if err != nil {
 		var ae smithy.APIError

@@ -10,7 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
 
 	"github.com/rollback-agent/rollback-agent/internal/identity"
 	"github.com/rollback-agent/rollback-agent/internal/testbed"
@@ -50,7 +52,7 @@ func TestDiscoverAndDescribeAgainstIMDSMockAndMoto(t *testing.T) {
 	if doc != want {
 		t.Fatalf("doc = %+v, want %+v", doc, want)
 	}
-	id, err := identity.Describe(ctx, ec2.NewFromConfig(bed.AWSConfig()), doc, t.TempDir())
+	id, err := identity.Describe(ctx, ec2.NewFromConfig(bed.AWSConfig()), doc, t.TempDir(), 10*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,6 +63,46 @@ func TestDiscoverAndDescribeAgainstIMDSMockAndMoto(t *testing.T) {
 	}
 	if id.Volumes[1].LinuxDevice != "" || !strings.Contains(id.Volumes[1].LinuxDeviceError, identity.ByIDLinkName(inst.DataVolumeID)) {
 		t.Errorf("no device should be found in an empty by-id dir: %+v", id.Volumes[1])
+	}
+}
+
+// Right after RunInstances EC2 may not know the new instance yet (the bed
+// keeps it out of sight for its consistency window). An id IMDS gave is
+// asked for again until it appears; an id from the config fails at once.
+func TestDescribeWaitsOutEventualConsistency(t *testing.T) {
+	bed := peers.Get(t)
+	r := bed.Rules()
+	r.ConsistencyWindow = 3 * time.Second
+	defer bed.SetRules(r)()
+	_, first := newInstance(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cfg := bed.AWSConfig()
+	cfg.BaseEndpoint = aws.String(bed.AWS.URL) // the proxy, where the bed plays EC2's rules
+	c := ec2.NewFromConfig(cfg)
+	// Launched from a template, the instance is made through the bed's
+	// proxy, which starts its window.
+	lt, err := c.CreateLaunchTemplate(ctx, &ec2.CreateLaunchTemplateInput{LaunchTemplateName: aws.String("identity-" + first.Doc.InstanceID),
+		LaunchTemplateData: &types.RequestLaunchTemplateData{ImageId: aws.String(first.Doc.ImageID), InstanceType: types.InstanceTypeT3Micro}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	inst, err := bed.NewInstance(ctx, testbed.InstanceOptions{LaunchTemplateID: aws.ToString(lt.LaunchTemplate.LaunchTemplateId)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(inst.Close)
+	doc := identity.Doc{InstanceID: inst.Doc.InstanceID, Region: testbed.Region, Source: "config"}
+	if _, err := identity.Describe(ctx, c, doc, t.TempDir(), time.Minute); !errors.Is(err, identity.ErrUnknownInstance) {
+		t.Fatalf("a configured id inside the window: %v, want ErrUnknownInstance at once", err)
+	}
+	doc.Source = "imds"
+	id, err := identity.Describe(ctx, c, doc, t.TempDir(), time.Minute)
+	if err != nil {
+		t.Fatalf("an id from IMDS inside the window: %v", err)
+	}
+	if id.InstanceID != inst.Doc.InstanceID || len(id.Volumes) != 2 {
+		t.Errorf("identity %+v", id)
 	}
 }
 

@@ -3,67 +3,44 @@ package install
 import (
 	"context"
 	"fmt"
-	"io/fs"
+	"os"
 	"os/exec"
 	"strings"
+
+	"github.com/rollback-agent/rollback-agent/internal/posixacl"
 )
 
-// applyExtras sets ACLs (setfacl) and SELinux contexts (semanage,
-// restorecon) the way CodeDeploy does: the base u::/g::/o:: entries come
-// from the file's mode, setfacl recomputes the mask.
-func applyExtras(ctx context.Context, it *item) error {
-	if len(it.acls) > 0 {
-		if err := setACL(ctx, it); err != nil {
-			return err
-		}
-	}
-	if it.context != nil {
-		if err := setContext(ctx, it); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func setACL(ctx context.Context, it *item) error {
-	bin, err := exec.LookPath("setfacl")
-	if err != nil {
-		return fmt.Errorf("install: %s: permissions with acls need setfacl, which is not installed (install the acl package)", it.Path)
-	}
-	perm := it.Mode.Perm()
-	rwx := func(bits fs.FileMode) string {
-		s := []byte("---")
-		if bits&4 != 0 {
-			s[0] = 'r'
-		}
-		if bits&2 != 0 {
-			s[1] = 'w'
-		}
-		if bits&1 != 0 {
-			s[2] = 'x'
-		}
-		return string(s)
-	}
-	base := []string{"u::" + rwx(perm>>6), "g::" + rwx(perm>>3), "o::" + rwx(perm)}
-	entries := append([]string{}, base...)
-	hasDefault := false
+// setACL sets the permission's ACL on the open file f natively, the way
+// CodeDeploy's agent does with setfacl --set (see posixacl.Build): base
+// entries from the mode, and a mask of the mode's group bits when the
+// entries name users or groups without one, so u:bob:rw on a 640 file is
+// effectively r--, not the rw- that setfacl's own mask computation grants.
+func setACL(f *os.File, it *item) error {
+	var specs []posixacl.Spec
 	for _, a := range it.acls {
-		if strings.HasPrefix(a, "d:") || strings.HasPrefix(a, "default:") {
-			if it.Kind != KindDir {
-				return fmt.Errorf("install: %s: default ACL %q applies to directories only", it.Path, a)
-			}
-			hasDefault = true
+		sp, err := posixacl.ParseSpec(a)
+		if err != nil {
+			return fmt.Errorf("install: %s: %w", it.Path, err)
 		}
-		entries = append(entries, a)
+		specs = append(specs, sp)
 	}
-	if hasDefault {
-		for _, b := range base {
-			entries = append(entries, "d:"+b)
-		}
-	}
-	out, err := exec.CommandContext(ctx, bin, "--set", strings.Join(entries, ","), it.Path).CombinedOutput()
+	access, def, err := posixacl.Build(it.Mode, specs, it.Kind == KindDir, posixacl.LookupID)
 	if err != nil {
-		return fmt.Errorf("install: setfacl --set %s %s: %v: %s", strings.Join(entries, ","), it.Path, err, strings.TrimSpace(string(out)))
+		return fmt.Errorf("install: %s: %w", it.Path, err)
+	}
+	fd := int(f.Fd())
+	if err := posixacl.SetFd(fd, posixacl.XattrAccess, access); err != nil {
+		return fmt.Errorf("install: set the ACL of %s: %w (does its file system support ACLs?)", it.Path, err)
+	}
+	if it.Kind == KindDir {
+		if def == nil {
+			err = posixacl.RemoveFd(fd, posixacl.XattrDefault)
+		} else {
+			err = posixacl.SetFd(fd, posixacl.XattrDefault, def)
+		}
+		if err != nil {
+			return fmt.Errorf("install: set the default ACL of %s: %w", it.Path, err)
+		}
 	}
 	return nil
 }

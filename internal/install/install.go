@@ -5,14 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
-	"strings"
 	"syscall"
-	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/rollback-agent/rollback-agent/internal/appspec"
 	"github.com/rollback-agent/rollback-agent/internal/bundle"
+	"github.com/rollback-agent/rollback-agent/internal/posixacl"
 )
 
 // tmpSuffix names the temporary file a path is written to before it is
@@ -94,23 +94,25 @@ func (m *merged) get(path string) (Entry, bool) {
 // returned with nothing touched. A failure midway leaves the manifest
 // describing everything created so far.
 func Install(ctx context.Context, o Options) (*Report, error) {
-	p, err := buildPlan(o.Spec, o.RevisionDir, o.Digests)
+	p, warns, err := buildPlan(o.Spec, o.RevisionDir, o.Digests)
 	if err != nil {
 		return nil, fmt.Errorf("install: %w", err)
 	}
 	p.afterChange = o.afterChange
-	rep := &Report{}
-	warns, err := p.applyPermissions(o.Spec.Permissions)
-	rep.Warnings = warns
+	rep := &Report{Warnings: warns}
+	pw, err := p.applyPermissions(o.Spec.Permissions)
+	rep.Warnings = append(rep.Warnings, pw...)
 	if err != nil {
 		return nil, fmt.Errorf("install: %w", err)
 	}
 	prev := mergeManifests(o.Previous)
+	t := newTree(prev.dirs())
+	defer t.close()
 	behavior := o.Spec.FileExistsBehavior
 	if behavior == "" {
 		behavior = appspec.Disallow
 	}
-	skip, err := preflight(p, prev, behavior)
+	skip, err := preflight(t, p, prev, behavior)
 	if err != nil {
 		return nil, err
 	}
@@ -118,12 +120,12 @@ func Install(ctx context.Context, o Options) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	keep, err := cleanup(ctx, prev, p, rep)
+	keep, err := cleanup(ctx, t, prev, p, rep)
 	if err != nil {
 		w.abort()
 		return rep, err
 	}
-	if err := copyAll(ctx, p, prev, keep, skip, w, rep); err != nil {
+	if err := copyAll(ctx, t, p, prev, keep, skip, w, rep); err != nil {
 		w.abort()
 		return rep, err
 	}
@@ -134,181 +136,56 @@ func Install(ctx context.Context, o Options) (*Report, error) {
 	return rep, nil
 }
 
-// Uninstall removes everything the manifests recorded, newest first,
-// directories only when empty.
-func Uninstall(ctx context.Context, previous []*Manifest) (*Report, error) {
-	rep := &Report{}
-	_, err := cleanup(ctx, mergeManifests(previous), &plan{byDst: map[string]*item{}}, rep)
-	return rep, err
-}
-
-// preflight checks the plan against the disk before anything changes. It
-// returns the foreign files to leave alone (RETAIN) and marks directories
-// that existed before and are not ours.
-func preflight(p *plan, prev *merged, behavior string) (map[string]bool, error) {
-	skip := map[string]bool{}
-	var conflicts []string
-	ds := newDirStatter()
-	defer ds.close()
-	for _, it := range p.items {
-		fi, err := ds.lstat(it.Path)
-		if err != nil {
-			return nil, err
-		}
-		if fi == nil {
-			continue
-		}
-		it.disk = fi
-		pe, owned := prev.get(it.Path)
-		onDisk := kindOf(fi)
-		if owned && pe.Kind == onDisk {
-			continue // ours: cleanup removes or keeps it
-		}
-		if it.Kind == KindDir {
-			if onDisk == KindDir {
-				it.preexisting = true
-				continue
-			}
-			conflicts = append(conflicts, fmt.Sprintf("%s: a %s is where files[%d] needs a directory", it.Path, onDisk, it.fromIdx))
-			continue
-		}
-		if onDisk == KindDir {
-			conflicts = append(conflicts, fmt.Sprintf("%s: a directory is where files[%d] installs a %s", it.Path, it.fromIdx, it.Kind))
-			continue
-		}
-		switch behavior {
-		case appspec.Overwrite:
-			// Replaced and recorded, so the next deployment removes it.
-		case appspec.Retain:
-			skip[it.Path] = true
-		default:
-			conflicts = append(conflicts, fmt.Sprintf("%s: a file already exists at this location (file_exists_behavior is DISALLOW; use OVERWRITE or RETAIN, or remove it)", it.Path))
-		}
-	}
-	if len(conflicts) > 0 {
-		more := ""
-		if len(conflicts) > 20 {
-			more = fmt.Sprintf("\n  ... and %d more", len(conflicts)-20)
-			conflicts = conflicts[:20]
-		}
-		return nil, fmt.Errorf("install: nothing was changed, %d path(s) in the way:\n  %s%s", len(conflicts), strings.Join(conflicts, "\n  "), more)
-	}
-	return skip, nil
-}
-
-func kindOf(fi fs.FileInfo) string {
-	switch {
-	case fi.IsDir():
-		return KindDir
-	case fi.Mode()&fs.ModeSymlink != 0:
-		return KindSymlink
-	case fi.Mode().IsRegular():
-		return KindFile
-	}
-	return "special file"
-}
-
-// unchanged reports whether the installed copy of pe is still exactly
-// what was recorded and the new item would write the same thing.
-func unchanged(pe Entry, it *item, fi fs.FileInfo) bool {
-	if pe.Pending || pe.Kind != it.Kind || pe.UID != it.UID || pe.GID != it.GID || it.ACL || it.SELinux || pe.ACL || pe.SELinux {
-		return false
-	}
-	switch it.Kind {
-	case KindFile:
-		if pe.SHA256 != it.SHA256 || pe.Mode != it.Mode || pe.MTime != it.MTime || pe.Stat == nil {
-			return false
-		}
-		return *pe.Stat == *statKey(fi)
-	case KindSymlink:
-		t, err := os.Readlink(it.Path)
-		return err == nil && t == it.Target && pe.Target == it.Target && fi.Mode()&fs.ModeSymlink != 0
-	}
-	return false
-}
-
-// cleanup removes the previous install's paths, newest first, except
-// those kept unchanged and those a new file of the same kind replaces by
-// rename (so the app never sees them missing). It returns the kept set.
-func cleanup(ctx context.Context, prev *merged, p *plan, rep *Report) (map[string]bool, error) {
-	keep := map[string]bool{}
-	for i := len(prev.list) - 1; i >= 0; i-- {
-		if err := ctx.Err(); err != nil {
-			return keep, fmt.Errorf("install: cleanup interrupted: %w", err)
-		}
-		pe := prev.list[i]
-		if pe.Pending {
-			// Only a path whose last record is the write-ahead one can
-			// have a temporary file left by a crash.
-			os.Remove(pe.Path + tmpSuffix)
-		}
-		it := p.byDst[pe.Path]
-		fi, err := p.lstat(it, pe.Path)
-		if err != nil {
-			return keep, err
-		}
-		if fi == nil {
-			continue
-		}
-		onDisk := kindOf(fi)
-		if pe.Kind != onDisk {
-			continue // no longer what we installed: not ours to remove
-		}
-		if it != nil && it.Kind != KindDir && unchanged(pe, it, fi) {
-			keep[pe.Path] = true
-			continue
-		}
-		if onDisk == KindDir {
-			if it != nil && it.Kind == KindDir {
-				continue
-			}
-			if err := syscall.Rmdir(pe.Path); err == nil {
-				rep.Removed++
-			} else if !errors.Is(err, syscall.ENOTEMPTY) && !errors.Is(err, syscall.ENOENT) && !errors.Is(err, syscall.EEXIST) {
-				return keep, fmt.Errorf("install: remove directory %s: %w", pe.Path, err)
-			}
-			continue
-		}
-		if pe.SELinux {
-			removeContext(ctx, pe.Path)
-		}
-		if it != nil && it.Kind != KindDir {
-			continue // replaced by rename below
-		}
-		if err := os.Remove(pe.Path); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return keep, fmt.Errorf("install: remove %s: %w", pe.Path, err)
-		}
-		rep.Removed++
-		p.changed()
-	}
-	return keep, nil
-}
-
-// lstat is what is at path now: preflight's answer for a path of the
-// plan (nothing has touched it since), else a fresh lstat; nil when
-// nothing is there.
-func (p *plan) lstat(it *item, path string) (fs.FileInfo, error) {
-	if it != nil {
-		return it.disk, nil
-	}
-	fi, err := os.Lstat(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("install: inspect %s: %w", path, err)
-	}
-	return fi, nil
-}
-
+// changed tells the test hook a change reached the disk.
 func (p *plan) changed() {
 	if p.afterChange != nil {
 		p.afterChange()
 	}
 }
 
-func copyAll(ctx context.Context, p *plan, prev *merged, keep, skip map[string]bool, w *manifestWriter, rep *Report) error {
-	var withExtras []*item
+// Check builds the plan of an Install without touching anything: what
+// Validate runs, so that a revision whose files or permissions Install
+// would refuse (two permissions on one path, an unknown owner) is refused
+// before any hook runs. It returns the plan's warnings.
+func Check(spec *appspec.AppSpec, revDir string, digests map[string]bundle.Entry) ([]string, error) {
+	p, warns, err := buildPlan(spec, revDir, digests)
+	if err != nil {
+		return nil, fmt.Errorf("install: %w", err)
+	}
+	pw, err := p.applyPermissions(spec.Permissions)
+	if err != nil {
+		return nil, fmt.Errorf("install: %w", err)
+	}
+	return append(warns, pw...), nil
+}
+
+// Uninstall removes everything the manifests recorded, newest first,
+// directories only when empty.
+func Uninstall(ctx context.Context, previous []*Manifest) (*Report, error) {
+	rep := &Report{}
+	prev := mergeManifests(previous)
+	t := newTree(prev.dirs())
+	defer t.close()
+	_, err := cleanup(ctx, t, prev, &plan{byDst: map[string]*item{}}, rep)
+	return rep, err
+}
+
+// dirs are the directories the manifests say this agent made.
+func (m *merged) dirs() map[string]bool {
+	out := map[string]bool{}
+	for _, e := range m.list {
+		if e.Kind == KindDir {
+			out[e.Path] = true
+		}
+	}
+	return out
+}
+
+func copyAll(ctx context.Context, t *tree, p *plan, prev *merged, keep, skip map[string]bool, w *manifestWriter, rep *Report) error {
+	// Directory ACLs come after every copy, as CodeDeploy's agent runs all
+	// permission commands after its copies: a default ACL set first would
+	// be inherited by the files copied into the directory.
+	var withContext, dirACLs []*item
 	for _, it := range p.items {
 		if err := ctx.Err(); err != nil {
 			return fmt.Errorf("install: interrupted: %w", err)
@@ -326,125 +203,210 @@ func copyAll(ctx context.Context, p *plan, prev *merged, keep, skip map[string]b
 		var err error
 		switch it.Kind {
 		case KindDir:
-			err = installDir(it, prev, w, rep)
+			err = installDir(t, it, w, rep)
 		case KindFile, KindSymlink:
-			err = installFile(p, it, prev, w, rep)
+			err = installFile(t, p, it, prev, w, rep)
 		}
 		if err != nil {
 			return err
 		}
 		p.changed()
-		if it.ACL || it.SELinux {
-			withExtras = append(withExtras, it)
+		if it.SELinux {
+			withContext = append(withContext, it)
+		}
+		if it.ACL && it.Kind == KindDir && !it.preexisting {
+			dirACLs = append(dirACLs, it)
 		}
 	}
-	for _, it := range withExtras {
-		if err := applyExtras(ctx, it); err != nil {
+	for _, it := range dirACLs {
+		if err := setDirACL(t, it); err != nil {
+			return err
+		}
+	}
+	for _, it := range withContext {
+		if err := setContext(ctx, it); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func installDir(it *item, prev *merged, w *manifestWriter, rep *Report) error {
+func installDir(t *tree, it *item, w *manifestWriter, rep *Report) error {
 	if it.preexisting {
 		return nil
 	}
-	fi, err := os.Lstat(it.Path)
-	if errors.Is(err, fs.ErrNotExist) {
+	pfd, base, _, err := t.parent(it.Path)
+	if err != nil {
+		return fmt.Errorf("install: create directory %s: %w", it.Path, err)
+	}
+	if it.replaceLink {
+		target, _ := readlinkat(pfd, base)
+		if err := unix.Unlinkat(pfd, base, 0); err != nil && !errors.Is(err, unix.ENOENT) {
+			return fmt.Errorf("install: remove the symlink at %s: %w", it.Path, err)
+		}
+		rep.Warnings = append(rep.Warnings, fmt.Sprintf("%s: the symlink to %s that replaced this directory after the previous install was replaced by a directory again (its target is left alone)", it.Path, target))
+	}
+	var st unix.Stat_t
+	err = unix.Fstatat(pfd, base, &st, unix.AT_SYMLINK_NOFOLLOW)
+	switch {
+	case errors.Is(err, unix.ENOENT):
 		if err := w.record(Entry{Path: it.Path, Kind: KindDir, Pending: true}); err != nil {
 			return err
 		}
-		if err := os.Mkdir(it.Path, 0o700); err != nil {
+		if err := unix.Mkdirat(pfd, base, 0o700); err != nil {
 			return fmt.Errorf("install: create directory %s: %w", it.Path, err)
 		}
+		t.ours[it.Path] = true
 		rep.DirsCreated++
-	} else if err != nil {
+	case err != nil:
 		return fmt.Errorf("install: inspect %s: %w", it.Path, err)
-	} else if !fi.IsDir() {
+	case st.Mode&unix.S_IFMT != unix.S_IFDIR:
 		return fmt.Errorf("install: %s is not a directory", it.Path)
 	}
-	if err := os.Lchown(it.Path, it.UID, it.GID); err != nil {
-		return fmt.Errorf("install: chown %s: %w", it.Path, err)
+	fd, err := unix.Openat(pfd, base, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("install: open directory %s: %w", it.Path, err)
 	}
-	if err := os.Chmod(it.Path, it.Mode); err != nil {
-		return fmt.Errorf("install: chmod %s: %w", it.Path, err)
+	d := os.NewFile(uintptr(fd), it.Path)
+	defer d.Close()
+	// A directory of ours kept from the previous install starts without
+	// ACLs, as the fresh mkdir CodeDeploy's agent would make: copies into
+	// it must not inherit a default ACL the new revision may not set.
+	for _, attr := range []string{posixacl.XattrAccess, posixacl.XattrDefault} {
+		if err := posixacl.RemoveFd(fd, attr); err != nil {
+			return fmt.Errorf("install: %s: %w", it.Path, err)
+		}
 	}
-	e := it.Entry
-	return w.record(e)
+	if err := setOwnerMode(d, it); err != nil {
+		return err
+	}
+	return w.record(it.Entry)
 }
 
-func installFile(p *plan, it *item, prev *merged, w *manifestWriter, rep *Report) error {
+// setDirACL sets a directory's ACLs once everything is copied.
+func setDirACL(t *tree, it *item) error {
+	tfd, _, err := t.openDir(it.Path)
+	if err != nil {
+		return fmt.Errorf("install: %s: %w", it.Path, err)
+	}
+	fd, err := unix.Dup(tfd)
+	if err != nil {
+		return fmt.Errorf("install: %s: %w", it.Path, err)
+	}
+	unix.CloseOnExec(fd)
+	d := os.NewFile(uintptr(fd), it.Path)
+	defer d.Close()
+	return setACL(d, it)
+}
+
+func installFile(t *tree, p *plan, it *item, prev *merged, w *manifestWriter, rep *Report) error {
 	_, owned := prev.get(it.Path)
-	if _, err := os.Lstat(it.Path); err == nil && !owned {
+	if it.disk != nil && !owned {
 		rep.Overwritten++
 	}
 	if err := w.record(Entry{Path: it.Path, Kind: it.Kind, Pending: true}); err != nil {
 		return err
 	}
-	tmp := it.Path + tmpSuffix
-	os.Remove(tmp)
+	pfd, base, _, err := t.parent(it.Path)
+	if err != nil {
+		return fmt.Errorf("install: %s: %w", it.Path, err)
+	}
+	tmp := base + tmpSuffix
+	_ = unix.Unlinkat(pfd, tmp, 0)
 	if it.Kind == KindSymlink {
-		if err := os.Symlink(it.Target, tmp); err != nil {
+		if err := unix.Symlinkat(it.Target, pfd, tmp); err != nil {
 			return fmt.Errorf("install: create symlink %s: %w", it.Path, err)
 		}
-		if err := os.Lchown(tmp, it.UID, it.GID); err != nil {
+		if err := unix.Fchownat(pfd, tmp, it.UID, it.GID, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 			return fmt.Errorf("install: chown symlink %s: %w", it.Path, err)
 		}
 	} else {
-		n, err := copyContent(it, tmp)
+		n, err := copyContent(it, pfd, tmp)
 		if err != nil {
-			os.Remove(tmp)
+			_ = unix.Unlinkat(pfd, tmp, 0)
 			return err
 		}
 		rep.Bytes += n
 	}
 	p.changed()
-	if err := os.Rename(tmp, it.Path); err != nil {
-		os.Remove(tmp)
+	if err := unix.Renameat(pfd, tmp, pfd, base); err != nil {
+		_ = unix.Unlinkat(pfd, tmp, 0)
 		return fmt.Errorf("install: move %s into place: %w", it.Path, err)
 	}
-	fi, err := os.Lstat(it.Path)
-	if err != nil {
+	var st unix.Stat_t
+	if err := unix.Fstatat(pfd, base, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		return fmt.Errorf("install: inspect %s: %w", it.Path, err)
 	}
 	e := it.Entry
-	e.Stat = statKey(fi)
+	e.Stat = statKeyOf(&st)
 	rep.Copied++
 	return w.record(e)
 }
 
-// copyContent writes the file to tmp with its final owner, mode and
-// mtime (chown before chmod: chown clears setuid bits).
-func copyContent(it *item, tmp string) (int64, error) {
-	in, err := os.Open(it.src)
+// copyContent writes the file to tmp in the directory pfd with its final
+// owner, mode, ACL and mtime.
+func copyContent(it *item, pfd int, tmp string) (int64, error) {
+	in, err := os.OpenFile(it.src, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
 	if err != nil {
 		return 0, fmt.Errorf("install: open %s: %w", it.src, err)
 	}
 	defer in.Close()
-	out, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	fd, err := unix.Openat(pfd, tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
 	if err != nil {
 		return 0, fmt.Errorf("install: create %s: %w", it.Path, err)
 	}
+	out := os.NewFile(uintptr(fd), it.Path)
 	n, err := io.Copy(out, in)
 	if err != nil {
 		out.Close()
 		return n, fmt.Errorf("install: copy %s to %s: %w", it.src, it.Path, err)
 	}
-	if err := out.Chown(it.UID, it.GID); err != nil {
+	if err := setOwnerMode(out, it); err != nil {
 		out.Close()
-		return n, fmt.Errorf("install: chown %s: %w", it.Path, err)
+		return n, err
 	}
-	if err := out.Chmod(it.Mode); err != nil {
-		out.Close()
-		return n, fmt.Errorf("install: chmod %s: %w", it.Path, err)
+	if it.ACL {
+		if err := setACL(out, it); err != nil {
+			out.Close()
+			return n, err
+		}
 	}
 	if err := out.Close(); err != nil {
 		return n, fmt.Errorf("install: write %s: %w", it.Path, err)
 	}
-	mt := time.Unix(0, it.MTime)
-	if err := os.Chtimes(tmp, mt, mt); err != nil {
+	ts := []unix.Timespec{unix.NsecToTimespec(it.MTime), unix.NsecToTimespec(it.MTime)}
+	if err := unix.UtimesNanoAt(pfd, tmp, ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		return n, fmt.Errorf("install: set mtime of %s: %w", it.Path, err)
 	}
 	return n, nil
+}
+
+// setOwnerMode applies owner and mode in CodeDeploy's order: a copy keeps
+// the revision's owner and then its mode (chown, chmod: setuid survives),
+// while a permission with owner or group runs chmod and then chown
+// (install_instruction.rb), and the kernel's chown clears setuid, and
+// setgid on a group-executable file, as it does there.
+func setOwnerMode(f *os.File, it *item) error {
+	chown := func() error {
+		if err := f.Chown(it.UID, it.GID); err != nil {
+			return fmt.Errorf("install: chown %s: %w", it.Path, err)
+		}
+		return nil
+	}
+	chmod := func() error {
+		if err := f.Chmod(it.chmodMode); err != nil {
+			return fmt.Errorf("install: chmod %s: %w", it.Path, err)
+		}
+		return nil
+	}
+	if it.chownLast {
+		if err := chmod(); err != nil {
+			return err
+		}
+		return chown()
+	}
+	if err := chown(); err != nil {
+		return err
+	}
+	return chmod()
 }

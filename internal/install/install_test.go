@@ -51,8 +51,8 @@ type node struct {
 	UID, GID              uint32
 }
 
-// tree reads everything under root as it is on disk.
-func tree(t *testing.T, root string) map[string]node {
+// diskTree reads everything under root as it is on disk.
+func diskTree(t *testing.T, root string) map[string]node {
 	t.Helper()
 	out := map[string]node{}
 	filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
@@ -122,7 +122,7 @@ func TestCopySemanticsDirectoryFileAndAncestors(t *testing.T) {
 	if err := h.install(s, r); err != nil {
 		t.Fatal(err)
 	}
-	got := tree(t, h.dest)
+	got := diskTree(t, h.dest)
 	// A directory source installs its contents; a file source goes into
 	// the destination directory under its own name; symlinks stay links.
 	for _, p := range []string{"index.html", "css/site.css", "etc/app.conf"} {
@@ -152,7 +152,7 @@ func TestWholeRevisionSourceIncludesAppspec(t *testing.T) {
 	if err := h.install(spec(appspec.File{Source: "/", Destination: h.dest}), r); err != nil {
 		t.Fatal(err)
 	}
-	got := tree(t, h.dest)
+	got := diskTree(t, h.dest)
 	if got["appspec.yml"].Kind != KindFile || got["bin/run"].Kind != KindFile {
 		t.Errorf("source / installs the whole revision: %v", got)
 	}
@@ -172,7 +172,7 @@ func TestCleanupRemovesPreviousRevisionOnly(t *testing.T) {
 	if err := h.install(s, v2); err != nil {
 		t.Fatal(err)
 	}
-	got := tree(t, h.dest)
+	got := diskTree(t, h.dest)
 	if _, ok := got["old"]; ok {
 		t.Errorf("directory of the previous revision left behind: %v", got)
 	}
@@ -253,18 +253,18 @@ func TestPermissions(t *testing.T) {
 	s := spec(appspec.File{Source: "app", Destination: h.dest})
 	nobody := "nobody"
 	s.Permissions = []appspec.Permission{
+		{Object: filepath.Join(h.dest, "bin"), Pattern: "*.sh", Mode: 0o4755, HasMode: true, Types: []string{"file"}, Line: 1},
 		// mode 0644 means 0644 (the literal digits), not decimal 644.
-		{Object: h.dest, Pattern: "**", Mode: 0o644, HasMode: true, Types: []string{"file"}, Line: 1},
-		{Object: filepath.Join(h.dest, "bin"), Pattern: "*.sh", Mode: 0o4755, HasMode: true, Types: []string{"file"}, Line: 2},
-		{Object: filepath.Join(h.dest, "conf"), Pattern: "**", Except: []string{"*.key"}, Owner: nobody, Group: "nogroup", Types: []string{"file", "directory"}, Line: 3},
+		{Object: filepath.Join(h.dest, "bin"), Pattern: "to*", Mode: 0o644, HasMode: true, Types: []string{"file"}, Line: 2},
+		{Object: filepath.Join(h.dest, "conf"), Pattern: "**", Except: []string{"*.key"}, Owner: nobody, Group: "nogroup", Types: []string{"file"}, Line: 3},
 		{Object: filepath.Join(h.dest, "conf"), Pattern: "**", Mode: 0o700, HasMode: true, Types: []string{"directory"}, Line: 4},
-		{Object: filepath.Join(h.dest, "single.txt"), Pattern: "**", Mode: 0o600, HasMode: true, Types: []string{"file"}, Line: 5},
+		{Object: filepath.Join(h.dest, "single.txt"), Pattern: "**", Mode: 0o640, HasMode: true, Types: []string{"file"}, Line: 5},
 		{Object: "/nonexistent/x", Pattern: "**", Mode: 0o600, HasMode: true, Types: []string{"file"}, Line: 6},
 	}
 	if err := h.install(s, r); err != nil {
 		t.Fatal(err)
 	}
-	got := tree(t, h.dest)
+	got := diskTree(t, h.dest)
 	check := func(p string, mode fs.FileMode, uid uint32) {
 		t.Helper()
 		if got[p].Mode != mode || got[p].UID != uid {
@@ -273,11 +273,11 @@ func TestPermissions(t *testing.T) {
 	}
 	check("bin/tool", 0o644, 0)
 	check("bin/run.sh", 0o755|fs.ModeSetuid, 0)
-	check("conf/a.conf", 0o644, 65534)
-	check("conf/secret.key", 0o644, 0)        // except
-	check("conf/sub/deep.conf", 0o644, 65534) // "**" reaches any depth
-	check("conf/sub", fs.ModeDir|0o700, 65534)
-	check("single.txt", 0o600, 0)
+	check("conf/a.conf", 0o600, 65534)
+	check("conf/secret.key", 0o600, 0)        // except
+	check("conf/sub/deep.conf", 0o600, 65534) // "**" reaches any depth; except names direct children only
+	check("conf/sub", fs.ModeDir|0o700, 0)
+	check("single.txt", 0o640, 0)
 	if got["bin"].Mode != fs.ModeDir|0o755 {
 		t.Errorf("bin/ is not under conf and keeps 0755: %v", got["bin"].Mode)
 	}
@@ -340,7 +340,7 @@ func TestIncrementalInstallEqualsFullReinstall(t *testing.T) {
 	if err := fresh.install(s2, v2); err != nil {
 		t.Fatal(err)
 	}
-	if a, b := tree(t, h.dest), tree(t, fresh.dest); !reflect.DeepEqual(a, b) {
+	if a, b := diskTree(t, h.dest), diskTree(t, fresh.dest); !reflect.DeepEqual(a, b) {
 		t.Errorf("incremental install differs from a full one:\n%v\n%v", a, b)
 	}
 	// And back to v1 (a rollback): again equal to a fresh install of v1.
@@ -351,7 +351,7 @@ func TestIncrementalInstallEqualsFullReinstall(t *testing.T) {
 	if err := fresh1.install(spec(appspec.File{Source: "app", Destination: fresh1.dest}), v1); err != nil {
 		t.Fatal(err)
 	}
-	if a, b := tree(t, h.dest), tree(t, fresh1.dest); !reflect.DeepEqual(a, b) {
+	if a, b := diskTree(t, h.dest), diskTree(t, fresh1.dest); !reflect.DeepEqual(a, b) {
 		t.Errorf("rollback install differs from a full one:\n%v\n%v", a, b)
 	}
 }
@@ -383,7 +383,7 @@ func TestPartialManifestAfterCrashIsEnough(t *testing.T) {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(filepath.Dir(h.dest)); !os.IsNotExist(err) {
-		t.Errorf("leftovers after uninstall with both manifests: %v", tree(t, filepath.Dir(h.dest)))
+		t.Errorf("leftovers after uninstall with both manifests: %v", diskTree(t, filepath.Dir(h.dest)))
 	}
 }
 
@@ -415,19 +415,25 @@ func TestTypeConflictIsRefusedBeforeChanges(t *testing.T) {
 }
 
 func TestACLsApplied(t *testing.T) {
-	if _, err := os.Stat("/usr/bin/setfacl"); err != nil {
-		t.Fatalf("setfacl is needed (make tools installs the acl package): %v", err)
+	if _, err := exec.LookPath("getfacl"); err != nil {
+		t.Fatalf("getfacl is the independent reader here (make ostools installs the acl package): %v", err)
 	}
 	h := newHost(t)
 	r := rev(t, map[string]string{"app/shared.txt": "x"})
 	s := spec(appspec.File{Source: "app", Destination: h.dest})
-	s.Permissions = []appspec.Permission{{Object: h.dest, Pattern: "**", Mode: 0o640, HasMode: true, ACLs: []string{"u:nobody:r--"}, Types: []string{"file"}, Line: 1}}
+	s.Permissions = []appspec.Permission{{Object: h.dest, Pattern: "**", Mode: 0o640, HasMode: true, ACLs: []string{"u:nobody:rw"}, Types: []string{"file"}, Line: 1}}
 	if err := h.install(s, r); err != nil {
 		t.Fatal(err)
 	}
+	// CodeDeploy's mask is the mode's group bits (issue 14.6): the rw asked
+	// for on a 640 file is r-- in effect, as getfacl (the independent
+	// reader) shows.
 	out, err := execOutput("getfacl", "-c", filepath.Join(h.dest, "shared.txt"))
-	if err != nil || !strings.Contains(out, "user:nobody:r--") {
+	if err != nil || !strings.Contains(out, "user:nobody:rw-\t#effective:r--") || !strings.Contains(out, "mask::r--") {
 		t.Errorf("getfacl: %v\n%s", err, out)
+	}
+	if fi, _ := os.Stat(filepath.Join(h.dest, "shared.txt")); fi.Mode().Perm() != 0o640 {
+		t.Errorf("mode after the ACL: %v", fi.Mode())
 	}
 }
 

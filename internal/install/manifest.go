@@ -16,7 +16,6 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"syscall"
 )
 
 // Entry kinds.
@@ -58,17 +57,6 @@ type StatKey struct {
 	Size  int64  `json:"size"`
 	MTime int64  `json:"mtime"`
 	CTime int64  `json:"ctime"`
-}
-
-func statKey(fi fs.FileInfo) *StatKey {
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	if !ok {
-		return nil
-	}
-	return &StatKey{
-		Dev: st.Dev, Ino: st.Ino, Size: st.Size,
-		MTime: st.Mtim.Sec*1e9 + st.Mtim.Nsec, CTime: st.Ctim.Sec*1e9 + st.Ctim.Nsec,
-	}
 }
 
 // Manifest is what one Install put on disk, in creation order.
@@ -134,7 +122,7 @@ type manifestWriter struct {
 }
 
 func newManifestWriter(path string) (*manifestWriter, error) {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_WRONLY|os.O_APPEND, 0o644)
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("install: create manifest %s: %w", path, err)
 	}
@@ -186,7 +174,7 @@ func (w *manifestWriter) finish() error {
 		return fmt.Errorf("install: close manifest %s: %w", w.path, err)
 	}
 	tmp := w.path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
 	if err != nil {
 		return fmt.Errorf("install: write manifest %s: %w", tmp, err)
 	}

@@ -44,7 +44,7 @@ func freshTree(t *testing.T, revDir string) map[string]node {
 	if err := h.install(spec(appspec.File{Source: "app", Destination: h.dest}), revDir); err != nil {
 		t.Fatal(err)
 	}
-	return tree(t, h.dest)
+	return diskTree(t, h.dest)
 }
 
 // Changes made behind the agent's back to files it would keep are found
@@ -80,7 +80,7 @@ func TestChangesBehindTheAgentsBackAreUndone(t *testing.T) {
 	if h.report.Copied != 15 {
 		t.Errorf("copied %d, want 15: %s", h.report.Copied, h.report)
 	}
-	got, want := tree(t, h.dest), freshTree(t, v1)
+	got, want := diskTree(t, h.dest), freshTree(t, v1)
 	// A stray file that merely has our temporary suffix and is not in any
 	// manifest is not ours: it stays, like any other foreign file.
 	if _, ok := got["d1/f09"+tmpSuffix]; !ok {
@@ -165,7 +165,7 @@ func TestRollbackKilledMidInstallRecovers(t *testing.T) {
 			if _, err := Install(context.Background(), Options{Spec: s, RevisionDir: v1, Previous: []*Manifest{installed, stale, pm}, ManifestPath: final}); err != nil {
 				t.Fatal(err)
 			}
-			if got := tree(t, h.dest); !reflect.DeepEqual(got, want) {
+			if got := diskTree(t, h.dest); !reflect.DeepEqual(got, want) {
 				t.Errorf("recovered install differs from a fresh one:\n got %v\nwant %v", got, want)
 			}
 			// Nothing on disk is unaccounted for: uninstalling with the new
@@ -178,7 +178,7 @@ func TestRollbackKilledMidInstallRecovers(t *testing.T) {
 				t.Fatal(err)
 			}
 			if _, err := os.Lstat(filepath.Dir(h.dest)); !os.IsNotExist(err) {
-				t.Errorf("left after uninstall: %v", tree(t, filepath.Dir(filepath.Dir(h.dest))))
+				t.Errorf("left after uninstall: %v", diskTree(t, filepath.Dir(filepath.Dir(h.dest))))
 			}
 		})
 	}
@@ -209,7 +209,7 @@ func TestDeployKilledMidInstallThenRolledBack(t *testing.T) {
 			if _, err := Install(context.Background(), Options{Spec: s, RevisionDir: v1, Previous: []*Manifest{installed, pm}, ManifestPath: filepath.Join(h.mdir, "final")}); err != nil {
 				t.Fatal(err)
 			}
-			if got := tree(t, h.dest); !reflect.DeepEqual(got, want) {
+			if got := diskTree(t, h.dest); !reflect.DeepEqual(got, want) {
 				t.Errorf("rollback after a crash differs from a fresh install:\n got %v\nwant %v", got, want)
 			}
 		})

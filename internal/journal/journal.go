@@ -8,10 +8,13 @@ package journal
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
+	"syscall"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -33,6 +36,10 @@ type Journal struct {
 	db      *bolt.DB
 	path    string
 	pidPath string
+
+	// wmu serialises the witness's rewrites; trouble is what Open found.
+	wmu     sync.Mutex
+	trouble *Trouble
 }
 
 // Open opens (creating if needed) the journal in stateDir and takes its
@@ -46,6 +53,7 @@ func Open(stateDir string, lockWait time.Duration) (*Journal, error) {
 	if lockWait <= 0 {
 		lockWait = 50 * time.Millisecond
 	}
+	fresh := isFresh(path)
 	var db *bolt.DB
 	err := safely(path, func() (err error) {
 		db, err = bolt.Open(path, 0o600, &bolt.Options{Timeout: lockWait})
@@ -54,7 +62,7 @@ func Open(stateDir string, lockWait time.Duration) (*Journal, error) {
 	if err != nil {
 		if errors.Is(err, berrors.ErrTimeout) {
 			holder := "another process"
-			if b, rerr := os.ReadFile(pidPath); rerr == nil {
+			if b, rerr := readSmall(pidPath, 64); rerr == nil {
 				if pid, perr := strconv.Atoi(strings.TrimSpace(string(b))); perr == nil {
 					holder = fmt.Sprintf("rollback-agent pid %d", pid)
 				}
@@ -85,11 +93,47 @@ func Open(stateDir string, lockWait time.Duration) (*Journal, error) {
 		return nil, fmt.Errorf("journal: init buckets in %s: %w", path, err)
 	}
 	// The pid file only improves the "held by" message; the lock is the flock.
-	if err := os.WriteFile(pidPath, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
+	if err := writePID(pidPath); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("journal: write %s: %w", pidPath, err)
 	}
-	return &Journal{db: db, path: path, pidPath: pidPath}, nil
+	j := &Journal{db: db, path: path, pidPath: pidPath}
+	if err := j.checkWitness(fresh); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return j, nil
+}
+
+// writePID writes the pid file, never through a link someone left there.
+func writePID(path string) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|syscall.O_NOFOLLOW, 0o644)
+	if err != nil {
+		return err
+	}
+	_, err = f.WriteString(strconv.Itoa(os.Getpid()) + "\n")
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// readSmall reads at most limit bytes of a file the agent wrote, without
+// following a link: a file that grew beyond that is not the agent's.
+func readSmall(path string, limit int64) ([]byte, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b)) > limit {
+		return nil, fmt.Errorf("%s is larger than %d bytes", path, limit)
+	}
+	return b, nil
 }
 
 // Path is the journal file.

@@ -118,7 +118,9 @@ func receive(t *testing.T, bed *testbed.Bed, url string, n int) []string {
 	t.Helper()
 	var bodies []string
 	testutil.WaitFor(t, 30*time.Second, fmt.Sprintf("%d message(s) in %s", n, url), func() error {
-		var out struct{ Messages []struct{ Body, ReceiptHandle string } }
+		var out struct {
+			Messages []struct{ Body, ReceiptHandle string }
+		}
 		awsJSON(t, bed, &out, "sqs", "receive-message", "--queue-url", url, "--max-number-of-messages", "10")
 		for _, m := range out.Messages {
 			bodies = append(bodies, m.Body)

@@ -17,6 +17,7 @@ import (
 
 	"github.com/rollback-agent/rollback-agent/internal/appspec"
 	"github.com/rollback-agent/rollback-agent/internal/bundle"
+	"github.com/rollback-agent/rollback-agent/internal/install"
 )
 
 // Release is one unpacked revision.
@@ -30,6 +31,12 @@ type Release struct {
 	StrippedDir   string           `json:"stripped_dir,omitempty"`
 	CreatedAt     time.Time        `json:"created_at"`
 	AppSpec       *appspec.AppSpec `json:"appspec"`
+	// Warnings are what Validate found beyond the appspec's own: what
+	// Install will do differently from CodeDeploy's agent, and how the
+	// revision was opened to its hooks' users.
+	Warnings []string `json:"warnings,omitempty"`
+	// RunAs are the users the revision root is opened to.
+	RunAs []string `json:"runas,omitempty"`
 }
 
 // Store is the releases directory.
@@ -38,15 +45,15 @@ type Store struct {
 	cache *fileCache
 }
 
-// Open returns the store under stateDir, creating it. It is world
-// traversable (0755): hooks that run as other users execute scripts from
-// the revisions inside it.
+// Open returns the store under stateDir, creating it. It is searchable but
+// not readable by others (0711): hooks that run as other users reach the
+// revisions opened to them (see access.go) without seeing the others.
 func Open(stateDir string) (*Store, error) {
 	dir := filepath.Join(stateDir, "releases")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(dir, storeDirMode); err != nil {
 		return nil, fmt.Errorf("releases: create %s: %w", dir, err)
 	}
-	if err := os.Chmod(dir, 0o755); err != nil {
+	if err := os.Chmod(dir, storeDirMode); err != nil {
 		return nil, fmt.Errorf("releases: chmod %s: %w", dir, err)
 	}
 	return &Store{dir: dir, cache: &fileCache{}}, nil
@@ -87,8 +94,11 @@ func (s *Store) Unpack(ctx context.Context, id, bundlePath string, lim bundle.Li
 	if err := os.RemoveAll(dir); err != nil {
 		return nil, fmt.Errorf("releases: clear %s: %w", dir, err)
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.Mkdir(dir, releaseDirMode); err != nil {
 		return nil, fmt.Errorf("releases: create %s: %w", dir, err)
+	}
+	if err := os.Chmod(dir, releaseDirMode); err != nil {
+		return nil, fmt.Errorf("releases: chmod %s: %w", dir, err)
 	}
 	res, err := bundle.UnpackFile(ctx, bundlePath, s.ArchiveDir(id), lim)
 	if err == nil {
@@ -107,9 +117,11 @@ func (s *Store) Unpack(ctx context.Context, id, bundlePath string, lim bundle.Li
 	return res, nil
 }
 
-// Validate parses and validates the unpacked revision's appspec once and
-// completes the release record. On error the release is removed: a
-// revision that does not validate is never installed.
+// Validate parses and validates the unpacked revision's appspec once,
+// checks that Install would accept its files and permissions, opens the
+// revision to its hooks' runas users, and completes the release record.
+// On error the release is removed: a revision that does not validate is
+// never installed, and nothing has run.
 func (s *Store) Validate(id, revision string, opts appspec.Options) (*Release, error) {
 	var res bundle.Result
 	if err := readJSON(s.unpackPath(id), &res); err != nil {
@@ -120,9 +132,29 @@ func (s *Store) Validate(id, revision string, opts appspec.Options) (*Release, e
 		os.RemoveAll(s.Dir(id))
 		return nil, err
 	}
+	digests, err := s.Entries(id)
+	if err != nil {
+		os.RemoveAll(s.Dir(id))
+		return nil, err
+	}
+	warnings, err := install.Check(spec, s.ArchiveDir(id), digests)
+	if err != nil {
+		os.RemoveAll(s.Dir(id))
+		return nil, err
+	}
+	users := runAsUsers(spec)
+	w, err := s.openTo(id, users)
+	if err != nil {
+		os.RemoveAll(s.Dir(id))
+		return nil, err
+	}
+	if w != "" {
+		warnings = append(warnings, w)
+	}
 	rel := &Release{
 		ID: id, Revision: revision, Digest: res.SHA256, Format: string(res.Format), Size: res.Size,
 		UnpackedBytes: res.UnpackedBytes, StrippedDir: res.StrippedDir, CreatedAt: time.Now().UTC(), AppSpec: spec,
+		Warnings: warnings, RunAs: users,
 	}
 	// release.json last: its presence marks a complete release.
 	if err := writeJSON(s.metaPath(id), rel); err != nil {
@@ -233,7 +265,7 @@ func writeJSON(path string, v any) error {
 		return fmt.Errorf("releases: encode %s: %w", path, err)
 	}
 	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, recordMode)
 	if err != nil {
 		return fmt.Errorf("releases: write %s: %w", path, err)
 	}

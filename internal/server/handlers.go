@@ -37,6 +37,8 @@ type Backend interface {
 	GuardDone(ctx context.Context, id string, done api.GuardDone) error
 	// Metrics is the Prometheus text exposition.
 	Metrics(ctx context.Context) string
+	// Acknowledge clears the trouble of that kind the status reports.
+	Acknowledge(ctx context.Context, trouble string) error
 }
 
 // CheckpointBackend is the checkpoint part of the API.
@@ -120,7 +122,11 @@ func (s *Server) allowedMethods(r *http.Request) []string {
 
 func (s *Server) routes() {
 	s.mux.HandleFunc("GET "+api.PathStatus, func(w http.ResponseWriter, r *http.Request) {
-		WriteJSON(w, http.StatusOK, s.backend.Status(r.Context()))
+		st := s.backend.Status(r.Context())
+		if !s.privileged(r) {
+			st = st.WithoutDetails()
+		}
+		WriteJSON(w, http.StatusOK, st)
 	})
 	s.mux.HandleFunc("POST "+api.PathDeployments, s.postDeployment)
 	s.mux.HandleFunc("GET "+api.PathDeployments, s.listDeployments)
@@ -139,7 +145,23 @@ func (s *Server) routes() {
 			writeErr(w, err)
 			return
 		}
+		if !s.privileged(r) {
+			withheld := rep.WithoutDetails()
+			rep = &withheld
+		}
 		WriteJSON(w, http.StatusOK, rep)
+	})
+	s.mux.HandleFunc("POST "+api.PathAcknowledge, func(w http.ResponseWriter, r *http.Request) {
+		var req api.AcknowledgeRequest
+		if err := decodeBody(r, &req); err != nil {
+			writeErr(w, err)
+			return
+		}
+		if err := s.backend.Acknowledge(r.Context(), req.Trouble); err != nil {
+			writeErr(w, err)
+			return
+		}
+		WriteJSON(w, http.StatusOK, s.backend.Status(r.Context()))
 	})
 	s.mux.HandleFunc("POST "+api.PathGuards, func(w http.ResponseWriter, r *http.Request) {
 		var req api.GuardRequest
@@ -224,6 +246,11 @@ func (s *Server) listDeployments(w http.ResponseWriter, r *http.Request) {
 	if deps == nil {
 		deps = []api.Deployment{}
 	}
+	if !s.privileged(r) {
+		for i := range deps {
+			deps[i] = deps[i].WithoutDetails()
+		}
+	}
 	WriteJSON(w, http.StatusOK, api.DeploymentList{SchemaVersion: api.SchemaVersion, Deployments: deps})
 }
 
@@ -233,7 +260,11 @@ func (s *Server) getDeployment(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, err)
 		return
 	}
-	WriteJSON(w, http.StatusOK, api.DeploymentBody{SchemaVersion: api.SchemaVersion, Deployment: *d})
+	dep := *d
+	if !s.privileged(r) {
+		dep = dep.WithoutDetails()
+	}
+	WriteJSON(w, http.StatusOK, api.DeploymentBody{SchemaVersion: api.SchemaVersion, Deployment: dep})
 }
 
 // getLog serves a deployment's hook output as text: one event's file, or
@@ -309,6 +340,11 @@ func logFiles(dir, event string) ([]string, error) {
 	}
 	var fs []f
 	for _, e := range ents {
+		// scripts.log repeats every event's output in CodeDeploy's format
+		// (for log shippers); it is shown when asked for (event=scripts).
+		if e.Name() == "scripts.log" {
+			continue
+		}
 		if info, err := e.Info(); err == nil && strings.HasSuffix(e.Name(), ".log") {
 			fs = append(fs, f{e.Name(), info.ModTime()})
 		}
@@ -337,6 +373,18 @@ func copyFrom(w io.Writer, path string, off int64, header bool, name string) int
 	return off + n
 }
 
+// eventEncoder writes one event of a stream.
+type eventEncoder func(api.Event) error
+
+func (e eventEncoder) Encode(ev api.Event) error { return e(ev) }
+
+// privileged reports whether the request comes from root (or the agent's
+// own user): others, members of the socket group, get no check details.
+func (s *Server) privileged(r *http.Request) bool {
+	p, ok := PeerFrom(r.Context())
+	return ok && (p.UID == 0 || p.UID == s.selfUID)
+}
+
 // events streams NDJSON: for ?deployment=ID a snapshot of the record
 // first, then its events until it ends; without it, every event.
 func (s *Server) events(w http.ResponseWriter, r *http.Request) {
@@ -355,7 +403,14 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.WriteHeader(http.StatusOK)
 	bw := bufio.NewWriter(w)
-	enc := json.NewEncoder(bw)
+	js := json.NewEncoder(bw)
+	privileged := s.privileged(r)
+	enc := eventEncoder(func(ev api.Event) error {
+		if !privileged {
+			ev = ev.WithoutDetails()
+		}
+		return js.Encode(ev)
+	})
 	fl, _ := w.(http.Flusher)
 	flush := func() bool {
 		if err := bw.Flush(); err != nil {

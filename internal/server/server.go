@@ -17,8 +17,10 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
 
 	"github.com/rollback-agent/rollback-agent/internal/api"
+	"github.com/rollback-agent/rollback-agent/internal/securepath"
 )
 
 // Options configure a Server.
@@ -124,13 +126,24 @@ func (s *Server) authorize(p *Peer, method string) string {
 }
 
 // Listen creates the socket: its directory 0750 and the socket 0660, both
-// group-owned by the socket group. A socket file left by a dead agent is
-// replaced; one that still answers is not.
+// group-owned by the socket group. Every directory on the socket's path
+// must be root's and writable by root only (securepath), so that no user
+// can make the agent chmod or chown something else, or put their own
+// socket where agentctl looks; modes and groups are set through
+// descriptors, never by a path a link could redirect. A socket file left
+// by a dead agent is replaced; one that still answers is not.
 func (s *Server) Listen() error {
 	path := s.opts.SocketPath
-	dir := filepath.Dir(path)
-	if err := prepareDir(dir, s.opts.Group.GID, s.opts.Log); err != nil {
-		return err
+	dir, err := securepath.Open(filepath.Dir(path), 0o750)
+	if err != nil {
+		return fmt.Errorf("server: socket directory: %w", err)
+	}
+	defer dir.Close()
+	if err := dir.Chmod(0o750); err != nil {
+		return fmt.Errorf("server: chmod socket dir %s: %w", dir.Name(), err)
+	}
+	if err := dir.Chown(-1, s.opts.Group.GID); err != nil {
+		return fmt.Errorf("server: chown socket dir %s: %w", dir.Name(), err)
 	}
 	if fi, err := os.Lstat(path); err == nil {
 		if fi.Mode()&os.ModeSocket == 0 {
@@ -153,45 +166,11 @@ func (s *Server) Listen() error {
 	if err != nil {
 		return fmt.Errorf("server: listen on %s: %w", path, err)
 	}
-	if err := os.Chmod(path, 0o660); err != nil {
+	if err := securepath.SetModeGroup(dir, filepath.Base(path), unix.S_IFSOCK, 0o660, s.opts.Group.GID); err != nil {
 		ln.Close()
-		return fmt.Errorf("server: chmod %s: %w", path, err)
-	}
-	if err := os.Chown(path, -1, s.opts.Group.GID); err != nil {
-		ln.Close()
-		return fmt.Errorf("server: chown %s to group %s: %w", path, s.opts.Group.Name, err)
+		return fmt.Errorf("server: %w", err)
 	}
 	s.ln = ln
-	return nil
-}
-
-// prepareDir makes the socket directory 0750 and group-owned, unless it is
-// a shared directory (sticky or world-writable, like /tmp) that is not ours
-// to change; then the socket's own mode and SO_PEERCRED still apply.
-func prepareDir(dir string, gid int, log *zap.Logger) error {
-	fi, err := os.Stat(dir)
-	if errors.Is(err, os.ErrNotExist) {
-		if err := os.MkdirAll(dir, 0o750); err != nil {
-			return fmt.Errorf("server: create socket dir %s: %w", dir, err)
-		}
-		fi, err = os.Stat(dir)
-	}
-	if err != nil {
-		return fmt.Errorf("server: socket dir %s: %w", dir, err)
-	}
-	if !fi.IsDir() {
-		return fmt.Errorf("server: socket dir %s is not a directory", dir)
-	}
-	if fi.Mode()&os.ModeSticky != 0 || fi.Mode().Perm()&0o002 != 0 {
-		log.Warn("socket directory is shared; leaving its mode alone", zap.String("dir", dir))
-		return nil
-	}
-	if err := os.Chmod(dir, 0o750); err != nil {
-		return fmt.Errorf("server: chmod socket dir %s: %w", dir, err)
-	}
-	if err := os.Chown(dir, -1, gid); err != nil {
-		return fmt.Errorf("server: chown socket dir %s: %w", dir, err)
-	}
 	return nil
 }
 

@@ -66,6 +66,9 @@ func (fakeBackend) GuardDone(_ context.Context, id string, _ api.GuardDone) erro
 	return NotFound(errors.New("fake: no guard " + id))
 }
 func (fakeBackend) Metrics(context.Context) string { return "go_goroutines 1\n" }
+func (fakeBackend) Acknowledge(_ context.Context, kind string) error {
+	return Conflict(errors.New("fake: nothing to acknowledge of kind " + kind))
+}
 func (fakeBackend) RestoreCheckpoint(_ context.Context, id string, _ api.RestoreRequest) (*api.Deployment, error) {
 	return nil, NotFound(errors.New("fake: no checkpoint " + id))
 }
@@ -191,17 +194,44 @@ func TestListenRefusesNonSocketAndLiveSocket(t *testing.T) {
 	}
 }
 
-func TestSharedSocketDirIsLeftAlone(t *testing.T) {
+// A socket in a directory others may write is refused, and nothing of
+// that directory is changed; so is a socket directory that a user made
+// first, or a link a user put there (issue 17, item 2).
+func TestSocketInADirectoryUsersControlIsRefused(t *testing.T) {
 	dir := t.TempDir()
+	os.Chmod(filepath.Dir(dir), 0o755)
 	os.Chmod(dir, 0o777|os.ModeSticky)
 	s := New(Options{SocketPath: filepath.Join(dir, "a.sock"), Group: Group{Name: "g", GID: gid}}, fakeBackend{})
-	if err := s.Listen(); err != nil {
-		t.Fatal(err)
+	if err := s.Listen(); err == nil || !strings.Contains(err.Error(), "writable by group or others") {
+		t.Fatalf("socket directly in a sticky shared dir: %v", err)
 	}
-	defer s.Shutdown(context.Background())
 	fi, _ := os.Stat(dir)
 	if fi.Mode()&os.ModeSticky == 0 || fi.Mode().Perm() != 0o777 {
 		t.Errorf("shared dir mode changed to %v", fi.Mode())
+	}
+	// The user made the socket's directory first.
+	theirs := filepath.Join(dir, "theirs")
+	os.Mkdir(theirs, 0o755)
+	os.Chown(theirs, 65534, 65534)
+	s = New(Options{SocketPath: filepath.Join(theirs, "a.sock"), Group: Group{Name: "g", GID: gid}}, fakeBackend{})
+	if err := s.Listen(); err == nil || !strings.Contains(err.Error(), "owned by uid 65534") {
+		t.Fatalf("socket dir made by a user: %v", err)
+	}
+	if fi, _ := os.Stat(theirs); fi.Mode().Perm() != 0o755 || fi.Sys().(*syscall.Stat_t).Gid != 65534 {
+		t.Errorf("the user's dir was changed: %v gid %d", fi.Mode(), fi.Sys().(*syscall.Stat_t).Gid)
+	}
+	// The user's link to a directory of root's: never chmod'ed or chgrp'ed.
+	victim := filepath.Join(t.TempDir(), "victim")
+	os.Mkdir(victim, 0o700)
+	link := filepath.Join(dir, "link")
+	os.Symlink(victim, link)
+	os.Lchown(link, 65534, 65534)
+	s = New(Options{SocketPath: filepath.Join(link, "a.sock"), Group: Group{Name: "g", GID: gid}}, fakeBackend{})
+	if err := s.Listen(); err == nil || !strings.Contains(err.Error(), "symbolic link") {
+		t.Fatalf("socket dir through a user's link: %v", err)
+	}
+	if fi, _ := os.Stat(victim); fi.Mode().Perm() != 0o700 || fi.Sys().(*syscall.Stat_t).Gid != 0 {
+		t.Errorf("the link's target was changed: %v gid %d", fi.Mode(), fi.Sys().(*syscall.Stat_t).Gid)
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 
 	"github.com/rollback-agent/rollback-agent/internal/api"
 	"github.com/rollback-agent/rollback-agent/internal/engine"
+	"github.com/rollback-agent/rollback-agent/internal/journal"
 	"github.com/rollback-agent/rollback-agent/internal/source/release"
 )
 
@@ -31,6 +32,14 @@ type ChannelJournal interface {
 	GetMeta(key string) (string, error)
 	SetMeta(key, value string) error
 	Deployments(limit int) ([]api.Deployment, error)
+}
+
+// ChannelFloors keep the highest sequence applied per channel where the
+// journal's loss cannot take it (the journal's witness): an agent whose
+// journal vanished still refuses a replayed older channel.
+type ChannelFloors interface {
+	ChannelFloor(url string) (journal.ChannelFloor, error)
+	RaiseChannelFloor(url string, f journal.ChannelFloor) error
 }
 
 // ChannelOptions wire a Channel.
@@ -55,6 +64,8 @@ type ChannelOptions struct {
 	Log *zap.Logger
 	// OnState receives the watcher's state after every poll (for status).
 	OnState func(api.SourceState)
+	// Floors, when set, hold the applied sequence apart from the journal.
+	Floors ChannelFloors
 }
 
 // Channel watches an S3 release channel and deploys what it points at,
@@ -136,6 +147,9 @@ func (c *Channel) Run(ctx context.Context) error {
 		c.state.applied, c.state.etag = rec, rec.ETag
 		c.mu.Unlock()
 	}
+	if err := c.applyFloor(); err != nil {
+		return err
+	}
 	c.prune()
 	for {
 		err := c.poll(ctx)
@@ -151,6 +165,33 @@ func (c *Channel) Run(ctx context.Context) error {
 		case <-t.C:
 		}
 	}
+}
+
+// applyFloor takes the witness's floor when it is above the journal's
+// record (the journal was lost), and raises it when below (a witness
+// that has not seen this channel yet). A floor that cannot be read stops
+// the watcher: a safety record fails closed.
+func (c *Channel) applyFloor() error {
+	if c.o.Floors == nil {
+		return nil
+	}
+	f, err := c.o.Floors.ChannelFloor(c.o.URL)
+	if err != nil {
+		return fmt.Errorf("channel %s: read the applied sequence kept apart from the journal: %w", c.o.URL, err)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	rec := c.state.applied
+	switch {
+	case f.Sequence > rec.Sequence:
+		c.o.Log.Warn("channel: the journal does not know the last applied sequence; the witness does",
+			zap.String("channel", c.o.URL), zap.Int64("journal", rec.Sequence), zap.Int64("witness", f.Sequence))
+		c.state.applied = appliedRecord{Sequence: f.Sequence, Version: f.Version, ManifestSHA256: f.ManifestSHA256}
+		c.state.etag = ""
+	case f.Sequence < rec.Sequence:
+		return c.o.Floors.RaiseChannelFloor(c.o.URL, journal.ChannelFloor{Sequence: rec.Sequence, Version: rec.Version, ManifestSHA256: rec.ManifestSHA256})
+	}
+	return nil
 }
 
 // maxBackoffFactor caps the wait after repeated failures at that many

@@ -21,6 +21,7 @@ import (
 
 	"github.com/rollback-agent/rollback-agent/internal/api"
 	"github.com/rollback-agent/rollback-agent/internal/engine"
+	"github.com/rollback-agent/rollback-agent/internal/journal"
 	"github.com/rollback-agent/rollback-agent/internal/source/release"
 )
 
@@ -55,6 +56,14 @@ func (c *Channel) poll(ctx context.Context) error {
 	}
 	switch {
 	case err == nil:
+		return nil
+	case errors.Is(err, engine.ErrNeedsOperator):
+		// Not S3's fault and not the document's: the agent takes no work
+		// until an operator acknowledges. The document is looked at again
+		// at the next poll (its ETag is not recorded).
+		c.mu.Lock()
+		c.state.refused = err.Error()
+		c.mu.Unlock()
 		return nil
 	case isRefusal(err):
 		c.o.Log.Warn("channel: refused; nothing installed", zap.String("channel", c.o.URL), zap.Error(err))
@@ -104,10 +113,11 @@ func (c *Channel) apply(ctx context.Context, client *s3.Client, body []byte, eta
 	if err := release.CheckComment(comment, "channel", map[string]string{"app": ch.App, "channel": ch.Channel, "sequence": fmt.Sprint(ch.Sequence), "version": ch.Version}); err != nil {
 		return refuse("refused %s: %w", what, err)
 	}
-	m, mUnsigned, err := c.manifest(ctx, client, ch, what)
+	m, signer, err := c.manifest(ctx, client, ch, what)
 	if err != nil {
 		return err
 	}
+	mUnsigned := signer == ""
 	path, err := c.download(ctx, client, ch, m, what)
 	if err != nil {
 		return err
@@ -115,8 +125,11 @@ func (c *Channel) apply(ctx context.Context, client *s3.Client, body []byte, eta
 	bundleKey := c.layout.Prefix + "revisions/" + m.Version + "/" + m.Bundle
 	d, err := c.o.Engine.Submit(engine.Request{
 		// The verified local copy is what deploys: fetching the object
-		// again could give other bytes than those just checked.
-		Source:   api.Source{Type: TypeFile, Location: path, Bucket: c.layout.Bucket, Key: bundleKey, Size: m.Size},
+		// again could give other bytes than those just checked. Its digest
+		// and signer go along: the fetch checks the bytes again, and the
+		// key must still be trusted then.
+		Source: api.Source{Type: TypeFile, Location: path, Bucket: c.layout.Bucket, Key: bundleKey, Size: m.Size,
+			SHA256: m.SHA256, Signer: signer},
 		Revision: m.Version,
 		Trigger:  "channel",
 	})
@@ -128,6 +141,12 @@ func (c *Channel) apply(ctx context.Context, client *s3.Client, body []byte, eta
 	if err := c.o.Journal.SetMeta(c.metaKey, string(b)); err != nil {
 		c.o.Log.Error("channel: could not record the applied sequence; a restart may deploy it again", zap.String("channel", c.o.URL), zap.Error(err))
 	}
+	if c.o.Floors != nil {
+		if err := c.o.Floors.RaiseChannelFloor(c.o.URL, journal.ChannelFloor{Sequence: ch.Sequence, Version: ch.Version, ManifestSHA256: ch.ManifestSHA256}); err != nil {
+			c.o.Log.Error("channel: could not record the applied sequence apart from the journal; after a loss of the journal an older channel could be replayed",
+				zap.String("channel", c.o.URL), zap.Error(err))
+		}
+	}
 	unsigned := errors.Is(chErr, release.ErrUnsigned) || mUnsigned
 	c.mu.Lock()
 	c.state.applied, c.state.etag, c.state.refused, c.state.unsigned = rec, etag, "", unsigned
@@ -137,43 +156,44 @@ func (c *Channel) apply(ctx context.Context, client *s3.Client, body []byte, eta
 	return nil
 }
 
-// manifest fetches and verifies the manifest a channel names; unsigned
-// says it was accepted without a signature (none required).
-func (c *Channel) manifest(ctx context.Context, client *s3.Client, ch *release.ChannelDoc, what string) (m *release.Manifest, unsigned bool, err error) {
+// manifest fetches and verifies the manifest a channel names; signer is
+// the key that signed it, "" when it was accepted without a signature
+// (none required).
+func (c *Channel) manifest(ctx context.Context, client *s3.Client, ch *release.ChannelDoc, what string) (m *release.Manifest, signer string, err error) {
 	key := c.layout.Prefix + ch.Manifest
 	url := c.layout.URL(key)
 	body, _, err := getDoc(ctx, client, c.layout.Bucket, key, "")
 	if isNotFound(err) {
-		return nil, false, refuse("refused %s: its manifest %s does not exist", what, url)
+		return nil, "", refuse("refused %s: its manifest %s does not exist", what, url)
 	}
 	if err != nil {
-		return nil, false, err
+		return nil, "", err
 	}
 	if sum := sha256.Sum256(body); hex.EncodeToString(sum[:]) != ch.ManifestSHA256 {
-		return nil, false, refuse("refused %s: manifest %s has sha256 %x, the channel names %s", what, url, sum, ch.ManifestSHA256)
+		return nil, "", refuse("refused %s: manifest %s has sha256 %x, the channel names %s", what, url, sum, ch.ManifestSHA256)
 	}
 	sig, err := c.getSig(ctx, client, key)
 	if err != nil {
-		return nil, false, err
+		return nil, "", err
 	}
-	comment, mErr := c.o.Keys.Verify(body, sig)
+	v, mErr := c.o.Keys.Check(body, sig)
 	if mErr != nil && !errors.Is(mErr, release.ErrUnsigned) {
-		return nil, false, refuse("refused %s: manifest signature %s%s: %w", what, url, release.SignatureSuffix, mErr)
+		return nil, "", refuse("refused %s: manifest signature %s%s: %w", what, url, release.SignatureSuffix, mErr)
 	}
 	m, err = release.ParseManifest(body)
 	if err != nil {
-		return nil, false, refuse("refused %s: manifest %s: %w", what, url, err)
+		return nil, "", refuse("refused %s: manifest %s: %w", what, url, err)
 	}
 	switch {
 	case m.App != c.o.App:
-		return nil, false, refuse("refused %s: manifest %s is for app %q, this agent deploys %q", what, url, m.App, c.o.App)
+		return nil, "", refuse("refused %s: manifest %s is for app %q, this agent deploys %q", what, url, m.App, c.o.App)
 	case m.Version != ch.Version:
-		return nil, false, refuse("refused %s: manifest %s is of version %q", what, url, m.Version)
+		return nil, "", refuse("refused %s: manifest %s is of version %q", what, url, m.Version)
 	}
-	if err := release.CheckComment(comment, "manifest", map[string]string{"app": m.App, "version": m.Version, "sha256": m.SHA256}); err != nil {
-		return nil, false, refuse("refused %s: manifest %s: %w", what, url, err)
+	if err := release.CheckComment(v.Comment, "manifest", map[string]string{"app": m.App, "version": m.Version, "sha256": m.SHA256}); err != nil {
+		return nil, "", refuse("refused %s: manifest %s: %w", what, url, err)
 	}
-	return m, errors.Is(mErr, release.ErrUnsigned), nil
+	return m, v.KeyID, nil
 }
 
 // download brings the bundle to Dir, checking its size and sha256 against
@@ -184,7 +204,7 @@ func (c *Channel) download(ctx context.Context, client *s3.Client, ch *release.C
 	url := c.layout.URL(key)
 	final := filepath.Join(c.o.Dir, fmt.Sprintf("%s-seq%d-%s.tar.gz", c.name, ch.Sequence, m.Version))
 	part := final + ".part"
-	out, err := client.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(c.layout.Bucket), Key: aws.String(key)}, quietChecksum)
+	out, err := getObject(ctx, client, &s3.GetObjectInput{Bucket: aws.String(c.layout.Bucket), Key: aws.String(key)}, quietChecksum)
 	if isNotFound(err) {
 		return "", refuse("refused %s: its bundle %s does not exist", what, url)
 	}
@@ -282,7 +302,7 @@ func getDoc(ctx context.Context, client *s3.Client, bucket, key, etag string) ([
 	if etag != "" {
 		in.IfNoneMatch = aws.String(etag)
 	}
-	out, err := client.GetObject(ctx, in, func(o *s3.Options) {
+	out, err := getObject(ctx, client, in, func(o *s3.Options) {
 		o.RetryMaxAttempts = 1
 		o.DisableLogOutputChecksumValidationSkipped = true
 	})

@@ -2,6 +2,8 @@ package source
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -62,10 +64,8 @@ func (in *Inbox) Run(ctx context.Context) error {
 	if in.Quiet == 0 {
 		in.Quiet = 500 * time.Millisecond
 	}
-	for _, d := range []string{in.Dir, in.sub(dirProcessing), in.sub(dirProcessed), in.sub(dirRejected)} {
-		if err := os.MkdirAll(d, 0o750); err != nil {
-			return fmt.Errorf("inbox: create %s: %w", d, err)
-		}
+	if err := in.prepare(); err != nil {
+		return err
 	}
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
@@ -122,8 +122,6 @@ func (in *Inbox) Run(ctx context.Context) error {
 	}
 }
 
-func (in *Inbox) sub(name string) string { return filepath.Join(in.Dir, name) }
-
 func (in *Inbox) report(err error) {
 	in.Log.Warn(err.Error())
 	if in.OnError != nil {
@@ -154,77 +152,125 @@ func (in *Inbox) scan(pending map[string]time.Time) {
 }
 
 // take turns a settled file into a deployment, or rejects it at once when
-// it is not a bundle at all.
+// it is not a bundle, or its manifest does not vouch for it. The bytes
+// hashed here are pinned in the deployment (Source.SHA256): the fetch
+// refuses any others, so a bundle swapped after this check never runs.
 func (in *Inbox) take(name string) {
 	if ignored(name) {
 		return
 	}
+	d, err := in.open()
+	if err != nil {
+		in.report(err)
+		return
+	}
+	defer d.close()
 	path := filepath.Join(in.Dir, name)
-	fi, err := os.Lstat(path)
-	if err != nil || !fi.Mode().IsRegular() {
-		if err == nil {
-			in.reject(path, name, "not a regular file")
+	if !existsAt(d.root, name) {
+		return
+	}
+	sum, size, err := hashBundle(d.root, name)
+	if err != nil {
+		in.reject(d, d.root, name, err.Error())
+		return
+	}
+	beside, err := checkBeside(d.root, name, in.Keys, in.App)
+	if err == nil && beside == nil && in.Keys != nil && in.Keys.Required() {
+		err = fmt.Errorf("no %s (or %s naming it) beside %s, and trust.require_signature is true", ownManifest(name), release.ManifestName, path)
+	}
+	if err == nil && beside != nil {
+		err = beside.matches(path, sum, size)
+	}
+	if err != nil {
+		if beside != nil {
+			in.settleSidecars(d, beside.sidecars)
 		}
+		in.reject(d, d.root, name, err.Error())
 		return
 	}
-	if err := checkFormat(path); err != nil {
-		in.reject(path, name, err.Error())
-		return
-	}
-	rev, sidecars, err := in.verify(path, name)
+	dst, err := moveAt(d.root, name, d.processing, name)
 	if err != nil {
-		in.settleSidecars(sidecars, dirRejected)
-		in.reject(path, name, err.Error())
+		in.report(fmt.Errorf("inbox: %w", err))
 		return
 	}
-	dst := uniquePath(in.sub(dirProcessing), name)
-	if err := os.Rename(path, dst); err != nil {
-		in.report(fmt.Errorf("inbox: move %s to %s: %w", path, dst, err))
-		return
+	src := api.Source{Type: TypeInbox, Location: filepath.Join(in.Dir, dirProcessing, dst), SHA256: sum, Size: size}
+	rev := ""
+	if beside != nil {
+		// The manifest and signature stay beside the bundle, so that a
+		// restart that finds it in processing/ can check it again.
+		for _, sc := range beside.sidecars {
+			if _, err := moveAt(d.root, sc, d.processing, dst+sidecarSuffix(sc)); err != nil {
+				in.report(fmt.Errorf("inbox: %w", err))
+			}
+		}
+		rev, src.Signer = beside.manifest.Version, beside.signer
 	}
-	in.settleSidecars(sidecars, dirProcessed)
-	in.submit(dst, rev)
+	in.submit(src, rev)
 }
 
-// submit queues path; rev "" names the revision after the file.
-func (in *Inbox) submit(path, rev string) {
+// sidecarSuffix is what a sidecar keeps when it follows its bundle into
+// processing/: ".manifest.json" or ".manifest.json.minisig".
+func sidecarSuffix(name string) string {
+	if strings.HasSuffix(name, release.SignatureSuffix) {
+		return "." + release.ManifestName + release.SignatureSuffix
+	}
+	return "." + release.ManifestName
+}
+
+// submit queues src; rev "" names the revision after the file.
+func (in *Inbox) submit(src api.Source, rev string) {
 	if rev == "" {
-		rev = engine.RevisionFromLocation(path)
+		rev = engine.RevisionFromLocation(src.Location)
 	}
-	d, err := in.Engine.Submit(engine.Request{
-		Source:   api.Source{Type: TypeInbox, Location: path},
-		Revision: rev,
-		Trigger:  "inbox",
-	})
+	d, err := in.Engine.Submit(engine.Request{Source: src, Revision: rev, Trigger: "inbox"})
 	if err != nil {
-		in.report(fmt.Errorf("inbox: submit %s: %w", path, err))
+		in.report(fmt.Errorf("inbox: submit %s: %w", src.Location, err))
 		return
 	}
-	in.Log.Info("inbox: bundle taken", zap.String("file", path), zap.String("deployment", d.ID))
+	in.Log.Info("inbox: bundle taken", zap.String("file", src.Location), zap.String("deployment", d.ID),
+		zap.String("sha256", src.SHA256), zap.String("signed_by", src.Signer))
 }
 
-func checkFormat(path string) error {
-	f, err := os.Open(path)
+// hashBundle checks that name is a regular file that looks like a bundle
+// and returns its sha256 and size.
+func hashBundle(dir *os.File, name string) (string, int64, error) {
+	f, err := openAt(dir, name)
 	if err != nil {
-		return err
+		return "", 0, err
 	}
 	defer f.Close()
 	head := make([]byte, 1024)
 	n, err := io.ReadFull(f, head)
 	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
-		return err
+		return "", 0, err
 	}
-	_, err = bundle.DetectFormat(head[:n])
-	return err
+	if _, err := bundle.DetectFormat(head[:n]); err != nil {
+		return "", 0, err
+	}
+	h := sha256.New()
+	h.Write(head[:n])
+	rest, err := io.Copy(h, f)
+	if err != nil {
+		return "", 0, fmt.Errorf("hash %s: %w", f.Name(), err)
+	}
+	return hex.EncodeToString(h.Sum(nil)), int64(n) + rest, nil
 }
 
 // reconcile settles bundles in processing/: a finished deployment moves
-// its file to processed/ (or rejected/ when the bundle never got past
-// validation); a file without a deployment (a crash between the move and
-// the submit) is submitted now.
+// its file (and the manifest beside it) to processed/, or rejected/ when
+// the bundle never got past validation. A file without a deployment (a
+// crash between the move and the submit, or a file someone put there) is
+// checked again exactly as a new drop is, and queued only if it passes.
 func (in *Inbox) reconcile() {
-	ents, err := os.ReadDir(in.sub(dirProcessing))
+	d, err := in.open()
 	if err != nil {
+		in.report(err)
+		return
+	}
+	defer d.close()
+	ents, err := d.processing.ReadDir(-1)
+	if err != nil {
+		in.report(fmt.Errorf("inbox: list %s: %w", d.processing.Name(), err))
 		return
 	}
 	deps, err := in.Journal.Deployments(0)
@@ -239,43 +285,86 @@ func (in *Inbox) reconcile() {
 		}
 	}
 	for _, e := range ents {
-		path := filepath.Join(in.sub(dirProcessing), e.Name())
-		d := byLoc[path]
+		name := e.Name()
+		if isSidecar(name) {
+			continue
+		}
+		path := filepath.Join(in.Dir, dirProcessing, name)
+		dep := byLoc[path]
 		switch {
-		case d == nil:
-			in.submit(path, "")
-		case !d.Status.Terminal():
-		case d.Rejected():
-			in.reject(path, e.Name(), fmt.Sprintf("deployment %s: %s", d.ID, d.Error))
+		case dep == nil:
+			in.retake(d, name)
+		case !dep.Status.Terminal():
+		case dep.Rejected():
+			in.reject(d, d.processing, name, fmt.Sprintf("deployment %s: %s", dep.ID, dep.Error))
 		default:
-			in.settle(path, dirProcessed, e.Name(), fmt.Sprintf("deployment %s ended %s (revision %s)\n", d.ID, d.Status, d.Revision))
+			in.settle(d, d.processing, name, d.processed, fmt.Sprintf("deployment %s ended %s (revision %s)\n", dep.ID, dep.Status, dep.Revision))
 		}
 	}
 }
 
-func (in *Inbox) reject(path, name, reason string) {
-	in.Log.Warn("inbox: bundle rejected", zap.String("file", path), zap.String("reason", reason))
-	in.settle(path, dirRejected, name, reason+"\n")
-}
-
-func (in *Inbox) settle(path, dir, name, reason string) {
-	dst := uniquePath(in.sub(dir), name)
-	if err := os.Rename(path, dst); err != nil {
-		in.report(fmt.Errorf("inbox: move %s to %s: %w", path, dst, err))
+// retake checks a bundle found in processing/ without a deployment as
+// take checks a drop: with the manifest kept beside it there.
+func (in *Inbox) retake(d *inboxDirs, name string) {
+	path := filepath.Join(d.processing.Name(), name)
+	sum, size, err := hashBundle(d.processing, name)
+	if err != nil {
+		in.reject(d, d.processing, name, err.Error())
 		return
 	}
-	if err := os.WriteFile(dst+".reason", []byte(reason), 0o640); err != nil {
-		in.report(fmt.Errorf("inbox: write %s.reason: %w", dst, err))
+	beside, err := checkBeside(d.processing, name, in.Keys, in.App)
+	if err == nil && beside == nil && in.Keys != nil && in.Keys.Required() {
+		err = fmt.Errorf("%s has no deployment and no %s beside it, and trust.require_signature is true", path, ownManifest(name))
+	}
+	if err == nil && beside != nil {
+		err = beside.matches(path, sum, size)
+	}
+	if err != nil {
+		in.reject(d, d.processing, name, "found in processing/ without a deployment and refused: "+err.Error())
+		return
+	}
+	src := api.Source{Type: TypeInbox, Location: path, SHA256: sum, Size: size}
+	rev := ""
+	if beside != nil {
+		rev, src.Signer = beside.manifest.Version, beside.signer
+	}
+	in.submit(src, rev)
+}
+
+func (in *Inbox) reject(d *inboxDirs, from *os.File, name, reason string) {
+	in.Log.Warn("inbox: bundle rejected", zap.String("file", filepath.Join(from.Name(), name)), zap.String("reason", reason))
+	in.settle(d, from, name, d.rejected, reason+"\n")
+}
+
+// settle moves name (and, from processing/, the manifest and signature
+// kept beside it) to the directory to, with a .reason file.
+func (in *Inbox) settle(d *inboxDirs, from *os.File, name string, to *os.File, reason string) {
+	dst, err := moveAt(from, name, to, name)
+	if err != nil {
+		in.report(fmt.Errorf("inbox: %w", err))
+		return
+	}
+	if err := writeNewAt(to, dst+".reason", []byte(reason)); err != nil {
+		in.report(fmt.Errorf("inbox: write the reason: %w", err))
+	}
+	if from != d.processing {
+		return
+	}
+	for _, suffix := range []string{"." + release.ManifestName, "." + release.ManifestName + release.SignatureSuffix} {
+		if existsAt(from, name+suffix) {
+			if _, err := moveAt(from, name+suffix, to, dst+suffix); err != nil {
+				in.report(fmt.Errorf("inbox: %w", err))
+			}
+		}
 	}
 }
 
-// uniquePath avoids overwriting an earlier bundle of the same name.
-func uniquePath(dir, name string) string {
-	p := filepath.Join(dir, name)
-	for i := 1; ; i++ {
-		if _, err := os.Lstat(p); errors.Is(err, os.ErrNotExist) {
-			return p
+// settleSidecars moves a refused drop's manifest and signature to
+// rejected/, kept with the outcome as a record.
+func (in *Inbox) settleSidecars(d *inboxDirs, names []string) {
+	for _, n := range names {
+		if _, err := moveAt(d.root, n, d.rejected, n); err != nil {
+			in.report(fmt.Errorf("inbox: %w", err))
 		}
-		p = filepath.Join(dir, fmt.Sprintf("%s.%d", name, i))
 	}
 }

@@ -131,8 +131,15 @@ func TestInboxVerifiesManifestsBesideBundles(t *testing.T) {
 					t.Errorf("bundle not in processing/: %v", err)
 				}
 				if tc.write != nil {
-					if ents, _ := os.ReadDir(filepath.Join(dir, dirProcessed)); len(ents) != 2 {
-						t.Errorf("manifest and signature not kept in processed/: %v", ents)
+					// They follow the bundle, under its name, so that it can
+					// be checked again from processing/ after a restart.
+					for _, f := range []string{tc.name + ".manifest.json", tc.name + ".manifest.json.minisig"} {
+						if _, err := os.Stat(filepath.Join(dir, dirProcessing, f)); err != nil {
+							t.Errorf("manifest and signature not kept beside the bundle: %v", err)
+						}
+					}
+					if reqs[0].Source.SHA256 == "" || reqs[0].Source.Signer == "" {
+						t.Errorf("the queued source does not pin the verified digest and signer: %+v", reqs[0].Source)
 					}
 				}
 				return

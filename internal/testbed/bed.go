@@ -119,6 +119,7 @@ func (b *Bed) Close() {
 		i.Close()
 	}
 	b.AWS.Stop()
+	b.sim.dp.closeTimers()
 	if err := b.sim.dp.close(); err != nil {
 		fmt.Fprintf(os.Stderr, "testbed: cleanup of the data plane: %v\n", err)
 	}

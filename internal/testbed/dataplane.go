@@ -29,13 +29,6 @@ import (
 // cleaning up (see sweepStale).
 const stateDirPrefix = "testbed-ebs-"
 
-// byIDLinkName is the udev by-id name of an EBS volume on Nitro, the
-// same as identity.ByIDLinkName (which cannot be imported here: the
-// identity tests import this package).
-func byIDLinkName(volumeID string) string {
-	return "nvme-Amazon_Elastic_Block_Store_" + strings.ReplaceAll(volumeID, "-", "")
-}
-
 // makeImage creates a sparse image of mib MiB at path, with an empty ext4
 // filesystem when format is set (a fresh EBS volume is blank; the
 // instance's own volumes come with a filesystem, as an AMI's would).

@@ -3,12 +3,11 @@ package testbed
 import (
 	"errors"
 	"fmt"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -30,6 +29,11 @@ type dataPlane struct {
 	snaps  map[string]string    // snapshot id → image
 	insts  map[string]*Instance // data-plane instances by id
 	capMiB int64                // size of blank volumes: the largest ImageMiB in use
+	// linkGen counts the changes of each by-id link, so that a delayed
+	// change never undoes a later one; timers are the pending ones.
+	linkGen map[string]int
+	timers  map[*time.Timer]bool
+	closed  bool
 }
 
 type dpVol struct {
@@ -63,7 +67,8 @@ func newDataPlane() (*dataPlane, error) {
 			return nil, fmt.Errorf("testbed: data plane directory: %w", err)
 		}
 	}
-	return &dataPlane{dir: dir, vols: map[string]*dpVol{}, snaps: map[string]string{}, insts: map[string]*Instance{}}, nil
+	return &dataPlane{dir: dir, vols: map[string]*dpVol{}, snaps: map[string]string{}, insts: map[string]*Instance{},
+		linkGen: map[string]int{}, timers: map[*time.Timer]bool{}}, nil
 }
 
 func (d *dataPlane) volPath(id string) string  { return filepath.Join(d.dir, "volumes", id+".img") }
@@ -87,17 +92,18 @@ func (d *dataPlane) addInstance(i *Instance, mib int64, volumes ...string) error
 			return fmt.Errorf("testbed: image of %s: %w", v, err)
 		}
 		d.vols[v] = &dpVol{image: path}
-		if err := d.attachLocked(v, i); err != nil {
+		if err := d.attachLocked(v, i, 0); err != nil {
 			return fmt.Errorf("testbed: attach %s: %w", v, err)
 		}
 	}
 	return nil
 }
 
-// attachLocked gives volumeID a loop device and a by-id link on i. A
-// volume the data plane does not know (made in moto behind the proxy's
-// back, or from a snapshot it has no image of) gets a blank image.
-func (d *dataPlane) attachLocked(volumeID string, i *Instance) error {
+// attachLocked gives volumeID a loop device on i, and its by-id link
+// after udevDelay. A volume the data plane does not know (made in moto
+// behind the proxy's back, or from a snapshot it has no image of) gets a
+// blank image.
+func (d *dataPlane) attachLocked(volumeID string, i *Instance, udevDelay time.Duration) error {
 	v := d.vols[volumeID]
 	if v == nil {
 		path := d.volPath(volumeID)
@@ -117,44 +123,32 @@ func (d *dataPlane) attachLocked(volumeID string, i *Instance) error {
 	if err != nil {
 		return err
 	}
-	link := filepath.Join(i.ByIDDir, byIDLinkName(volumeID))
-	_ = os.Remove(link)
-	if err := os.Symlink(loop, link); err != nil {
+	if err := d.linkLater(filepath.Join(i.ByIDDir, byIDLinkName(volumeID)), loop, udevDelay); err != nil {
 		_ = loopDetach(loop)
-		return fmt.Errorf("by-id link for %s: %w", volumeID, err)
+		return err
 	}
 	v.inst, v.loop = i, loop
 	return nil
 }
 
-// detachLocked removes volumeID's link and frees its loop device, or
-// keeps the device as an orphan of the instance while it is mounted.
-func (d *dataPlane) detachLocked(volumeID string) error {
+// detachLocked frees volumeID's loop device, or keeps it as an orphan of
+// the instance while it is mounted; its by-id link goes after udevDelay
+// (until then it is stale).
+func (d *dataPlane) detachLocked(volumeID string, udevDelay time.Duration) error {
 	v := d.vols[volumeID]
 	if v == nil || v.inst == nil {
 		return nil
 	}
 	i, loop := v.inst, v.loop
 	v.inst, v.loop = nil, ""
-	if err := os.Remove(filepath.Join(i.ByIDDir, byIDLinkName(volumeID))); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("remove by-id link of %s: %w", volumeID, err)
+	if err := d.linkLater(filepath.Join(i.ByIDDir, byIDLinkName(volumeID)), "", udevDelay); err != nil {
+		return err
 	}
 	if dirs, err := mountsOf(loop); err != nil || len(dirs) > 0 {
 		i.plane.orphans = append(i.plane.orphans, loop)
 		return nil
 	}
 	return loopDetach(loop)
-}
-
-// mountedAt lists where volumeID's loop device is mounted, if attached.
-func (d *dataPlane) mountedAt(volumeID string) ([]string, error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	v := d.vols[volumeID]
-	if v == nil || v.inst == nil {
-		return nil, nil
-	}
-	return mountsOf(v.loop)
 }
 
 // snapshot copies volumeID's image as snapID's, if the volume is known.
@@ -199,20 +193,20 @@ func (d *dataPlane) volumeCreated(volumeID, snapID string, sizeGiB int64) error 
 	return nil
 }
 
-func (d *dataPlane) attach(volumeID, instanceID string) error {
+func (d *dataPlane) attach(volumeID, instanceID string, udevDelay time.Duration) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	i := d.insts[instanceID]
 	if i == nil {
 		return nil
 	}
-	return d.attachLocked(volumeID, i)
+	return d.attachLocked(volumeID, i, udevDelay)
 }
 
-func (d *dataPlane) detach(volumeID string) error {
+func (d *dataPlane) detach(volumeID string, udevDelay time.Duration) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return d.detachLocked(volumeID)
+	return d.detachLocked(volumeID, udevDelay)
 }
 
 func (d *dataPlane) deleteVolume(volumeID string) error {
@@ -222,7 +216,7 @@ func (d *dataPlane) deleteVolume(volumeID string) error {
 	if v == nil {
 		return nil
 	}
-	err := d.detachLocked(volumeID)
+	err := d.detachLocked(volumeID, 0)
 	delete(d.vols, volumeID)
 	return errors.Join(err, removeFile(v.image))
 }
@@ -253,10 +247,10 @@ func (d *dataPlane) replaceRoot(instanceID, oldVol, newVol string) error {
 	if i == nil {
 		return nil
 	}
-	if err := d.attachLocked(newVol, i); err != nil {
+	if err := d.attachLocked(newVol, i, 0); err != nil {
 		return fmt.Errorf("attach new root %s: %w", newVol, err)
 	}
-	if err := d.detachLocked(oldVol); err != nil {
+	if err := d.detachLocked(oldVol, 0); err != nil {
 		return fmt.Errorf("detach old root %s: %w", oldVol, err)
 	}
 	return nil
@@ -304,6 +298,9 @@ func (d *dataPlane) closeInstance(i *Instance) error {
 		}
 	}
 	for _, dev := range devs {
+		if err := unmountPartitions(dev); err != nil {
+			errs = append(errs, err)
+		}
 		if err := unmountAll(dev); err != nil {
 			errs = append(errs, err)
 		}
@@ -425,40 +422,28 @@ func (s *sim) afterAttachVolume(c *call, r *reply) *reply {
 	if !r.ok() {
 		return r
 	}
-	if err := s.dp.attach(c.param("VolumeId"), c.param("InstanceId")); err != nil {
-		return internalError("data plane: attach "+c.param("VolumeId"), err)
-	}
-	return r
-}
-
-// beforeDetachVolume refuses to detach a mounted volume, as the kernel
-// would keep it busy: an agent that forgets to unmount is caught here
-// instead of corrupting a filesystem. Force skips the check, as EC2's
-// force-detach does.
-func (s *sim) beforeDetachVolume(c *call) *reply {
-	// DryRun only asks about permissions: EC2 answers it without looking
-	// at the volume's use.
-	if strings.EqualFold(c.param("Force"), "true") || strings.EqualFold(c.param("DryRun"), "true") {
-		return nil
-	}
 	vol := c.param("VolumeId")
-	dirs, err := s.dp.mountedAt(vol)
-	if err != nil {
-		return internalError("data plane: is "+vol+" mounted", err)
+	if c.stash["stuck"] != nil {
+		// The guest still holds the name: no device ever appears.
+		s.attachStarted(vol, 0, true)
+		return r
 	}
-	if len(dirs) > 0 {
-		return ec2Error(http.StatusBadRequest, "IncorrectState",
-			fmt.Sprintf("Volume '%s' is in use (mounted at %s): unmount it before detaching (test bed data plane)", vol, strings.Join(dirs, ", ")))
+	d := s.currentRules().UdevDelay
+	if err := s.dp.attach(vol, c.param("InstanceId"), d); err != nil {
+		return internalError("data plane: attach "+vol, err)
 	}
-	return nil
+	s.attachStarted(vol, d, false)
+	return r
 }
 
 func (s *sim) afterDetachVolume(c *call, r *reply) *reply {
 	if !r.ok() {
 		return r
 	}
-	if err := s.dp.detach(c.param("VolumeId")); err != nil {
-		return internalError("data plane: detach "+c.param("VolumeId"), err)
+	vol := c.param("VolumeId")
+	s.detachStarted(vol)
+	if err := s.dp.detach(vol, s.currentRules().UdevDelay); err != nil {
+		return internalError("data plane: detach "+vol, err)
 	}
 	return r
 }

@@ -8,11 +8,14 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	"golang.org/x/sys/unix"
+
+	"github.com/rollback-agent/rollback-agent/internal/testutil"
 )
 
 func writeFile(t *testing.T, path, content string) {
@@ -87,25 +90,45 @@ func TestDataVolumeRestore(t *testing.T) {
 		t.Fatalf("no image for %s", newVol)
 	}
 
-	_, err = c.DetachVolume(ctx, &ec2.DetachVolumeInput{VolumeId: aws.String(inst.DataVolumeID), InstanceId: aws.String(inst.Doc.InstanceID)})
-	if errCode(err) != "IncorrectState" {
-		t.Fatalf("DetachVolume of a mounted volume: %v, want IncorrectState", err)
+	// Detaching a mounted volume is accepted and stays busy (EC2 does not
+	// refuse it) until the volume is unmounted.
+	det, err := c.DetachVolume(ctx, &ec2.DetachVolumeInput{VolumeId: aws.String(inst.DataVolumeID), InstanceId: aws.String(inst.Doc.InstanceID)})
+	if err != nil || det.State != types.VolumeAttachmentStateDetaching {
+		t.Fatalf("DetachVolume of a mounted volume: %v %+v, want accepted, detaching", err, det)
+	}
+	if st := attachmentState(t, c, inst.DataVolumeID); st != types.VolumeAttachmentStateBusy {
+		t.Fatalf("attachment of the mounted volume after DetachVolume: %q, want busy", st)
+	}
+	if _, err := c.AttachVolume(ctx, &ec2.AttachVolumeInput{VolumeId: aws.String(newVol), InstanceId: aws.String(inst.Doc.InstanceID), Device: aws.String(DataDevice)}); errCode(err) != "InvalidParameterValue" {
+		t.Fatalf("AttachVolume at the busy volume's device: %v, want InvalidParameterValue (already in use)", err)
 	}
 	if err := inst.Unmount(mnt); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.DetachVolume(ctx, &ec2.DetachVolumeInput{VolumeId: aws.String(inst.DataVolumeID), InstanceId: aws.String(inst.Doc.InstanceID)}); err != nil {
-		t.Fatalf("DetachVolume: %v", err)
+	if st := attachmentState(t, c, inst.DataVolumeID); st != "" {
+		t.Fatalf("attachment after the unmount: %q, want detached", st)
 	}
-	if _, err := linkTarget(inst, inst.DataVolumeID); !os.IsNotExist(err) {
-		t.Errorf("the old volume's by-id link is still there (%v)", err)
-	}
+	// udev removes the old link a moment after the kernel dropped the
+	// device: stale until then.
+	testutil.WaitFor(t, 10*time.Second, "the old volume's by-id link to go", func() error {
+		if _, err := linkTarget(inst, inst.DataVolumeID); !os.IsNotExist(err) {
+			return fmt.Errorf("still there (%v)", err)
+		}
+		return nil
+	})
 	if _, err := c.AttachVolume(ctx, &ec2.AttachVolumeInput{VolumeId: aws.String(newVol), InstanceId: aws.String(inst.Doc.InstanceID), Device: aws.String(DataDevice)}); err != nil {
 		t.Fatalf("AttachVolume: %v", err)
 	}
-	newDev, err := linkTarget(inst, newVol)
-	if err != nil {
-		t.Fatalf("by-id link of the new volume: %v", err)
+	if st := attachmentState(t, c, newVol); st != types.VolumeAttachmentStateAttaching {
+		t.Errorf("attachment right after AttachVolume: %q, want attaching (udev has not made the link yet)", st)
+	}
+	var newDev string
+	testutil.WaitFor(t, 10*time.Second, "the new volume's by-id link", func() error {
+		newDev, err = linkTarget(inst, newVol)
+		return err
+	})
+	if st := attachmentState(t, c, newVol); st != types.VolumeAttachmentStateAttached {
+		t.Errorf("attachment once the link is there: %q, want attached", st)
 	}
 	if got, _ := inst.BlockDevice(newVol); got != newDev {
 		t.Errorf("BlockDevice(%s) = %q, the link says %q", newVol, got, newDev)
@@ -137,6 +160,20 @@ func TestDataVolumeRestore(t *testing.T) {
 	if _, err := os.Stat(snapImage); !os.IsNotExist(err) {
 		t.Errorf("the deleted snapshot's image is still there (%v)", err)
 	}
+}
+
+// attachmentState is the state of volumeID's attachment through the
+// proxy ("" when detached).
+func attachmentState(t *testing.T, c *ec2.Client, volumeID string) types.VolumeAttachmentState {
+	t.Helper()
+	out, err := c.DescribeVolumes(testCtx(t), &ec2.DescribeVolumesInput{VolumeIds: []string{volumeID}})
+	if err != nil || len(out.Volumes) != 1 {
+		t.Fatalf("DescribeVolumes %s: %v", volumeID, err)
+	}
+	for _, a := range out.Volumes[0].Attachments {
+		return a.State
+	}
+	return ""
 }
 
 // copySparse keeps holes and skips zero blocks, and copies the data.

@@ -186,6 +186,7 @@ func (s *sim) afterDescribeImages(c *call, r *reply) *reply {
 	set.filter(func(it *xnode) bool {
 		id := it.get("imageId")
 		s.describeFaithfully(it, id)
+		s.describeProductCodes(it, id)
 		st := s.imageView(id, it.get("imageState"), now)
 		it.set("imageState", st)
 		return matchFilters(fs, func(string) string { return st })
@@ -197,6 +198,11 @@ func (s *sim) knowsAnyImage(body []byte) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for id := range s.images {
+		if bytes.Contains(body, []byte(id)) {
+			return true
+		}
+	}
+	for id := range s.imageFlags {
 		if bytes.Contains(body, []byte(id)) {
 			return true
 		}

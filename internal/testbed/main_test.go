@@ -35,6 +35,10 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	bed.RootReplaceDelay = 200 * time.Millisecond
+	// Each test here is about one rule of the bed; the consistency
+	// window has its own tests (consistency_test.go), which turn it on.
+	// Every test of the agent (e2e, checkpoint) runs with it on.
+	bed.SetRules(Rules{UdevDelay: bed.Rules().UdevDelay})
 	dir := bed.sim.dp.dir
 	code := m.Run()
 	bed.Close()

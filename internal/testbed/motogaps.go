@@ -27,7 +27,10 @@ type route struct {
 	Hooks  *hooks
 }
 
-// routes is the one table of everything the proxy does to EC2 calls.
+// routes is the table of everything the proxy patches in moto's EC2
+// answers; awsRules (awsrules.go) is the table of the AWS behaviours the
+// bed plays on top (eventual consistency, busy detaches, limits, ...),
+// each with its AWS source.
 //
 // Checked and found fine in moto 5.2.1, so not patched: CreateVolume from
 // a snapshot (AZ, type, size, iops, throughput, encryption with the
@@ -37,10 +40,11 @@ type route struct {
 // Root replacement changes moto's own mappings (DetachVolume, AttachVolume,
 // ModifyInstanceAttribute to moto directly), so DescribeInstances and
 // DescribeVolumes are right without a rewrite. Found and left alone, as
-// the flows here do not need them (an agent relying on EC2's refusal
-// would not notice here): moto lets AttachVolume take a device that is in
-// use (the old mapping is silently replaced) and lets DetachVolume detach
-// the root volume of a running instance.
+// the flows here do not need them: moto lets DetachVolume detach the root
+// volume of a running instance. (moto also lets AttachVolume take a
+// device that is in use: awsRules, "attachment point in use".) moto
+// answers HTTP 500 to a DetachVolume without InstanceId, which EC2 takes:
+// busy.go fills it in from the attachment.
 func (s *sim) routes() []route {
 	return []route{
 		{"CreateReplaceRootVolumeTask",
@@ -79,8 +83,8 @@ func (s *sim) routes() []route {
 			"refuse InvalidSnapshot.InUse for a snapshot of a registered image made through the proxy; drop a deleted snapshot's data-plane image",
 			&hooks{Before: s.beforeDeleteSnapshot, After: s.afterDeleteSnapshot}},
 		{"CreateVolume", "", "data plane: the new volume's image is a copy of the snapshot's, or an empty sparse image", &hooks{After: s.afterCreateVolume}},
-		{"AttachVolume", "", "data plane: loop device and by-id link on a data-plane instance", &hooks{After: s.afterAttachVolume}},
-		{"DetachVolume", "", "data plane: refuse (IncorrectState) while the loop device is mounted; else remove the link and the loop device", &hooks{Before: s.beforeDetachVolume, After: s.afterDetachVolume}},
+		{"AttachVolume", "", "data plane: loop device on a data-plane instance, its by-id link after Rules.UdevDelay (none while the guest holds the name)", &hooks{After: s.afterAttachVolume}},
+		{"DetachVolume", "", "data plane: free the loop device; the by-id link goes after Rules.UdevDelay (a volume in use never gets here: busy.go)", &hooks{After: s.afterDetachVolume}},
 		{"DeleteVolume", "", "data plane: drop the volume's image", &hooks{After: s.afterDeleteVolume}},
 		{"RunInstances",
 			"from a launch template, its IamInstanceProfile and MetadataOptions are dropped (the image, type, key, security groups, user data, mappings and instance tags are applied)",
@@ -195,6 +199,7 @@ func (s *sim) faithfulImage(ctx context.Context, imageID, instanceID string, sna
 			DeleteOnTermination: aws.ToBool(m.Ebs.DeleteOnTermination), Encrypted: aws.ToBool(v.Encrypted),
 		})
 	}
+	s.inheritFlags(imageID, aws.ToString(inst.ImageId))
 	s.mu.Lock()
 	rec.created, rec.hold = time.Now(), s.imageHold
 	s.images[imageID] = rec

@@ -93,6 +93,7 @@ type Proxy struct {
 	mu        sync.Mutex
 	faults    []*Fault
 	counts    map[string]int
+	errCounts map[string]int // "service:action code" → answers with that error
 	calls     []Call
 	rng       *rand.Rand
 	intercept interceptor
@@ -120,12 +121,13 @@ func StartProxy(name, upstream string) (*Proxy, error) {
 		return nil, fmt.Errorf("testbed: proxy %s: listen: %w", name, err)
 	}
 	p := &Proxy{
-		Name:     name,
-		URL:      "http://" + ln.Addr().String(),
-		upstream: u,
-		ln:       ln,
-		counts:   map[string]int{},
-		rng:      rand.New(rand.NewPCG(1, 2)),
+		Name:      name,
+		URL:       "http://" + ln.Addr().String(),
+		upstream:  u,
+		ln:        ln,
+		counts:    map[string]int{},
+		errCounts: map[string]int{},
+		rng:       rand.New(rand.NewPCG(1, 2)),
 	}
 	p.rp = &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
@@ -227,10 +229,36 @@ func (p *Proxy) Counts() map[string]int {
 	return out
 }
 
+var errorCode = regexp.MustCompile(`<Code>([^<]+)</Code>`)
+
+// countError counts an error answer of an intercepted call by its code.
+func (p *Proxy) countError(op Op, rep *reply) {
+	if rep == nil || rep.Status < 400 {
+		return
+	}
+	code := fmt.Sprint(rep.Status)
+	if m := errorCode.FindSubmatch(rep.Body); m != nil {
+		code = string(m[1])
+	}
+	p.mu.Lock()
+	p.errCounts[op.String()+" "+code]++
+	p.mu.Unlock()
+}
+
+// ErrorCount is how many answers to service:action the bed (or moto,
+// through a call the bed intercepts: every EC2 call) gave with the error
+// code since the last ResetCounts: how a test knows a rule was met.
+func (p *Proxy) ErrorCount(service, action, code string) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.errCounts[Op{service, action}.String()+" "+code]
+}
+
 // ResetCounts zeroes the counters.
 func (p *Proxy) ResetCounts() {
 	p.mu.Lock()
 	p.counts = map[string]int{}
+	p.errCounts = map[string]int{}
 	p.calls = nil
 	p.mu.Unlock()
 }
@@ -346,6 +374,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// Intercepted: the hooks run in full (moto acts, side effects happen)
 	// before a reset, so the ambiguous failure stays ambiguous.
 	rep := p.serveIntercepted(r, body, op, h, resign)
+	p.countError(op, rep)
 	if kind == FaultResetAfterUpstream {
 		resetConn(w)
 		return

@@ -30,6 +30,10 @@ const (
 	rootSucceeded      = "succeeded"
 	rootFailed         = "failed"
 	rootFailedDetached = "failed-detached"
+	// A failing task passes through these before it ends (EC2 User
+	// Guide, replace-root.html, "Root volume replacement task states").
+	rootFailing         = "failing"
+	rootFailingDetached = "failing-detached"
 )
 
 // RootReplacement tells an OnRootReplace callback what is being replaced.
@@ -54,6 +58,7 @@ type rootTask struct {
 	oldVol, newVol      string
 	deleteOnTermination bool
 	outcome             string // what the task will end in
+	params              string // the call's parameters, for its ClientToken
 	state               string
 	start, complete     time.Time
 	err                 error
@@ -104,6 +109,13 @@ func (s *sim) createReplaceRootVolumeTask(c *call) *reply {
 	token := c.param("ClientToken")
 	s.mu.Lock()
 	if t := s.tasks[s.tokens[token]]; token != "" && t != nil {
+		if t.params != tokenParams(c) {
+			// Ensuring idempotency in Amazon EC2 API requests
+			// (https://docs.aws.amazon.com/ec2/latest/devguide/ec2-api-idempotency.html).
+			s.mu.Unlock()
+			return ec2Error(http.StatusBadRequest, "IdempotentParameterMismatch",
+				fmt.Sprintf("The client token %q was used for a replacement task with other parameters (%s).", token, t.id))
+		}
 		doc := ec2Doc("CreateReplaceRootVolumeTask", taskXML("replaceRootVolumeTask", t))
 		s.mu.Unlock()
 		return xmlReply(doc)
@@ -117,6 +129,7 @@ func (s *sim) createReplaceRootVolumeTask(c *call) *reply {
 	if rep != nil {
 		return rep
 	}
+	t.params = tokenParams(c)
 	s.mu.Lock()
 	t.outcome, s.failNext = cmp.Or(s.failNext, rootSucceeded), ""
 	s.tasks[t.id] = t
@@ -188,6 +201,9 @@ func (s *sim) prepareTask(c *call) (*rootTask, *reply) {
 		return nil, errorReply("DescribeVolumes "+t.oldVol, err)
 	}
 	old := vols[t.oldVol]
+	if rep := s.rootReplaceRefusal(ctx, t, inst, old); rep != nil {
+		return nil, rep
+	}
 	// EC2 keeps the original's type and size (a bigger snapshot wins).
 	size := aws.ToInt32(old.Size)
 	if len(snaps.Snapshots) == 1 {
@@ -216,28 +232,14 @@ func (s *sim) prepareTask(c *call) (*rootTask, *reply) {
 
 // rootSnapshotOf is the snapshot of an image's root device.
 func (s *sim) rootSnapshotOf(ctx context.Context, imageID string) (string, error) {
-	s.mu.Lock()
-	rec := s.images[imageID]
-	s.mu.Unlock()
-	if rec != nil {
-		for _, m := range rec.mappings {
-			if m.Device == rec.rootDevice {
-				return m.SnapshotID, nil
-			}
-		}
-	}
-	out, err := s.moto.DescribeImages(ctx, &ec2.DescribeImagesInput{ImageIds: []string{imageID}})
+	root, err := s.imageRoot(ctx, imageID)
 	if err != nil {
 		return "", err
 	}
-	for _, im := range out.Images {
-		for _, m := range im.BlockDeviceMappings {
-			if aws.ToString(m.DeviceName) == aws.ToString(im.RootDeviceName) && m.Ebs != nil && m.Ebs.SnapshotId != nil {
-				return *m.Ebs.SnapshotId, nil
-			}
-		}
+	if root.SnapshotID == "" {
+		return "", &apiError{code: "InvalidAMIID.NotFound", msg: fmt.Sprintf("The image id '[%s]' has no EBS root snapshot", imageID)}
 	}
-	return "", &apiError{code: "InvalidAMIID.NotFound", msg: fmt.Sprintf("The image id '[%s]' has no EBS root snapshot", imageID)}
+	return root.SnapshotID, nil
 }
 
 // runTask is the task's life after CreateReplaceRootVolumeTask answered.
@@ -253,6 +255,11 @@ func (s *sim) runTask(t *rootTask, delay time.Duration) {
 	t.state = rootInProgress
 	outcome, fn := t.outcome, s.onRoot
 	s.mu.Unlock()
+	// Detaching and attaching take a while too.
+	select {
+	case <-time.After(delay / 2):
+	case <-s.closing:
+	}
 	var err error
 	switch outcome {
 	case rootSucceeded:
@@ -261,6 +268,18 @@ func (s *sim) runTask(t *rootTask, delay time.Duration) {
 		}
 	case rootFailedDetached:
 		err = s.detachRoot(t)
+	}
+	if outcome != rootSucceeded {
+		s.mu.Lock()
+		t.state = rootFailing
+		if outcome == rootFailedDetached {
+			t.state = rootFailingDetached
+		}
+		s.mu.Unlock()
+		select {
+		case <-time.After(delay / 2):
+		case <-s.closing:
+		}
 	}
 	// The callback may end this goroutine (t.FailNow) or panic: the task
 	// still settles, so pollers never wait forever.
@@ -322,7 +341,9 @@ func (s *sim) swapRoot(t *rootTask) error {
 	if err := s.dp.replaceRoot(t.instanceID, t.oldVol, t.newVol); err != nil {
 		return fmt.Errorf("data plane: %w", err)
 	}
-	return nil
+	// The instance reboots onto the new root: the guest lets go of the
+	// device names it held, and busy detaches complete.
+	return s.rebooted(ctx, t.instanceID)
 }
 
 // detachRoot leaves the instance without a root (failed-detached).
@@ -332,7 +353,7 @@ func (s *sim) detachRoot(t *rootTask) error {
 	if _, err := s.moto.DetachVolume(ctx, &ec2.DetachVolumeInput{VolumeId: aws.String(t.oldVol), InstanceId: aws.String(t.instanceID)}); err != nil {
 		return fmt.Errorf("detach old root %s: %w", t.oldVol, err)
 	}
-	if err := s.dp.detach(t.oldVol); err != nil {
+	if err := s.dp.detach(t.oldVol, 0); err != nil {
 		return fmt.Errorf("data plane: %w", err)
 	}
 	return nil

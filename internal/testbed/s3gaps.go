@@ -42,10 +42,10 @@ func (s *sim) serviceRoutes() []serviceRoute {
 func (s *sim) serviceGap(op Op) *hooks {
 	for _, r := range s.serviceRoutes() {
 		if r.Service == op.Service && r.Action == op.Action {
-			return r.Hooks
+			return compose(s.s3Rules(op), r.Hooks)
 		}
 	}
-	return nil
+	return s.s3Rules(op)
 }
 
 func jsonError(status int, code, msg string) *reply {

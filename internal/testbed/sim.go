@@ -37,9 +37,31 @@ type sim struct {
 	tokens    map[string]string // ClientToken → task id
 	onRoot    func(RootReplacement)
 	failNext  string
-	closing   chan struct{}
-	closed    bool
-	wg        sync.WaitGroup
+	rules     Rules
+	// young are ids inside their consistency window (consistency.go).
+	young map[string]time.Time
+	// busy are detaches EC2 accepted of volumes still in use (busy.go).
+	busy map[string]*busyDetach
+	// attaching are attachments whose device has not appeared yet, until
+	// when (zero: never, the guest still holds the device name).
+	attaching map[string]time.Time
+	// heldNames are device names the guest's driver still holds, per
+	// instance (busy.go).
+	heldNames map[string]map[string]bool
+	// idem are the ClientTokens of CreateVolume and RunInstances
+	// (limits.go).
+	idem map[string]*idemRec
+	// ghosts are pending snapshots deleted while pending: they count
+	// against their volume's limit until they would have completed.
+	ghosts []ghostSnap
+	// imageFlags are what the bed adds to images (product codes).
+	imageFlags map[string]imageFlag
+	// s3NoList and s3Region are the S3 faults (s3rules.go).
+	s3NoList map[string]bool
+	s3Region map[string]string
+	closing  chan struct{}
+	closed   bool
+	wg       sync.WaitGroup
 }
 
 // snapRec is a snapshot created through the proxy.
@@ -78,6 +100,10 @@ func newSim(motoURL string, creds aws.CredentialsProvider, dp *dataPlane, delay 
 		tasks:   map[string]*rootTask{},
 		tokens:  map[string]string{},
 		closing: make(chan struct{}),
+		rules:   defaultRules(),
+		young:   map[string]time.Time{}, busy: map[string]*busyDetach{}, attaching: map[string]time.Time{},
+		heldNames: map[string]map[string]bool{}, idem: map[string]*idemRec{}, imageFlags: map[string]imageFlag{},
+		s3NoList: map[string]bool{}, s3Region: map[string]string{},
 	}
 }
 
@@ -94,7 +120,10 @@ func (s *sim) interceptor() interceptor {
 		if op.Service != "ec2" {
 			return s.serviceGap(op)
 		}
-		return byAction[op.Action]
+		// The rules AWS always applies wrap the route of the action:
+		// consistency outermost (it sees the final answer), then the
+		// limits and the busy detaches.
+		return compose(s.consistency(op), compose(s.limits(op), compose(s.attachments(op), byAction[op.Action])))
 	}
 }
 

@@ -149,6 +149,9 @@ func (n *xnode) set(name, text string) {
 
 // filter keeps the children for which keep is true.
 func (n *xnode) filter(keep func(*xnode) bool) {
+	if n == nil {
+		return
+	}
 	out := n.kids[:0]
 	for _, k := range n.kids {
 		if keep(k) {

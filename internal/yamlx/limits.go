@@ -21,7 +21,8 @@ const (
 // nested too deeply to be parsed safely, or nil.
 func checkLimits(data []byte) *Problem {
 	if len(data) > MaxFileSize {
-		return &Problem{Msg: fmt.Sprintf("YAML file is %d bytes, larger than the %d-byte limit", len(data), MaxFileSize)}
+		// ReadFile stops one byte past the limit: the true size is unknown.
+		return &Problem{Msg: fmt.Sprintf("YAML file is larger than the %d-byte limit (reading stopped there)", MaxFileSize)}
 	}
 	s := depthScanner{line: 1, col: 1, atLineStart: true}
 	for i := 0; i < len(data); i++ {

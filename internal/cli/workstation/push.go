@@ -60,7 +60,7 @@ func loadSignKey(g *cli.Globals, path string) (*minisign.PrivateKey, error) {
 	if path == "" {
 		return nil, nil
 	}
-	b, err := os.ReadFile(path)
+	b, err := release.ReadKeyFile(path)
 	if err != nil {
 		return nil, cli.UsageErr("--sign-key: %v", err)
 	}

@@ -3,20 +3,57 @@ package release
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
+	"syscall"
 
 	"aead.dev/minisign"
 )
 
 // Keyring holds the trusted minisign public keys (trust.public_keys).
+// The daemon shares one Keyring with every source and replaces its
+// contents on reload (Replace), so a key removed from the config is
+// refused at once everywhere.
 type Keyring struct {
+	mu   sync.RWMutex
 	keys []minisign.PublicKey
 	// Require refuses documents without a valid signature
-	// (trust.require_signature).
+	// (trust.require_signature); read it with Required.
 	Require bool
+}
+
+// Replace makes kr trust what next trusts, from now on.
+func (kr *Keyring) Replace(next *Keyring) {
+	next.mu.RLock()
+	keys, req := next.keys, next.Require
+	next.mu.RUnlock()
+	kr.mu.Lock()
+	kr.keys, kr.Require = keys, req
+	kr.mu.Unlock()
+}
+
+// Required reports trust.require_signature.
+func (kr *Keyring) Required() bool {
+	kr.mu.RLock()
+	defer kr.mu.RUnlock()
+	return kr.Require
+}
+
+// Trusts reports whether the key with this id (as KeyID prints it) is
+// trusted now.
+func (kr *Keyring) Trusts(id string) bool {
+	kr.mu.RLock()
+	defer kr.mu.RUnlock()
+	for _, k := range kr.keys {
+		if keyID(k.ID()) == id {
+			return true
+		}
+	}
+	return false
 }
 
 // NewKeyring reads trust.public_keys. Each entry is either a minisign
@@ -30,7 +67,7 @@ func NewKeyring(entries []string, require bool) (*Keyring, error) {
 		e = strings.TrimSpace(e)
 		text := []byte(e)
 		if filepath.IsAbs(e) {
-			b, err := os.ReadFile(e)
+			b, err := ReadKeyFile(e)
 			if err != nil {
 				errs = append(errs, fmt.Errorf("trust.public_keys[%d]: read %s: %w", i, e, err))
 				continue
@@ -50,8 +87,33 @@ func NewKeyring(entries []string, require bool) (*Keyring, error) {
 	return kr, errors.Join(errs...)
 }
 
+// MaxKeyFileBytes bounds what is read of a key file: a minisign key file
+// is two short lines, and a key named /dev/zero must not fill memory.
+const MaxKeyFileBytes = 4 << 10
+
+// ReadKeyFile reads a minisign key file, at most MaxKeyFileBytes of it.
+func ReadKeyFile(path string) ([]byte, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, MaxKeyFileBytes+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > MaxKeyFileBytes {
+		return nil, fmt.Errorf("%s is larger than %d bytes: not a minisign key file (reading stopped there)", path, MaxKeyFileBytes)
+	}
+	return b, nil
+}
+
 // Len is the number of trusted keys.
-func (kr *Keyring) Len() int { return len(kr.keys) }
+func (kr *Keyring) Len() int {
+	kr.mu.RLock()
+	defer kr.mu.RUnlock()
+	return len(kr.keys)
+}
 
 // ErrUnsigned means a document has no signature and none is required.
 var ErrUnsigned = errors.New("not signed")
@@ -63,32 +125,72 @@ var ErrUnsigned = errors.New("not signed")
 // when signatures are optional, and without trusted keys it cannot be
 // checked, which is refused only when signatures are required.
 func (kr *Keyring) Verify(doc, sig []byte) (string, error) {
+	v, err := kr.Check(doc, sig)
+	return v.Comment, err
+}
+
+// Verified is what a valid signature says: its trusted comment and the
+// id of the key that made it (as KeyID prints it).
+type Verified struct {
+	Comment string
+	KeyID   string
+}
+
+// Check is Verify that also names the signing key.
+func (kr *Keyring) Check(doc, sig []byte) (Verified, error) {
+	kr.mu.RLock()
+	keys, require := kr.keys, kr.Require
+	kr.mu.RUnlock()
 	if sig == nil {
-		if kr.Require {
-			return "", errors.New("no signature, and trust.require_signature is true")
+		if require {
+			return Verified{}, errors.New("no signature, and trust.require_signature is true")
 		}
-		return "", ErrUnsigned
+		return Verified{}, ErrUnsigned
 	}
 	var s minisign.Signature
 	if err := s.UnmarshalText(sig); err != nil {
-		return "", fmt.Errorf("signature is not a minisign signature: %w", err)
+		return Verified{}, fmt.Errorf("signature is not a minisign signature: %w", err)
 	}
-	if len(kr.keys) == 0 {
-		if kr.Require {
-			return "", errors.New("no trusted public keys to check the signature with")
+	if len(keys) == 0 {
+		if require {
+			return Verified{}, errors.New("no trusted public keys to check the signature with")
 		}
-		return "", ErrUnsigned
+		return Verified{}, ErrUnsigned
 	}
-	for _, k := range kr.keys {
+	for _, k := range keys {
 		if k.ID() != s.KeyID {
 			continue
 		}
 		if !minisign.Verify(k, doc, sig) {
-			return "", fmt.Errorf("signature by key %s does not match the document (tampered, or signed over other bytes)", keyID(s.KeyID))
+			return Verified{}, fmt.Errorf("signature by key %s does not match the document (tampered, or signed over other bytes)", keyID(s.KeyID))
 		}
-		return s.TrustedComment, nil
+		return Verified{Comment: s.TrustedComment, KeyID: keyID(s.KeyID)}, nil
 	}
-	return "", fmt.Errorf("signed by key %s, which is not in trust.public_keys", keyID(s.KeyID))
+	return Verified{}, fmt.Errorf("signed by key %s, which is not in trust.public_keys", keyID(s.KeyID))
+}
+
+// CheckManifest verifies a manifest document and its signature (nil:
+// none) as every source does: the signature against keys, the fields,
+// the agent's app, and the signature's trusted comment. It returns the
+// manifest and the id of the key that signed it, "" when it was accepted
+// unsigned (keys do not require a signature). Errors name no file: the
+// caller knows where the documents came from.
+func CheckManifest(keys *Keyring, app string, body, sig []byte) (*Manifest, string, error) {
+	v, err := keys.Check(body, sig)
+	if err != nil && !errors.Is(err, ErrUnsigned) {
+		return nil, "", err
+	}
+	m, err := ParseManifest(body)
+	if err != nil {
+		return nil, "", err
+	}
+	if app != "" && m.App != app {
+		return nil, "", fmt.Errorf("the manifest is for app %q, this agent deploys %q", m.App, app)
+	}
+	if err := CheckComment(v.Comment, "manifest", map[string]string{"app": m.App, "version": m.Version, "sha256": m.SHA256}); err != nil {
+		return nil, "", err
+	}
+	return m, v.KeyID, nil
 }
 
 // keyID prints a key id as minisign does.
@@ -129,7 +231,7 @@ func SignDoc(key minisign.PrivateKey, doc []byte, comment string) []byte {
 // minisign tool's default) is decrypted with password; "" fails with a
 // message that says so.
 func LoadPrivateKey(path, password string) (minisign.PrivateKey, error) {
-	b, err := os.ReadFile(path)
+	b, err := ReadKeyFile(path)
 	if err != nil {
 		return minisign.PrivateKey{}, fmt.Errorf("read signing key %s: %w", path, err)
 	}

@@ -1,0 +1,3 @@
+#!/bin/sh
+set -e
+id -un > {{dest}}/run/installed-by

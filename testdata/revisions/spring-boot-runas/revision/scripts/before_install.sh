@@ -1,0 +1,2 @@
+#!/bin/sh
+echo "before install as $(id -un) in $(pwd)"
