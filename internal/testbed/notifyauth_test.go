@@ -23,7 +23,7 @@ const notifyPolicy = `{"Version":"2012-10-17","Statement":[
 // notifyRig is a user with notifyPolicy, a topic, a bus and a bucket.
 func notifyRig(t *testing.T, name string) (*Bed, *Principal, context.Context) {
 	t.Helper()
-	b := enforced.Get(t)
+	b := enforcedBed(t)
 	ctx := testCtx(t)
 	ic := adminIAM(b)
 	out, err := ic.CreatePolicy(ctx, &iam.CreatePolicyInput{PolicyName: aws.String(name), PolicyDocument: aws.String(notifyPolicy)})
