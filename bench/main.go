@@ -68,7 +68,7 @@ func run(ctx context.Context, bin, out, only, trace string, runs int) error {
 	}
 	defer bed.Close()
 	b := &bench{bed: bed, bin: bin, dir: dir, runs: runs, trace: trace}
-	all := []scenario{{"B1", b.b1}, {"B2", b.b2}, {"B3", b.b3}, {"B4", b.b4}, {"B5", b.b5}, {"B6", b.b6}}
+	all := []scenario{{"B1", b.b1}, {"B2", b.b2}, {"B3", b.b3}, {"B4", b.b4}, {"B5", b.b5}, {"B6", b.b6}, {"B7", b.b7}, {"B8", b.b8}}
 	var rows []row
 	start := time.Now()
 	for _, s := range all {

@@ -326,6 +326,11 @@ type Deployment struct {
 	// command ended.
 	Label    string `json:"label,omitempty"`
 	ExitCode *int   `json:"exit_code,omitempty"`
+	// CodeDeploy names the CodeDeploy deployment of a codedeploy record.
+	CodeDeploy *CodeDeployRef `json:"codedeploy,omitempty"`
+	// Assessment says which later assessment found a succeeded
+	// deployment unhealthy: watch_window or boot (empty otherwise).
+	Assessment string `json:"assessment,omitempty"`
 }
 
 // FailedStep is the deployment's own step (not a rung's) that failed

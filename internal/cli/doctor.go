@@ -28,7 +28,8 @@ func newDoctorCmd(g *globals) *cobra.Command {
 			"with the volumes rung; CreateReplaceRootVolumeTask with the root rung; CreateTags), the release\n" +
 			"channel in S3 (telling a missing bucket or channel from a missing grant), the CloudWatch alarms of the\n" +
 			"health checks, each volume's block device (and a partition, LVM or md the volumes rung cannot swap),\n" +
-			"and pending snapshots against EBS's limit. agentctl adds the state of " + agentUnit + ".\n" +
+			"pending snapshots against EBS's limit, and whether AWS's CodeDeploy agent is installed and running\n" +
+			"(a failure only on a host that has recorded CodeDeploy deployments). agentctl adds the state of " + agentUnit + ".\n" +
 			"A failed check names what is missing: the grant (action and resource), the bucket, the alarm.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {

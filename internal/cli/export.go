@@ -45,3 +45,7 @@ func OrDash(s string) string { return orDash(s) }
 
 // IsTerminal reports whether w is a terminal.
 func IsTerminal(w io.Writer) bool { return isTerminal(w) }
+
+// Failed marks an operation that ran and failed (exit 1), its story
+// printed already.
+func Failed(format string, args ...any) error { return failed(format, args...) }

@@ -255,7 +255,7 @@ func newRoot(g *globals, more Commands) *cobra.Command {
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error {
 		return &exitError{code: ExitUsage, err: err}
 	})
-	root.AddCommand(newStatusCmd(g), newVersionCmd(g), newDeployCmd(g), newRollbackCmd(g), newHistoryCmd(g), newShowCmd(g), newLogsCmd(g), newCheckpointCmd(g), newHealthCmd(g), newGuardCmd(g), newDoctorCmd(g), newLintCmd(g), newAcknowledgeCmd(g), newRecoverCmd(g))
+	root.AddCommand(newStatusCmd(g), newVersionCmd(g), newDeployCmd(g), newRollbackCmd(g), newHistoryCmd(g), newShowCmd(g), newLogsCmd(g), newCheckpointCmd(g), newHealthCmd(g), newGuardCmd(g), newDoctorCmd(g), newLintCmd(g), newAcknowledgeCmd(g), newRecoverCmd(g), newCodeDeployCmd(g))
 	root.AddCommand(more(g)...)
 	return root
 }

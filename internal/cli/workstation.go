@@ -36,6 +36,7 @@ func workstationCommands() [][2]string {
 		{"push", "Bundle a directory, upload it with a signed manifest, and optionally move a channel"},
 		{"releases", "List an app's uploaded versions and what each release channel points at"},
 		{"promote", "Point a release channel at an uploaded version (an older one: a fleet-wide rollback)"},
+		{"fleet", "Show every host of an app (or of one channel): version, status, health, last change; exit 1 when any failed, rolled back or needs an operator"},
 		{"keygen", "Make a minisign key pair for signing releases"},
 	}
 }

@@ -200,6 +200,9 @@ func (v *validator) validate() {
 		v.errorf("trust.require_signature", "is true but trust.public_keys is empty: no bundle could ever be accepted")
 	}
 	v.absPath("devices.by_id_dir", c.Devices.ByIDDir, false)
+	v.validateFleet()
+	v.validateNotify()
+	v.validateMetrics()
 }
 
 func (v *validator) validateSources() {

@@ -32,6 +32,9 @@ type Config struct {
 	Trust      Trust      `yaml:"trust"`
 	Devices    Devices    `yaml:"devices"`
 	Limits     Limits     `yaml:"limits"`
+	Fleet      Fleet      `yaml:"fleet"`
+	Notify     Notify     `yaml:"notify"`
+	Metrics    Metrics    `yaml:"metrics"`
 }
 
 // Limits bound what one deployment may take.
@@ -216,5 +219,8 @@ func Default() *Config {
 		Rollback: Rollback{Automatic: true, Ladder: []api.RungName{rung.Revision, rung.Volumes}, MaxClimbsPerBoot: 3, MaxClimbsPerDay: 10, CheckpointWait: 30 * time.Minute, RestoreWarmup: 5 * time.Minute},
 		Boot:     Boot{Assess: true, IDFile: "/proc/sys/kernel/random/boot_id"},
 		Devices:  Devices{ByIDDir: "/dev/disk/by-id", AttachTimeout: time.Minute, DetachTimeout: 5 * time.Minute},
+		Fleet:    fleetDefaults(),
+		Notify:   notifyDefaults(),
+		Metrics:  metricsDefaults(),
 	}
 }

@@ -33,6 +33,7 @@ type services struct {
 	ec2         *ec2.Client
 	awsCfg      aws.Config
 	s3          func(context.Context) (*s3.Client, error)
+	obs         *observers
 	wg          sync.WaitGroup
 	// inbox and channel are the running sources (nil: off); only the
 	// agent's loop starts and stops them.
@@ -77,6 +78,9 @@ func (d *Daemon) startServices(ctx context.Context, cfg *config.Config, awsCfg a
 		d.log.Warn("hook containment", zap.String("warning", contain.Warning()))
 	}
 	d.svc = &services{ctx: ctx, awsCfg: awsCfg, ec2: ec2c, s3: fetcher.S3, contain: contain}
+	if d.svc.obs, err = d.newObservers(cfg, awsCfg); err != nil {
+		return err
+	}
 	cps := checkpoint.New(checkpoint.Options{
 		EC2: ec2c, Identity: d.identity, Config: d.cfg.Load, Cache: d.journal, Log: d.log,
 		OnChange: d.checkpointsChanged,
@@ -97,7 +101,8 @@ func (d *Daemon) startServices(ctx context.Context, cfg *config.Config, awsCfg a
 		Config: d.cfg.Load, Journal: d.journal, Releases: rel, StateDir: cfg.StateDir,
 		Log: d.log, Fetcher: fetcher, GroupID: groupID, Checkpoints: cps,
 		RefreshIdentity: d.refreshIdentity, Health: d.checkers, OnHealth: d.onHealth, BootID: bootID, Gate: d.gate,
-		Contain: contain,
+		Contain:      contain,
+		OnTransition: d.onTransition,
 	})
 	if err != nil {
 		return err
@@ -148,7 +153,15 @@ func (d *Daemon) startServices(ctx context.Context, cfg *config.Config, awsCfg a
 		return err
 	}
 	d.srv.Handle("GET "+api.PathDoctor, d.doctorHandler())
-	return nil
+	d.codedeployRoutes(eng)
+	return d.runObservers(ctx, cfg)
+}
+
+// clearSourceError drops a source's problem once it works again.
+func (d *Daemon) clearSourceError(name string) {
+	d.mu.Lock()
+	delete(d.sourceErrs, name)
+	d.mu.Unlock()
 }
 
 func (d *Daemon) sourceError(name string) func(error) {

@@ -92,6 +92,9 @@ func (d *Daemon) CreateCheckpoint(ctx context.Context, req api.CheckpointRequest
 	}
 	c, err := d.svc.checkpoints.Create(ctx, checkpoint.Meta{Kinds: kinds, Reason: reason, Label: req.Label, Pin: req.Pin, Revision: rev})
 	d.catalogue.invalidate()
+	if err != nil && ctx.Err() == nil {
+		d.checkpointFailed(reason, req.Label, err)
+	}
 	return c, checkpointErr(err)
 }
 

@@ -41,7 +41,19 @@ func (d *Daemon) doctor(ctx context.Context) (api.DoctorReport, error) {
 		STS:           sts.NewFromConfig(cfg),
 		DryRun:        d.svc.checkpoints.DryRun,
 		SysClassBlock: "/sys/class/block",
+		Root:          "/", Proc: "/proc", UsesCodeDeploy: d.usesCodeDeploy(),
 	}
 	in.HookContainment.On, in.HookContainment.Detail = d.svc.contain.On(), d.svc.contain.Describe()
 	return doctor.Run(ctx, in), nil
+}
+
+// usesCodeDeploy reports whether the journal holds CodeDeploy deployments.
+func (d *Daemon) usesCodeDeploy() bool {
+	deps, _ := d.journal.Deployments(0)
+	for _, dep := range deps {
+		if dep.Kind == api.KindCodeDeploy {
+			return true
+		}
+	}
+	return false
 }

@@ -35,11 +35,16 @@ func (d *Daemon) onHealth(sum api.HealthSummary) {
 	d.mu.Lock()
 	d.lastHealth = &sum
 	d.mu.Unlock()
+	if d.svc != nil && d.svc.obs != nil {
+		d.svc.obs.healthChanged(sum)
+	}
 	d.notify.status(d.summary())
 }
 
 // Health implements server.Backend: every check once, now; one round
-// answers everyone who asks while it runs, and a second after.
+// answers everyone who asks while it runs, and a second after. On an idle
+// host (no operation, no watch window: nothing else assesses it) the
+// result becomes the last known health, as a heartbeat round's does.
 func (d *Daemon) Health(ctx context.Context) (*api.HealthReport, error) {
 	return d.healthRuns.get(ctx, d.healthRound)
 }
@@ -58,6 +63,9 @@ func (d *Daemon) healthRound(ctx context.Context) (*api.HealthReport, error) {
 	}
 	if rep.Checks == nil {
 		rep.Checks = []api.CheckResult{}
+	}
+	if len(results) > 0 && ctx.Err() == nil && d.idle() {
+		d.onHealth(roundSummary(results, "now"))
 	}
 	return rep, nil
 }

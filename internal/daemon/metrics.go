@@ -52,6 +52,9 @@ func (d *Daemon) Metrics(ctx context.Context) string {
 			fmt.Fprintf(&b, "rollback_agent_deployments%s %d\n", labelSet([]string{"status", k}), byStatus[k])
 		}
 	}
+	if d.svc != nil && d.svc.obs != nil {
+		d.svc.obs.counters.Write(&b)
+	}
 	gauge("go_goroutines", "Number of goroutines that currently exist.", float64(runtime.NumGoroutine()))
 	if fds, err := os.ReadDir("/proc/self/fd"); err == nil {
 		gauge("process_open_fds", "Number of open file descriptors.", float64(len(fds)))

@@ -93,7 +93,7 @@ func TestDefaultConfigIsTheDefaults(t *testing.T) {
 // normalise makes nil and empty slices equal for the comparison.
 func normalise(c *config.Config) config.Config {
 	n := *c
-	for _, s := range []*[]string{&n.Checkpoint.Freeze, &n.Trust.PublicKeys} {
+	for _, s := range []*[]string{&n.Checkpoint.Freeze, &n.Trust.PublicKeys, &n.Notify.Command} {
 		if len(*s) == 0 {
 			*s = nil
 		}

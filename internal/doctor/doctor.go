@@ -66,6 +66,12 @@ type Inputs struct {
 		On     bool
 		Detail string
 	}
+	// Root and Proc are / and /proc (tests move them): where AWS's
+	// CodeDeploy agent is looked for.
+	Root, Proc string
+	// UsesCodeDeploy: the journal holds CodeDeploy deployments, so the
+	// CodeDeploy agent must be there.
+	UsesCodeDeploy bool
 }
 
 // callTimeout bounds each AWS check: a doctor that hangs helps nobody.
@@ -83,6 +89,7 @@ func Run(ctx context.Context, in Inputs) api.DoctorReport {
 	r.volumes()
 	r.pending(ctx)
 	r.hookContainment()
+	r.codedeployAgent()
 	return api.DoctorReport{SchemaVersion: api.SchemaVersion, Checks: r.checks}
 }
 

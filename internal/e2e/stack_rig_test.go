@@ -99,7 +99,15 @@ func (s *stack) instancePolicy(t *testing.T) map[string]any {
 	if err != nil {
 		t.Fatal(err)
 	}
-	text := strings.NewReplacer("RELEASE_BUCKET", s.params["ReleaseBucket"], "RELEASE_PREFIX", s.params["ReleasePrefix"]).Replace(string(b))
+	pairs := []string{"RELEASE_BUCKET", s.params["ReleaseBucket"], "RELEASE_PREFIX", s.params["ReleasePrefix"], "APP_NAME", s.params["ApplicationName"]}
+	// Without a topic or bus, the template leaves their placeholders.
+	if v := s.params["NotifyTopicArn"]; v != "" {
+		pairs = append(pairs, "arn:aws:sns:*:*:NOTIFY_TOPIC", v)
+	}
+	if v := s.params["NotifyEventBus"]; v != "" {
+		pairs = append(pairs, "NOTIFY_EVENT_BUS", v)
+	}
+	text := strings.NewReplacer(pairs...).Replace(string(b))
 	var doc map[string]any
 	if err := json.Unmarshal([]byte(text), &doc); err != nil {
 		t.Fatal(err)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/rollback-agent/rollback-agent/internal/api"
 	"github.com/rollback-agent/rollback-agent/internal/testbed"
+	"github.com/rollback-agent/rollback-agent/internal/testutil"
 )
 
 // stackConfig is the agent's config on a stack instance: the stack's
@@ -44,7 +45,10 @@ health:
 // itself, restores a data volume from a checkpoint, and deletes a
 // checkpoint; agentctl doctor finds nothing to fail.
 func TestStackInMotoWithIAMEnforced(t *testing.T) {
-	s := newStack(t, "ra-stack", map[string]string{"CreateHealthAlarm": "true"})
+	// The notification targets the stack's parameters name (made by the
+	// administrator, as a user would before the stack).
+	topic, snsSink, ebSink := notifyTargets(t, enforcedPeers.Get(t), "ra-stack-events")
+	s := newStack(t, "ra-stack", map[string]string{"CreateHealthAlarm": "true", "NotifyTopicArn": topic, "NotifyEventBus": "ra-stack-events"})
 	// The bed is shared: its decisions before this test are not this
 	// test's.
 	before := s.bed.IAMDecisions()
@@ -94,7 +98,8 @@ func TestStackInMotoWithIAMEnforced(t *testing.T) {
 	h := s.newHost(t, "")
 	app := testbed.WebApp{Dir: filepath.Join(h.dir, "srv", "web"), Run: filepath.Join(h.dir, "run"), Port: port}
 	t.Cleanup(app.Stop)
-	h.writeConfig(fmt.Sprintf("sources: {channel: %q, poll_interval: 1s}\n%s", s.out["ChannelUrl"], stackConfig(s, ws.pub, app)))
+	h.writeConfig(fmt.Sprintf("sources: {channel: %q, poll_interval: 1s}\nnotify: {sns_topic_arn: %s, eventbridge_bus: ra-stack-events}\n%s",
+		s.out["ChannelUrl"], topic, stackConfig(s, ws.pub, app)))
 	data := filepath.Join(h.dir, "data")
 	os.MkdirAll(data, 0o755)
 	if err := h.inst.Mount(h.inst.DataVolumeID, data); err != nil {
@@ -130,6 +135,54 @@ func TestStackInMotoWithIAMEnforced(t *testing.T) {
 	if d.Checkpoint == "" {
 		t.Errorf("v2 was deployed without a checkpoint: %+v", d)
 	}
+	// The rollback, told through the stack's topic and bus with the
+	// role's own grants; and the host's document, under its aws:userid
+	// (ROLE-ID:INSTANCE-ID), the only key the role may write.
+	var viaSNS, viaEB []string
+	testutil.WaitFor(t, 60*time.Second, "the rollback on SNS and EventBridge", func() error {
+		viaSNS, viaEB = append(viaSNS, snsSink.drain()...), append(viaEB, ebSink.drain()...)
+		if len(viaSNS) != 1 || len(viaEB) != 1 {
+			return fmt.Errorf("%d from SNS, %d from EventBridge", len(viaSNS), len(viaEB))
+		}
+		return nil
+	})
+	hostsDir := s.params["ReleasePrefix"] + "/demo/hosts/"
+	testutil.WaitFor(t, 60*time.Second, "the host's document after the rollback", func() error {
+		// A prefix without "/": moto checks the signature of a listing
+		// over the decoded query (testbed/motosig.go).
+		var objs struct{ Contents []struct{ Key string } }
+		raw := awscliRaw(t, s.bed, "s3api", "list-objects-v2", "--bucket", s.params["ReleaseBucket"], "--prefix", s.params["ReleasePrefix"])
+		if err := json.Unmarshal([]byte(raw), &objs); err != nil {
+			return testutil.Stop(err)
+		}
+		var keys []string
+		for _, o := range objs.Contents {
+			if strings.HasPrefix(o.Key, hostsDir) {
+				keys = append(keys, o.Key)
+			}
+		}
+		if len(keys) != 1 {
+			return fmt.Errorf("host documents %v", keys)
+		}
+		key := keys[0]
+		if !strings.HasPrefix(key, hostsDir+"AROA") || !strings.HasSuffix(key, ":"+h.inst.Doc.InstanceID+".json") {
+			return testutil.Stop(fmt.Errorf("the host document %s is not named by the role session's aws:userid", key))
+		}
+		// Through the bed's proxy: moto alone misreads the signature of
+		// a key with a ":" (testbed/motosig.go).
+		body := awscliRaw(t, s.bed, "--endpoint-url", s.bed.AWS.URL, "s3", "cp", "s3://"+s.params["ReleaseBucket"]+"/"+key, "-")
+		var doc struct {
+			Current      struct{ Revision string }
+			LastRollback *struct{ Rung string } `json:"last_rollback"`
+		}
+		if err := json.Unmarshal([]byte(body), &doc); err != nil {
+			return testutil.Stop(fmt.Errorf("%s: %w", body, err))
+		}
+		if doc.Current.Revision != "v1" || doc.LastRollback == nil || doc.LastRollback.Rung != "revision" {
+			return fmt.Errorf("document %s", body)
+		}
+		return nil
+	})
 
 	// A volume restore from v1's checkpoint, once its snapshots completed.
 	waitCheckpointComplete(t, h, first.Checkpoint)
@@ -167,7 +220,8 @@ func TestStackInMotoWithIAMEnforced(t *testing.T) {
 		}
 	}
 	for _, a := range []string{"ec2:CreateSnapshots", "ec2:CreateImage", "ec2:CreateTags", "ec2:CreateVolume", "ec2:DetachVolume", "ec2:AttachVolume",
-		"ec2:DeleteSnapshot", "ec2:DeregisterImage", "ec2:CreateReplaceRootVolumeTask", "cloudwatch:DescribeAlarms", "s3:ListBucket"} {
+		"ec2:DeleteSnapshot", "ec2:DeregisterImage", "ec2:CreateReplaceRootVolumeTask", "cloudwatch:DescribeAlarms", "s3:ListBucket",
+		"sns:Publish", "events:PutEvents", "s3:PutObject"} {
 		if dec[a+" allow"] == 0 {
 			t.Errorf("the bed never allowed %s: the test did not exercise it (decisions %v)", a, dec)
 		}

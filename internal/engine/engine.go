@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -127,6 +128,9 @@ type Engine struct {
 	pruning, pruneAgain bool
 	// fault, once set, stops the engine taking work (fault.go).
 	fault error
+	// codedeploys are the CodeDeploy deployments begun or gated here,
+	// by CodeDeploy deployment id (codedeploy.go).
+	codedeploys map[string]*cdState
 
 	// jobs are rollbacks health asked for (watch window, boot); the worker
 	// runs them between queued operations.
@@ -162,6 +166,9 @@ func (e *Engine) Active() *api.Deployment {
 	}
 	c := *e.active
 	c.Steps = append([]api.Step(nil), e.active.Steps...)
+	// The worker changes rungs and volume stages in place: readers get
+	// their own.
+	c.Rungs, c.Volumes = slices.Clone(e.active.Rungs), slices.Clone(e.active.Volumes)
 	return &c
 }
 

@@ -145,7 +145,7 @@ func (f *fakeCheckpoints) Create(_ context.Context, meta checkpoint.Meta) (*api.
 		return nil, err
 	}
 	c := &api.Checkpoint{ID: f.id("cp"), Kinds: meta.Kinds, State: api.CheckpointPending, CreatedAt: time.Now().UTC(),
-		Reason: meta.Reason, Revision: meta.Revision, Deployment: meta.Deployment}
+		Reason: meta.Reason, Label: meta.Label, Revision: meta.Revision, Deployment: meta.Deployment}
 	if f.snapRoot != nil {
 		id := f.id("snap")
 		f.roots[id] = f.snapRoot()

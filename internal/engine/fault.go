@@ -3,6 +3,7 @@ package engine
 import (
 	"errors"
 	"fmt"
+	"slices"
 
 	"go.uber.org/zap"
 
@@ -68,6 +69,9 @@ func (r *run) halt() {
 	// `agentctl show` read it, newer than the journal's.
 	c := *r.d
 	c.Steps = append([]api.Step(nil), r.d.Steps...)
+	// The worker changes rungs and volume stages in place: readers get
+	// their own.
+	c.Rungs, c.Volumes = slices.Clone(r.d.Rungs), slices.Clone(r.d.Volumes)
 	r.e.mu.Lock()
 	r.e.active = &c
 	r.e.mu.Unlock()

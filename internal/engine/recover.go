@@ -35,6 +35,10 @@ func (e *Engine) recover(ctx context.Context) error {
 		e.o.Log.Warn("recovering a deployment interrupted by an agent restart",
 			zap.String("deployment", d.ID), zap.String("status", string(d.Status)), zap.String("step", interrupted))
 		switch {
+		case d.Status == api.StatusRunning && d.Kind == api.KindCodeDeploy:
+			// CodeDeploy goes on without this agent: wait for its
+			// ValidateService again (the checkpoint, if taken, stays).
+			r.startOver(fmt.Sprintf("agent restarted during %s of a CodeDeploy deployment: waiting for its ValidateService again", interrupted))
 		case d.Status == api.StatusRunning && d.Kind == api.KindGuard && r.hostChanged():
 			// The command may or may not have run: health decides.
 			r.d.Error = "the agent restarted during the guarded change"

@@ -69,6 +69,9 @@ func (e *Engine) setActive(d *api.Deployment) {
 	}
 	c := *d
 	c.Steps = append([]api.Step(nil), d.Steps...)
+	// The worker changes rungs and volume stages in place: readers get
+	// their own.
+	c.Rungs, c.Volumes = slices.Clone(d.Rungs), slices.Clone(d.Volumes)
 	e.active = &c
 }
 
@@ -199,6 +202,10 @@ func (r *run) transition(to api.DeploymentStatus, pointers map[string]string) {
 // execute runs a queued deployment or rollback to its end.
 func (e *Engine) execute(ctx context.Context, d *api.Deployment) {
 	r := &run{e: e, d: d, cfg: e.o.Config(), log: e.o.Log}
+	if d.Kind == api.KindCodeDeploy {
+		// Its hooks wait for the record's end, not the step's.
+		defer e.codedeployEnded(d)
+	}
 	d.StartedAt = time.Now().UTC()
 	// A new operation ends the watch window of the previous deployment.
 	e.stopWatch()
@@ -216,6 +223,8 @@ func (e *Engine) execute(ctx context.Context, d *api.Deployment) {
 		err = r.restoreRoot(ctx, "")
 	case api.KindGuard:
 		err = r.guard(ctx)
+	case api.KindCodeDeploy:
+		err = r.codedeploy(ctx)
 	default:
 		err = r.deploy(ctx)
 	}
@@ -236,8 +245,9 @@ func (e *Engine) execute(ctx context.Context, d *api.Deployment) {
 	if r.d.Status != api.StatusRunning {
 		return
 	}
-	if d.Kind == api.KindRestore || d.Kind == api.KindRestoreRoot || d.Kind == api.KindGuard {
-		// These change the host, not which revision is current.
+	if d.Kind == api.KindRestore || d.Kind == api.KindRestoreRoot || d.Kind == api.KindGuard || d.Kind == api.KindCodeDeploy {
+		// These change the host, not which revision is current (a
+		// CodeDeploy revision is CodeDeploy's to track).
 		r.finish(api.StatusSucceeded, nil)
 		return
 	}
@@ -268,6 +278,8 @@ func (r *run) fail(ctx context.Context, cause error) {
 	switch {
 	case !r.hostChanged() || errors.Is(cause, errGuardAbandoned):
 		r.finish(api.StatusFailed, nil)
+	case r.d.Kind == api.KindCodeDeploy:
+		r.codedeployFailed(cause)
 	case r.d.Kind == api.KindRestore || r.d.Kind == api.KindRestoreRoot:
 		r.d.Error = fmt.Sprintf("restore of checkpoint %s failed after it changed the host: %v; look at `agentctl show %s`, fix the cause, then run `agentctl checkpoint restore %s` again (each stage is safe to repeat)",
 			r.d.Checkpoint, cause, r.d.ID, r.d.Checkpoint)

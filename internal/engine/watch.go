@@ -26,6 +26,8 @@ type job struct {
 	id      string
 	reason  string
 	summary *api.HealthSummary
+	// assessment is which assessment found it unhealthy.
+	assessment string
 }
 
 // Watching returns the deployment whose watch window is open and when it
@@ -89,7 +91,7 @@ func (e *Engine) startWatch(d *api.Deployment) {
 			return
 		}
 		e.o.Log.Warn("unhealthy in the watch window: rolling back", zap.String("deployment", d.ID), zap.String("reason", a.Reason))
-		e.jobs <- job{kind: "watch-failed", id: d.ID, reason: "unhealthy in the watch window: " + a.Reason, summary: &sum}
+		e.jobs <- job{kind: "watch-failed", id: d.ID, reason: "unhealthy in the watch window: " + a.Reason, summary: &sum, assessment: api.AssessmentWatchWindow}
 		e.kick()
 	}()
 }
@@ -103,7 +105,7 @@ func (e *Engine) BootAssess() {
 func (e *Engine) runJob(ctx context.Context, j job) {
 	switch j.kind {
 	case "watch-failed":
-		e.rollBackSucceeded(ctx, j.id, j.reason, j.summary)
+		e.rollBackSucceeded(ctx, j.id, j.reason, j.summary, j.assessment)
 	case "boot":
 		e.bootAssess(ctx)
 	}
@@ -112,7 +114,7 @@ func (e *Engine) runJob(ctx context.Context, j job) {
 // rollBackSucceeded climbs the ladder for a deployment that had
 // succeeded, if it is still current (a newer one would have ended its
 // window).
-func (e *Engine) rollBackSucceeded(ctx context.Context, id, reason string, sum *api.HealthSummary) {
+func (e *Engine) rollBackSucceeded(ctx context.Context, id, reason string, sum *api.HealthSummary, assessment string) {
 	cur, _ := e.o.Journal.Pointer(journal.PointerCurrent)
 	d, err := e.o.Journal.Deployment(id)
 	if err != nil || cur != id || d.Status != api.StatusSucceeded {
@@ -122,6 +124,7 @@ func (e *Engine) rollBackSucceeded(ctx context.Context, id, reason string, sum *
 	r := &run{e: e, d: d, cfg: e.o.Config(), log: e.o.Log}
 	r.d.Error = reason
 	r.d.Health = sum
+	r.d.Assessment = assessment
 	switch {
 	case d.Kind == api.KindRollback:
 		// A rollback never triggers another rollback: climbing from here
@@ -156,5 +159,5 @@ func (e *Engine) bootAssess(ctx context.Context) {
 	if a.Healthy || a.Interrupted {
 		return
 	}
-	e.rollBackSucceeded(ctx, d.ID, fmt.Sprintf("unhealthy after boot %s: %s", e.o.BootID, a.Reason), &sum)
+	e.rollBackSucceeded(ctx, d.ID, fmt.Sprintf("unhealthy after boot %s: %s", e.o.BootID, a.Reason), &sum, api.AssessmentBoot)
 }

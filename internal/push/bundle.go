@@ -43,6 +43,8 @@ type Built struct {
 	// says push wrote it (the directory had none).
 	AppSpec   []byte
 	Generated bool
+	// Injected says the CodeDeploy hooks were added (inject.go).
+	Injected bool
 }
 
 // skipper returns the filter of .rollbackignore (and .git, which is never
@@ -113,6 +115,16 @@ func acceptAnyAccount(string) error { return nil }
 // appspec is validated with the agent's parser (its errors stop the push),
 // or one is generated for destination.
 func Build(ctx context.Context, dir, destination, tmpDir string) (*Built, error) {
+	return build(ctx, dir, destination, tmpDir, "")
+}
+
+// BuildForCodeDeploy is Build with the CodeDeploy hooks added to the
+// bundle's appspec (inject.go); version is written into them.
+func BuildForCodeDeploy(ctx context.Context, dir, destination, tmpDir, version string) (*Built, error) {
+	return build(ctx, dir, destination, tmpDir, version)
+}
+
+func build(ctx context.Context, dir, destination, tmpDir, codedeployVersion string) (*Built, error) {
 	fi, err := os.Stat(dir)
 	if err != nil {
 		return nil, fmt.Errorf("bundle %s: %w", dir, err)
@@ -160,6 +172,23 @@ func Build(ctx context.Context, dir, destination, tmpDir string) (*Built, error)
 		}
 		built.AppSpec, built.Generated = gen, true
 		tarOpts.Extra = []bundle.ExtraFile{{Name: "appspec.yml", Content: gen, Mode: 0o644, ModTime: newest}}
+	}
+	if codedeployVersion != "" {
+		if built.Generated {
+			name = "appspec.yml"
+		}
+		newest, err := newestMtime(dir, skip)
+		if err != nil {
+			return nil, fmt.Errorf("bundle %s: %w", dir, err)
+		}
+		// The injected scripts are not in dir: check the rewrite without it.
+		spec, err := injectCodeDeploy(name, built.AppSpec, codedeployVersion, appspec.Options{LookupUser: acceptAnyAccount, LookupGroup: acceptAnyAccount})
+		if err != nil {
+			return nil, fmt.Errorf("bundle %s: %w", dir, err)
+		}
+		appspecFile := bundle.ExtraFile{Name: name, Content: spec, Mode: 0o644, ModTime: newest}
+		tarOpts.Extra = append([]bundle.ExtraFile{appspecFile}, injectedFiles(codedeployVersion, appspecFile)...)
+		built.AppSpec, built.Injected = spec, true
 	}
 	f, err := os.CreateTemp(tmpDir, "bundle-*.tar.gz")
 	if err != nil {

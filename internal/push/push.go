@@ -56,16 +56,19 @@ type Options struct {
 
 // Result says what a push did.
 type Result struct {
-	Bucket       string              `json:"bucket"`
-	BundleKey    string              `json:"bundle_key"`
-	ManifestKey  string              `json:"manifest_key"`
-	SignatureKey string              `json:"signature_key,omitempty"`
-	Manifest     release.Manifest    `json:"manifest"`
-	Generated    bool                `json:"generated_appspec"`
-	Channel      *release.ChannelDoc `json:"channel,omitempty"`
-	CodeDeploy   *CodeDeployResult   `json:"codedeploy,omitempty"`
-	Replaced     bool                `json:"replaced,omitempty"`
-	Multipart    bool                `json:"multipart,omitempty"`
+	Bucket       string           `json:"bucket"`
+	BundleKey    string           `json:"bundle_key"`
+	ManifestKey  string           `json:"manifest_key"`
+	SignatureKey string           `json:"signature_key,omitempty"`
+	Manifest     release.Manifest `json:"manifest"`
+	Generated    bool             `json:"generated_appspec"`
+	// CodeDeployHooks: the checkpoint and health-gate hooks were added to
+	// the bundle's appspec (--codedeploy-app).
+	CodeDeployHooks bool                `json:"codedeploy_hooks,omitempty"`
+	Channel         *release.ChannelDoc `json:"channel,omitempty"`
+	CodeDeploy      *CodeDeployResult   `json:"codedeploy,omitempty"`
+	Replaced        bool                `json:"replaced,omitempty"`
+	Multipart       bool                `json:"multipart,omitempty"`
 }
 
 // ErrExists means the version is already in the bucket (use Force).
@@ -131,13 +134,21 @@ func Push(ctx context.Context, c Clients, o Options) (*Result, error) {
 		return nil, fmt.Errorf("push: temporary directory: %w", err)
 	}
 	defer os.RemoveAll(tmp)
-	built, err := Build(ctx, o.Dir, o.Destination, tmp)
+	var built *Built
+	if o.CodeDeploy != nil {
+		built, err = BuildForCodeDeploy(ctx, o.Dir, o.Destination, tmp, o.Version)
+	} else {
+		built, err = Build(ctx, o.Dir, o.Destination, tmp)
+	}
 	if err != nil {
 		return nil, err
 	}
-	res.Generated = built.Generated
+	res.Generated, res.CodeDeployHooks = built.Generated, built.Injected
 	if built.Generated {
 		fmt.Fprintf(o.Log, "no appspec.yml in %s: generated one installing it to %s\n", o.Dir, o.Destination)
+	}
+	if built.Injected {
+		fmt.Fprintf(o.Log, "added rollback-agent's CodeDeploy hooks to the bundle's appspec: %s first in BeforeInstall, %s last in ValidateService\n", InjectedBeforeInstall, InjectedValidateService)
 	}
 	fmt.Fprintf(o.Log, "bundled %s: %d bytes, sha256 %s\n", o.Dir, built.Size, built.SHA256)
 	m := release.Manifest{

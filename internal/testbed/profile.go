@@ -68,7 +68,7 @@ func (b *Bed) profileCredentials(ctx context.Context, inst types.Instance) (*Pri
 	creds := aws.Credentials{AccessKeyID: aws.ToString(c.AccessKeyId), SecretAccessKey: aws.ToString(c.SecretAccessKey),
 		SessionToken: aws.ToString(c.SessionToken), CanExpire: true, Expires: aws.ToTime(c.Expiration)}
 	arn := aws.ToString(out.AssumedRoleUser.Arn)
-	p := &Principal{ARN: arn, Account: accountOf(arn), Role: aws.ToString(role.RoleName), Creds: creds,
+	p := &Principal{ARN: arn, Account: accountOf(arn), Role: aws.ToString(role.RoleName), Creds: creds, UserID: aws.ToString(out.AssumedRoleUser.AssumedRoleId),
 		SourceInstance: fmt.Sprintf("arn:aws:ec2:%s:%s:instance/%s", Region, accountOf(arn), aws.ToString(inst.InstanceId))}
 	if b.enf != nil {
 		b.enf.register(p)

@@ -172,9 +172,10 @@ func (r *resolver) sub(t *testing.T, arg any) string {
 func placeholders() *resolver {
 	return &resolver{
 		params: map[string]string{"ReleaseBucket": "RELEASE_BUCKET", "ReleasePrefix": "RELEASE_PREFIX", "ApplicationName": "APP_NAME",
-			"EbsKmsKeyArn": "arn:aws:kms:*:*:key/EBS_KMS_KEY_ID", "ReleaseBucketKmsKeyArn": "arn:aws:kms:*:*:key/S3_KMS_KEY_ID"},
+			"EbsKmsKeyArn": "arn:aws:kms:*:*:key/EBS_KMS_KEY_ID", "ReleaseBucketKmsKeyArn": "arn:aws:kms:*:*:key/S3_KMS_KEY_ID",
+			"NotifyTopicArn": "arn:aws:sns:*:*:NOTIFY_TOPIC", "NotifyEventBus": "NOTIFY_EVENT_BUS"},
 		refs:       map[string]string{"InstanceRole": "ROLLBACK_AGENT_INSTANCE_ROLE"},
-		conditions: map[string]bool{"HasEbsKey": true, "HasBucketKey": true},
+		conditions: map[string]bool{"HasEbsKey": true, "HasBucketKey": true, "HasNotifyTopic": true, "HasNotifyEventBus": true},
 	}
 }
 

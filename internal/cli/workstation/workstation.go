@@ -13,7 +13,7 @@ import (
 
 // Commands are the workstation commands, in the order agentctl lists them.
 func Commands(g *cli.Globals) []*cobra.Command {
-	return []*cobra.Command{newRestoreInstanceCmd(g), newPushCmd(g), newReleasesCmd(g), newPromoteCmd(g), newKeygenCmd(g)}
+	return []*cobra.Command{newRestoreInstanceCmd(g), newPushCmd(g), newReleasesCmd(g), newPromoteCmd(g), newFleetCmd(g), newKeygenCmd(g)}
 }
 
 // Command is agentctl's whole command tree, for the documentation.

@@ -25,6 +25,8 @@ func prefixOf(service string) (string, bool) {
 		return "logs", true
 	case "elasticloadbalancingv2":
 		return "elasticloadbalancing", true
+	case "eventbridge":
+		return "events", true
 	}
 	return "", false
 }
@@ -135,7 +137,7 @@ func Needs(calls []Call) ([]Need, error) {
 			own = s3Actions(c.Operation)
 		}
 		for _, a := range own {
-			out = append(out, Need{Action: a, Call: c, Resources: resourcesOf(a, "")})
+			out = append(out, Need{Action: a, Call: c, Resources: resourcesAt(c, a)})
 		}
 		for _, e := range extraActions(c.Service, c.Operation) {
 			e.Call, e.Resources = c, resourcesOf(e.Action, c.Operation)

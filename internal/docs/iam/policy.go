@@ -143,11 +143,21 @@ func (p *Policy) AllowsOn(action, resource string) bool {
 
 // resourceMatch matches an IAM Resource pattern against an ARN: * is any
 // run of characters (slashes and colons too) and ? any one; ARNs are
-// case-sensitive. A policy variable (${...}) matches nothing here: its
-// value is only known per request.
+// case-sensitive. A policy variable (${...}) takes its value in the
+// example request (exampleVariables); one without a value there matches
+// nothing, as IAM treats a variable missing from the request.
 func resourceMatch(pattern, arn string) bool {
-	if strings.Contains(pattern, "${") {
-		return false
+	for strings.Contains(pattern, "${") {
+		i := strings.Index(pattern, "${")
+		j := strings.Index(pattern[i:], "}")
+		if j < 0 {
+			return false
+		}
+		v, ok := exampleVariables()[pattern[i+2:i+j]]
+		if !ok {
+			return false
+		}
+		pattern = pattern[:i] + v + pattern[i+j+1:]
 	}
 	if pattern == "" {
 		return arn == ""

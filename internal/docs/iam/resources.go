@@ -1,5 +1,7 @@
 package iam
 
+import "strings"
+
 // Resource is one resource an action is authorised on: AWS checks the
 // action against every resource of the request, and a statement that
 // grants the action on some other resource type does not help.
@@ -23,30 +25,55 @@ const (
 	exAccount = "123456789012"
 	exEC2     = "arn:aws:ec2:" + exRegion + ":" + exAccount + ":"
 	exEC2Glob = "arn:aws:ec2:" + exRegion + "::"
+	// exUserID is aws:userid of an instance role session (IAM User
+	// Guide, "IAM policy elements: Variables and tags": role-id:instance-id
+	// for a role assigned to an EC2 instance).
+	exUserID = "AROAEXAMPLEROLEID0001:i-0123456789abcdef0"
 )
+
+// exampleVariables are the values of the policy variables in the example
+// request, for matching a Resource that uses them.
+func exampleVariables() map[string]string {
+	return map[string]string{"aws:userid": exUserID}
+}
+
+// resourcesAt is resourcesOf for a call site: an action whose request
+// carries another resource where the code makes it. The host document's
+// PutObject (internal/fleet) writes only the host's own key.
+func resourcesAt(c Call, action string) []Resource {
+	if action == "s3:PutObject" && strings.HasPrefix(c.Pos, "internal/fleet/") {
+		return []Resource{rHostDoc}
+	}
+	return resourcesOf(action, "")
+}
 
 // Resources of the example request, by type.
 var (
-	rInstance   = Resource{"instance", exEC2 + "instance/i-0123456789abcdef0"}
-	rVolume     = Resource{"volume", exEC2 + "volume/vol-0123456789abcdef0"}
-	rNewVolume  = Resource{"volume", exEC2 + "volume/*"}
-	rSnapshot   = Resource{"snapshot", exEC2Glob + "snapshot/snap-0123456789abcdef0"}
-	rNewSnap    = Resource{"snapshot", exEC2Glob + "snapshot/*"}
-	rImage      = Resource{"image", exEC2Glob + "image/ami-0123456789abcdef0"}
-	rNewImage   = Resource{"image", exEC2Glob + "image/*"}
-	rNewTask    = Resource{"replace-root-volume-task", exEC2 + "replace-root-volume-task/*"}
-	rNewInst    = Resource{"instance", exEC2 + "instance/*"}
-	rSubnet     = Resource{"subnet", exEC2 + "subnet/subnet-0123456789abcdef0"}
-	rSG         = Resource{"security-group", exEC2 + "security-group/sg-0123456789abcdef0"}
-	rENI        = Resource{"network-interface", exEC2 + "network-interface/*"}
-	rEIP        = Resource{"elastic-ip", exEC2 + "elastic-ip/eipalloc-0123456789abcdef0"}
-	rObject     = Resource{"object", "arn:aws:s3:::RELEASE_BUCKET/RELEASE_PREFIX/demo/channels/prod.json"}
-	rBucket     = Resource{"bucket", "arn:aws:s3:::RELEASE_BUCKET"}
-	rAlarm      = Resource{"alarm", "arn:aws:cloudwatch:" + exRegion + ":" + exAccount + ":alarm:web-5xx"}
-	rCDApp      = Resource{"application", "arn:aws:codedeploy:" + exRegion + ":" + exAccount + ":application:APP_NAME"}
-	rCDGroup    = Resource{"deploymentgroup", "arn:aws:codedeploy:" + exRegion + ":" + exAccount + ":deploymentgroup:APP_NAME/web"}
-	rCDConfig   = Resource{"deploymentconfig", "arn:aws:codedeploy:" + exRegion + ":" + exAccount + ":deploymentconfig:CodeDeployDefault.OneAtATime"}
-	rRole       = Resource{"role", "arn:aws:iam::" + exAccount + ":role/ROLLBACK_AGENT_INSTANCE_ROLE"}
+	rInstance  = Resource{"instance", exEC2 + "instance/i-0123456789abcdef0"}
+	rVolume    = Resource{"volume", exEC2 + "volume/vol-0123456789abcdef0"}
+	rNewVolume = Resource{"volume", exEC2 + "volume/*"}
+	rSnapshot  = Resource{"snapshot", exEC2Glob + "snapshot/snap-0123456789abcdef0"}
+	rNewSnap   = Resource{"snapshot", exEC2Glob + "snapshot/*"}
+	rImage     = Resource{"image", exEC2Glob + "image/ami-0123456789abcdef0"}
+	rNewImage  = Resource{"image", exEC2Glob + "image/*"}
+	rNewTask   = Resource{"replace-root-volume-task", exEC2 + "replace-root-volume-task/*"}
+	rNewInst   = Resource{"instance", exEC2 + "instance/*"}
+	rSubnet    = Resource{"subnet", exEC2 + "subnet/subnet-0123456789abcdef0"}
+	rSG        = Resource{"security-group", exEC2 + "security-group/sg-0123456789abcdef0"}
+	rENI       = Resource{"network-interface", exEC2 + "network-interface/*"}
+	rEIP       = Resource{"elastic-ip", exEC2 + "elastic-ip/eipalloc-0123456789abcdef0"}
+	rObject    = Resource{"object", "arn:aws:s3:::RELEASE_BUCKET/RELEASE_PREFIX/demo/channels/prod.json"}
+	rBucket    = Resource{"bucket", "arn:aws:s3:::RELEASE_BUCKET"}
+	rAlarm     = Resource{"alarm", "arn:aws:cloudwatch:" + exRegion + ":" + exAccount + ":alarm:web-5xx"}
+	rCDApp     = Resource{"application", "arn:aws:codedeploy:" + exRegion + ":" + exAccount + ":application:APP_NAME"}
+	rCDGroup   = Resource{"deploymentgroup", "arn:aws:codedeploy:" + exRegion + ":" + exAccount + ":deploymentgroup:APP_NAME/web"}
+	rCDConfig  = Resource{"deploymentconfig", "arn:aws:codedeploy:" + exRegion + ":" + exAccount + ":deploymentconfig:CodeDeployDefault.OneAtATime"}
+	rRole      = Resource{"role", "arn:aws:iam::" + exAccount + ":role/ROLLBACK_AGENT_INSTANCE_ROLE"}
+	rTopic     = Resource{"topic", "arn:aws:sns:" + exRegion + ":" + exAccount + ":NOTIFY_TOPIC"}
+	rEventBus  = Resource{"event-bus", "arn:aws:events:" + exRegion + ":" + exAccount + ":event-bus/NOTIFY_EVENT_BUS"}
+	// rHostDoc is a host's own document beside the channel: its name is
+	// the caller's aws:userid (ROLE-ID:INSTANCE-ID for an instance role).
+	rHostDoc    = Resource{"object", "arn:aws:s3:::RELEASE_BUCKET/RELEASE_PREFIX/APP_NAME/hosts/" + exUserID + ".json"}
 	anyResource = Resource{"*", "*"}
 )
 
@@ -119,6 +146,10 @@ func resourcesOf(action, creating string) []Resource {
 		return []Resource{rCDApp}
 	case "codedeploy:GetDeploymentConfig":
 		return []Resource{rCDConfig}
+	case "sns:Publish":
+		return []Resource{rTopic}
+	case "events:PutEvents":
+		return []Resource{rEventBus}
 	}
 	// Describe* and the rest: no resource-level permissions.
 	return []Resource{anyResource}
