@@ -6,6 +6,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/rollback-agent/rollback-agent/internal/mountinfo"
 )
 
 // What keeps a block device busy, as the kernel sees it. EC2 leaves a
@@ -152,7 +154,7 @@ func mountsEverywhere(devs map[string]string) ([]nsMount, error) {
 			if len(fs) < 7 || devs[fs[2]] == "" {
 				continue
 			}
-			m := nsMount{dev: devs[fs[2]], target: unescape(fs[4]), ns: ns, pid: pid}
+			m := nsMount{dev: devs[fs[2]], target: mountinfo.Unescape(fs[4]), ns: ns, pid: pid}
 			for _, o := range fs[6:] {
 				if o == "-" {
 					break

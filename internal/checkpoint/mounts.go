@@ -5,12 +5,12 @@ import (
 	"fmt"
 	"os"
 	"sort"
-	"strconv"
 	"strings"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/rollback-agent/rollback-agent/internal/api"
+	"github.com/rollback-agent/rollback-agent/internal/mountinfo"
 )
 
 // mountsOf returns every mount of the block device dev, from
@@ -43,7 +43,7 @@ func mountsOf(dev string) ([]api.MountRecord, error) {
 			continue
 		}
 		out = append(out, api.MountRecord{
-			Root: unescape(fields[3]), Target: unescape(fields[4]), Options: fields[5],
+			Root: mountinfo.Unescape(fields[3]), Target: mountinfo.Unescape(fields[4]), Options: fields[5],
 			FSType: fields[sep+1], SuperOptions: fields[sep+3],
 		})
 	}
@@ -52,25 +52,6 @@ func mountsOf(dev string) ([]api.MountRecord, error) {
 	}
 	sort.SliceStable(out, func(a, b int) bool { return len(out[a].Target) < len(out[b].Target) })
 	return out, nil
-}
-
-// unescape decodes mountinfo's octal escapes (\040 for a space).
-func unescape(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 // unmountAll unmounts the mounts, innermost first.

@@ -6,7 +6,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/rollback-agent/rollback-agent/internal/journal"
+	"github.com/rollback-agent/rollback-agent/internal/journal/aside"
 )
 
 func newRecoverCmd(*globals) *cobra.Command {
@@ -25,12 +25,12 @@ func newRecoverCmd(*globals) *cobra.Command {
 			"journal.witness, so an older channel is still refused. The deployment history is not rebuilt.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			aside, err := journal.MoveAside(stateDir, time.Now())
+			moved, err := aside.MoveAside(stateDir, time.Now())
 			if err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "moved the journal to %s; start the agent, check `agentctl status`, then `agentctl acknowledge %s`\n",
-				aside, journal.TroubleJournalLost)
+				moved, aside.TroubleJournalLost)
 			return nil
 		},
 	}

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/rollback-agent/rollback-agent/internal/mountinfo"
 )
 
 // Where hooks' cgroups live. The agent needs a cgroup v2 subtree of its
@@ -218,31 +220,12 @@ func parseCgroup2Mount(data []byte) (mnt, root string, ok bool) {
 		if len(f) < 5 {
 			continue
 		}
-		r, m := unescapeMount(f[3]), unescapeMount(f[4])
+		r, m := mountinfo.Unescape(f[3]), mountinfo.Unescape(f[4])
 		if !ok || (root != "/" && r == "/") {
 			mnt, root, ok = m, r, true
 		}
 	}
 	return mnt, root, ok
-}
-
-// unescapeMount undoes mountinfo's octal escapes (\040 for a space).
-func unescapeMount(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 // cgroupAt returns the directory of hierarchy path p on the mount.

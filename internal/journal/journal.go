@@ -17,12 +17,13 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/rollback-agent/rollback-agent/internal/journal/aside"
 	bolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
 )
 
 // FileName is the journal's name inside the state directory.
-const FileName = "journal.db"
+const FileName = aside.FileName
 
 const pidFile = "agent.pid"
 

@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"syscall"
 	"time"
+
+	"github.com/rollback-agent/rollback-agent/internal/journal/aside"
 )
 
 // The witness is a second durable record beside the journal
@@ -44,7 +46,7 @@ const (
 const (
 	// TroubleJournalLost: the journal is not the one the witness names
 	// (it vanished, was emptied, or was replaced by another).
-	TroubleJournalLost = "journal-lost"
+	TroubleJournalLost = aside.TroubleJournalLost
 )
 
 // Trouble is something wrong with the agent's record that it cannot mend

@@ -17,6 +17,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/rollback-agent/rollback-agent/internal/mountinfo"
 	"github.com/rollback-agent/rollback-agent/internal/testutil"
 )
 
@@ -164,7 +165,7 @@ func mountsOfDev(major, minor uint32) ([]string, error) {
 		// id parent major:minor root mountpoint options ... (proc(5))
 		fs := strings.Fields(sc.Text())
 		if len(fs) >= 5 && fs[2] == want {
-			out = append(out, unescapeMountinfo(fs[4]))
+			out = append(out, mountinfo.Unescape(fs[4]))
 		}
 	}
 	if err := sc.Err(); err != nil {
@@ -172,26 +173,6 @@ func mountsOfDev(major, minor uint32) ([]string, error) {
 	}
 	sort.Slice(out, func(i, j int) bool { return len(out[i]) > len(out[j]) })
 	return out, nil
-}
-
-// unescapeMountinfo undoes the octal escapes (\040 for a space) of
-// mountinfo paths.
-func unescapeMountinfo(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 // unmount unmounts dir, retrying briefly while it is busy (a process

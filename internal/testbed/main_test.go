@@ -15,6 +15,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/smithy-go"
+
+	"github.com/rollback-agent/rollback-agent/internal/mountinfo"
 )
 
 // bed is the one test bed of this package's tests, started by TestMain.
@@ -93,7 +95,7 @@ func mountPoints() (map[string]string, error) {
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		if fs := strings.Fields(sc.Text()); len(fs) >= 5 {
-			out[unescapeMountinfo(fs[4])] = fs[2]
+			out[mountinfo.Unescape(fs[4])] = fs[2]
 		}
 	}
 	return out, sc.Err()

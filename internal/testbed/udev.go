@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/rollback-agent/rollback-agent/internal/mountinfo"
 )
 
 // The guest's side of an attachment: udev's by-id links, made and removed
@@ -138,7 +140,7 @@ func mountsInAnyNamespace(nodes map[string]string) ([]string, error) {
 		for sc.Scan() {
 			fs := strings.Fields(sc.Text())
 			if len(fs) >= 5 && nodes[fs[2]] != "" {
-				out = append(out, fmt.Sprintf("%s mounted at %s (mount namespace %s, pid %s)", nodes[fs[2]], unescapeMountinfo(fs[4]), ns, p.Name()))
+				out = append(out, fmt.Sprintf("%s mounted at %s (mount namespace %s, pid %s)", nodes[fs[2]], mountinfo.Unescape(fs[4]), ns, p.Name()))
 			}
 		}
 		f.Close()

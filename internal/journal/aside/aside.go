@@ -1,4 +1,7 @@
-package journal
+// Package aside moves a damaged journal out of the agent's way. It is
+// apart from package journal so that agentctl (`recover journal`) does
+// not link bbolt (cmd/agentctl/deps_test.go).
+package aside
 
 import (
 	"errors"
@@ -9,6 +12,13 @@ import (
 
 	"golang.org/x/sys/unix"
 )
+
+// FileName is the journal's name in the state dir.
+const FileName = "journal.db"
+
+// TroubleJournalLost is the trouble the agent reports when its journal
+// is not the one its witness names (journal.TroubleJournalLost).
+const TroubleJournalLost = "journal-lost"
 
 // ErrHeld is a journal an agent still has open.
 var ErrHeld = errors.New("the journal is in use by a running agent")
