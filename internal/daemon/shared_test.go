@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rollback-agent/rollback-agent/internal/server"
 	"github.com/rollback-agent/rollback-agent/internal/testutil"
 )
 
@@ -97,5 +98,29 @@ func TestSharedRunsOnceForEveryAsker(t *testing.T) {
 	}
 	if v, _ := s.get(context.Background(), run); v != 30 {
 		t.Fatalf("the stale run's answer was kept: %d", v)
+	}
+}
+
+// Root always gets a run of its own (what is true now); its answer then
+// serves the others while fresh.
+func TestSharedRootAlwaysRuns(t *testing.T) {
+	s := &shared[int]{fresh: time.Hour, bound: time.Minute}
+	var runs atomic.Int32
+	run := func(context.Context) (int, error) { return int(runs.Add(1)), nil }
+	root := server.WithPeer(context.Background(), &server.Peer{UID: 0})
+	member := server.WithPeer(context.Background(), &server.Peer{UID: 1000})
+	if v, _ := s.get(member, run); v != 1 {
+		t.Fatalf("first member ask: %d", v)
+	}
+	if v, _ := s.get(member, run); v != 1 {
+		t.Fatalf("a member inside fresh got a new run: %d", v)
+	}
+	for want := 2; want <= 3; want++ {
+		if v, _ := s.get(root, run); v != want {
+			t.Fatalf("root ask: %d, want a new run %d", v, want)
+		}
+	}
+	if v, _ := s.get(member, run); v != 3 {
+		t.Fatalf("a member after root: %d, want root's answer 3", v)
 	}
 }

@@ -69,7 +69,7 @@ func (c *codedeployAgent) deploy(id string) string {
 			ctx, cancel := context.WithTimeout(context.Background(), s.Timeout)
 			cmd := exec.CommandContext(ctx, filepath.Join(c.archive, s.Location))
 			cmd.Env = append(os.Environ(), "PATH="+c.h.bins.Dir+":"+os.Getenv("PATH"), "ROLLBACK_AGENT_SOCKET="+c.h.socket,
-				"LIFECYCLE_EVENT="+event, "DEPLOYMENT_ID="+id, "APPLICATION_NAME=example-app", "DEPLOYMENT_GROUP_NAME=production",
+				"LIFECYCLE_EVENT="+event, "DEPLOYMENT_ID="+id, "APPLICATION_NAME=cd-inject-app", "DEPLOYMENT_GROUP_NAME=production",
 				"DEPLOYMENT_GROUP_ID=8cd3bfa8-9e72-4cbe-a1e5-da4efc7efd49")
 			cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 			cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM) }
@@ -90,8 +90,8 @@ func (c *codedeployAgent) deploy(id string) string {
 // deployment id and the bundle's key.
 func pushCD(t *testing.T, bed *testbed.Bed, bins testbed.Binaries, dir, version string) (string, string) {
 	t.Helper()
-	res := workstation(t, bed, bins, "push", dir, "--bucket", "e2e-cd-hooks", "--app", "example-app", "--version", version,
-		"--codedeploy-app", "example-app", "--deployment-group", "production", "-o", "json")
+	res := workstation(t, bed, bins, "push", dir, "--bucket", "e2e-cd-hooks", "--app", "cd-inject-app", "--version", version,
+		"--codedeploy-app", "cd-inject-app", "--deployment-group", "production", "-o", "json")
 	mustWork(t, res, "push "+version+" --codedeploy-app")
 	var out push.Result
 	if err := json.Unmarshal([]byte(res.stdout), &out); err != nil || out.CodeDeploy == nil || !out.CodeDeployHooks {
@@ -113,8 +113,8 @@ func TestCodeDeployInjectedHooks(t *testing.T) {
 	bed := peers.Get(t)
 	bins := peers.Binaries(t)
 	awscli(t, bed, nil, "s3api", "create-bucket", "--bucket", "e2e-cd-hooks")
-	awscli(t, bed, nil, "deploy", "create-application", "--application-name", "example-app")
-	awscli(t, bed, nil, "deploy", "create-deployment-group", "--application-name", "example-app", "--deployment-group-name", "production",
+	awscli(t, bed, nil, "deploy", "create-application", "--application-name", "cd-inject-app")
+	awscli(t, bed, nil, "deploy", "create-deployment-group", "--application-name", "cd-inject-app", "--deployment-group-name", "production",
 		"--service-role-arn", "arn:aws:iam::123456789012:role/codedeploy")
 	flag := filepath.Join(t.TempDir(), "healthy")
 	os.WriteFile(flag, nil, 0o644)
@@ -123,7 +123,7 @@ func TestCodeDeployInjectedHooks(t *testing.T) {
 	h.start()
 
 	// The user's revision: its own BeforeInstall and ValidateService.
-	dest := filepath.Join(h.dir, "opt", "example-app")
+	dest := filepath.Join(h.dir, "opt", "cd-inject-app")
 	src := filepath.Join(t.TempDir(), "rev")
 	rev := revision.Revision{Dest: dest, Files: map[string]revision.File{"index.html": {Content: "v1\n"}},
 		Hooks: map[string]string{"BeforeInstall": "echo user before-install", "ValidateService": "echo user validate"}}

@@ -46,7 +46,7 @@ files:
     destination: /opt/app
 permissions:
   - object: /opt/app
-    mode: 0755
+    mode: "0755"
 hooks:
   BeforeInstall:
     - location: scripts/a.sh   # mine
@@ -92,7 +92,7 @@ hooks:
 	// The mode keeps its octal digits: the rewrite works on the YAML as
 	// written, not on decoded values.
 	out, _ := injectCodeDeploy("appspec.yml", []byte(cases[0].spec), "1.2.3", opts)
-	if !strings.Contains(string(out), "mode: 0755") || !strings.Contains(string(out), "version: 0.0") || !strings.Contains(string(out), "# mine") {
+	if !strings.Contains(string(out), `mode: "0755"`) || !strings.Contains(string(out), "version: 0.0") || !strings.Contains(string(out), "# mine") {
 		t.Errorf("the rewrite changed what it did not need to:\n%s", out)
 	}
 }

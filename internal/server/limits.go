@@ -137,6 +137,17 @@ func (c *limitedConn) Close() error {
 	return c.Conn.Close()
 }
 
+// CloseWrite half-closes the connection as the unix socket does: net/http
+// uses it to answer a request it refuses (431, 414) before closing, so the
+// client reads the answer instead of a reset (its unread bytes would make
+// the kernel reset the connection on a plain close).
+func (c *limitedConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
+}
+
 // Accept returns the next connection the limits allow.
 func (l *limitListener) Accept() (net.Conn, error) {
 	for {

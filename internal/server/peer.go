@@ -24,6 +24,11 @@ type Peer struct {
 
 type peerKey struct{}
 
+// WithPeer returns ctx carrying p, as the server's ConnContext stores it.
+func WithPeer(ctx context.Context, p *Peer) context.Context {
+	return context.WithValue(ctx, peerKey{}, p)
+}
+
 // PeerFrom returns the peer stored in ctx by the server's ConnContext.
 func PeerFrom(ctx context.Context) (*Peer, bool) {
 	p, ok := ctx.Value(peerKey{}).(*Peer)

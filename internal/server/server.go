@@ -73,7 +73,7 @@ func New(opts Options, backend Backend) *Server {
 				s.opts.Log.Warn("peer credentials unavailable; connection will be refused", zap.Error(err))
 				return ctx
 			}
-			return context.WithValue(ctx, peerKey{}, p)
+			return WithPeer(ctx, p)
 		},
 	}
 	return s
