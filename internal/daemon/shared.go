@@ -45,13 +45,9 @@ func (s *shared[T]) get(ctx context.Context, run func(context.Context) (T, error
 		gen := s.gen
 		s.mu.Unlock()
 		v, err := run(ctx)
-		if err == nil {
-			s.mu.Lock()
-			if gen == s.gen {
-				s.val, s.at = v, time.Now()
-			}
-			s.mu.Unlock()
-		}
+		s.mu.Lock()
+		s.keep(gen, v, err)
+		s.mu.Unlock()
 		return v, err
 	}
 	s.mu.Lock()
@@ -85,11 +81,17 @@ func (s *shared[T]) do(f *flight[T], run func(context.Context) (T, error)) {
 	if s.flight == f {
 		s.flight = nil
 	}
-	if err == nil && f.gen == s.gen {
-		s.val, s.at = v, time.Now()
-	}
+	s.keep(f.gen, v, err)
 	s.mu.Unlock()
 	close(f.done)
+}
+
+// keep makes a run's answer the fresh one, unless it failed or began
+// before an invalidation. s.mu is held.
+func (s *shared[T]) keep(gen uint64, v T, err error) {
+	if err == nil && gen == s.gen {
+		s.val, s.at = v, time.Now()
+	}
 }
 
 // invalidate forgets the answer: the next asker gets a new run.

@@ -65,19 +65,27 @@ func Discover(ctx context.Context, instanceID, region string, wait time.Duration
 		return Doc{InstanceID: instanceID, Region: region, Source: "config"}, nil
 	}
 	client := NewIMDSClient()
+	return retryFor(ctx, wait, 2*time.Second, ErrIMDSUnreachable, func() (Doc, error) { return readIMDS(ctx, client) })
+}
+
+// retryFor calls fn until it succeeds or fails with something other than
+// transient, backing off from 250 ms to maxBackoff, while another try
+// still fits in wait.
+func retryFor[T any](ctx context.Context, wait, maxBackoff time.Duration, transient error, fn func() (T, error)) (T, error) {
 	deadline := time.Now().Add(wait)
 	backoff := 250 * time.Millisecond
 	for {
-		doc, err := readIMDS(ctx, client)
-		if err == nil || !errors.Is(err, ErrIMDSUnreachable) || time.Now().Add(backoff).After(deadline) {
-			return doc, err
+		v, err := fn()
+		if err == nil || !errors.Is(err, transient) || time.Now().Add(backoff).After(deadline) {
+			return v, err
 		}
 		select {
 		case <-ctx.Done():
-			return Doc{}, fmt.Errorf("%w (gave up: %v)", err, ctx.Err())
+			var zero T
+			return zero, fmt.Errorf("%w (gave up: %v)", err, ctx.Err())
 		case <-time.After(backoff):
 		}
-		backoff = min(2*backoff, 2*time.Second)
+		backoff = min(2*backoff, maxBackoff)
 	}
 }
 
@@ -163,20 +171,9 @@ func Describe(ctx context.Context, client EC2API, doc Doc, byIDDir string, wait 
 	if doc.Source != "imds" {
 		wait = 0
 	}
-	deadline := time.Now().Add(wait)
-	backoff := 250 * time.Millisecond
-	for {
-		id, err := describeOnce(ctx, client, doc, byIDDir)
-		if err == nil || !errors.Is(err, ErrUnknownInstance) || time.Now().Add(backoff).After(deadline) {
-			return id, err
-		}
-		select {
-		case <-ctx.Done():
-			return api.Identity{}, fmt.Errorf("%w (gave up: %v)", err, ctx.Err())
-		case <-time.After(backoff):
-		}
-		backoff = min(2*backoff, 4*time.Second)
-	}
+	return retryFor(ctx, wait, 4*time.Second, ErrUnknownInstance, func() (api.Identity, error) {
+		return describeOnce(ctx, client, doc, byIDDir)
+	})
 }
 
 func describeOnce(ctx context.Context, client EC2API, doc Doc, byIDDir string) (api.Identity, error) {
