@@ -66,7 +66,6 @@ type Manager struct {
 	stopBackground context.CancelFunc
 	background     sync.WaitGroup
 	bgMu           sync.Mutex // orders Add with the Wait at Run's end
-	bgClosed       bool
 }
 
 // goBackground runs fn in the background unless Run has ended (then the
@@ -74,7 +73,7 @@ type Manager struct {
 func (m *Manager) goBackground(fn func()) {
 	m.bgMu.Lock()
 	defer m.bgMu.Unlock()
-	if m.bgClosed {
+	if m.life.Err() != nil { // Run has ended
 		return
 	}
 	m.background.Add(1)
@@ -87,7 +86,6 @@ func (m *Manager) goBackground(fn func()) {
 // endBackground stops the background work and waits for it.
 func (m *Manager) endBackground() {
 	m.bgMu.Lock()
-	m.bgClosed = true
 	m.stopBackground()
 	m.bgMu.Unlock()
 	m.background.Wait()
