@@ -202,6 +202,7 @@ func TestFreezeOnlyAroundTheCallAndAlwaysThawed(t *testing.T) {
 	writer := make(chan int, 1)
 	go func() {
 		runtime.LockOSThread() // the thread that blocks is this goroutine's
+		defer runtime.UnlockOSThread()
 		writer <- unix.Gettid()
 		writeSynced(t, filepath.Join(mnt, "during"))
 		close(wrote)

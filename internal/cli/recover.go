@@ -18,11 +18,14 @@ func newRecoverCmd(*globals) *cobra.Command {
 	j := &cobra.Command{
 		Use:   "journal",
 		Short: "Move a damaged journal aside so that the agent starts again",
-		Long: "When the journal is damaged (pages overwritten, a record that does not decode) the agent refuses to start\n" +
-			"(exit 78) and says so. With the agent stopped, this moves STATE_DIR/journal.db to journal.db.damaged-TIME,\n" +
-			"kept for inspection. The agent started next finds its journal gone, reports needs_operator (journal-lost)\n" +
-			"and deploys nothing until `agentctl acknowledge journal-lost`; the applied channel sequences survive in\n" +
-			"journal.witness, so an older channel is still refused. The deployment history is not rebuilt.",
+		Long: "When the journal is damaged (pages overwritten, a file bbolt refuses) the agent runs on a scratch journal\n" +
+			"in needs_operator (journal-damaged): status and doctor say so, everything else is refused, and the damaged\n" +
+			"file is held, never written. Stop the agent, then run this: it moves STATE_DIR/journal.db to\n" +
+			"journal.db.damaged-TIME, kept for inspection. The agent started next finds its journal gone and reports\n" +
+			"needs_operator (journal-lost) until `agentctl acknowledge journal-lost`; it rebuilds the installed revision\n" +
+			"from the newest install manifest under releases/ and the checkpoint catalogue from AWS tags, and the\n" +
+			"applied channel sequences survive in journal.witness, so an older channel is still refused. The deployment\n" +
+			"history is not rebuilt.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			moved, err := aside.MoveAside(stateDir, time.Now())

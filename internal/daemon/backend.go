@@ -48,6 +48,7 @@ func (d *Daemon) startServices(ctx context.Context, cfg *config.Config, awsCfg a
 	if err != nil {
 		return err
 	}
+	d.rebuildInstalled(rel)
 	groupID, err := d.groupID()
 	if err != nil {
 		return err
@@ -108,6 +109,10 @@ func (d *Daemon) startServices(ctx context.Context, cfg *config.Config, awsCfg a
 		return err
 	}
 	d.svc.engine = eng
+	// Before ready: a root restore finishing on this start is on record
+	// by the time a client can ask about it.
+	d.setPhase(api.StateStarting, "looking for an unfinished root restore in the instance's tags")
+	eng.Prepare(ctx)
 	d.svc.wg.Add(2)
 	go func() {
 		defer d.svc.wg.Done()

@@ -177,15 +177,15 @@ func (d *Daemon) run(parent context.Context) (err error) {
 		return err
 	}
 	j, err := journal.Open(cfg.StateDir, journalLockWait)
+	if errors.Is(err, journal.ErrCorrupt) {
+		// Restarting cannot mend it, and a crash loop would leave nobody
+		// to say what is wrong: the agent runs on a scratch journal,
+		// answers status and doctor, and takes no work (startDamaged).
+		d.log.Error("the journal is damaged: the agent takes no work until an operator recovers it (agentctl status says how)", zap.Error(err))
+		j, err = journal.OpenDamaged(cfg.StateDir, err)
+	}
 	if err != nil {
 		close(startDone)
-		if errors.Is(err, journal.ErrCorrupt) {
-			// Restarting cannot mend it: exit 78 (the unit does not restart
-			// it) with what to do, rather than a crash loop.
-			return &ExitError{Code: ExitConfig, Err: fmt.Errorf("%w; the agent takes no work until an operator recovers it: "+
-				"run `agentctl recover journal --state-dir %s` (moves the damaged file aside, kept for inspection), then start the agent "+
-				"and `agentctl acknowledge %s` once checked", err, cfg.StateDir, journal.TroubleJournalLost)}
-		}
 		return err
 	}
 	d.journal = j
@@ -221,7 +221,9 @@ func (d *Daemon) run(parent context.Context) (err error) {
 	}
 	svcCtx, stopServices := context.WithCancel(context.Background())
 	defer d.stopServices(stopServices)
-	if err := d.startServices(svcCtx, cfg, awsCfg); err != nil {
+	if j.Damaged() {
+		d.startDamaged(svcCtx, awsCfg)
+	} else if err := d.startServices(svcCtx, cfg, awsCfg); err != nil {
 		d.notify.stopping("Stopping: " + err.Error())
 		return err
 	}

@@ -90,6 +90,9 @@ func (d *Daemon) summaryLocked() string {
 	}
 	if d.journal != nil {
 		if t := d.journal.Trouble(); t != nil {
+			if t.Kind == journal.TroubleJournalDamaged {
+				return fmt.Sprintf("NEEDS OPERATOR: %s; nothing is deployed until it is recovered with `agentctl recover journal` (see agentctl status).", t.What)
+			}
 			return fmt.Sprintf("NEEDS OPERATOR: %s; nothing is deployed until `agentctl acknowledge %s` (see agentctl status).", t.What, t.Kind)
 		}
 	}
@@ -203,7 +206,7 @@ func (d *Daemon) reload() {
 // deploymentFacts reads, without d.mu, the current deployment, the
 // operation in flight and a deployment that needs an operator.
 func (d *Daemon) deploymentFacts() (cur, op, attention *api.Deployment) {
-	if d.svc == nil {
+	if d.svc == nil || d.svc.engine == nil {
 		return nil, nil, nil
 	}
 	op = d.svc.engine.Active()

@@ -72,6 +72,10 @@ type Inputs struct {
 	// UsesCodeDeploy: the journal holds CodeDeploy deployments, so the
 	// CodeDeploy agent must be there.
 	UsesCodeDeploy bool
+	// Record is what is wrong with the agent's own record (a damaged or
+	// lost journal), nil when nothing is; JournalPath names the file.
+	Record      *api.OperatorAttention
+	JournalPath string
 }
 
 // callTimeout bounds each AWS check: a doctor that hangs helps nobody.
@@ -80,6 +84,7 @@ const callTimeout = 20 * time.Second
 // Run makes every check and returns the report, in a fixed order.
 func Run(ctx context.Context, in Inputs) api.DoctorReport {
 	r := &report{in: in}
+	r.record()
 	r.imds(ctx)
 	r.identity()
 	r.credentials(ctx)
@@ -150,6 +155,20 @@ func (r *report) roleFix(what string) string {
 
 // hookContainment says whether a hook's leftovers can be ended whatever
 // they did to their process group.
+// record: the journal must be readable and the one the agent wrote (its
+// witness agrees); otherwise the agent takes no work, and the fix is the
+// operator's.
+func (r *report) record() {
+	if r.in.JournalPath == "" {
+		return
+	}
+	if t := r.in.Record; t != nil {
+		r.fail("journal", fmt.Sprintf("%s (%s): %s", r.in.JournalPath, t.Trouble, t.What), t.Next)
+		return
+	}
+	r.ok("journal", r.in.JournalPath+" is readable and is the journal this agent wrote")
+}
+
 func (r *report) hookContainment() {
 	c := r.in.HookContainment
 	if c.Detail == "" {

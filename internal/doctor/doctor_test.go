@@ -3,9 +3,12 @@ package doctor
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/aws/smithy-go"
+
+	"github.com/rollback-agent/rollback-agent/internal/api"
 )
 
 // A denial names the grant AWS names, in the message shape of EC2's
@@ -38,5 +41,22 @@ func TestPendingLimit(t *testing.T) {
 func TestBlockLayoutOfAnUnknownDevice(t *testing.T) {
 	if _, err := blockLayout("/sys/class/block", "/dev/no-such-device"); err == nil {
 		t.Error("no error for a device sysfs does not have")
+	}
+}
+
+// The agent's record is the doctor's first check: a damaged or lost
+// journal fails it with the operator's next step as the fix.
+func TestRecordCheck(t *testing.T) {
+	r := &report{in: Inputs{JournalPath: "/var/lib/rollback-agent/journal.db"}}
+	r.record()
+	if len(r.checks) != 1 || r.checks[0].Result != api.DoctorOK {
+		t.Fatalf("healthy record: %+v", r.checks)
+	}
+	r = &report{in: Inputs{JournalPath: "/var/lib/rollback-agent/journal.db",
+		Record: &api.OperatorAttention{Trouble: "journal-damaged", What: "page 9 is invalid", Next: "run `agentctl recover journal`"}}}
+	r.record()
+	c := r.checks[0]
+	if c.Result != api.DoctorFail || !strings.Contains(c.Detail, "journal-damaged") || !strings.Contains(c.Detail, "page 9") || !strings.Contains(c.Fix, "agentctl recover journal") {
+		t.Fatalf("damaged record: %+v", c)
 	}
 }

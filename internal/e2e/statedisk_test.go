@@ -125,6 +125,9 @@ func TestFailingStateDiskStopsTheEngineLoudly(t *testing.T) {
 		!strings.Contains(st.Operator.Next, "fix the state disk") {
 		t.Errorf("status: state %s, operator %+v", st.State, st.Operator)
 	}
+	if c := h.doctorCheck("journal"); c.Result != api.DoctorFail || !strings.Contains(c.Detail, "read-only file system") || !strings.Contains(c.Fix, "fix the state disk") {
+		t.Errorf("doctor while the journal cannot be written: %+v", c)
+	}
 	if r := h.ctl("deploy", v1); r.code == 0 || !strings.Contains(r.stderr, "stopped taking work") {
 		t.Errorf("a new deployment while the journal cannot be written: exit %d %s%s", r.code, r.stdout, r.stderr)
 	}

@@ -132,6 +132,10 @@ type Engine struct {
 	// by CodeDeploy deployment id (codedeploy.go).
 	codedeploys map[string]*cdState
 
+	// prepared guards Prepare; resume is the root restore it found.
+	prepared sync.Once
+	resume   *rootResume
+
 	// jobs are rollbacks health asked for (watch window, boot); the worker
 	// runs them between queued operations.
 	jobs chan job
@@ -280,8 +284,9 @@ func (e *Engine) kick() {
 // Run recovers whatever a crash interrupted, then runs queued operations
 // one at a time until ctx ends.
 func (e *Engine) Run(ctx context.Context) error {
-	if err := e.resumeRootRestore(ctx); err != nil {
-		e.o.Log.Error("finishing a root restore", zap.Error(err))
+	e.Prepare(ctx)
+	if e.resume != nil {
+		e.resumeRootRestore(ctx, e.resume)
 	}
 	if err := e.recover(ctx); err != nil {
 		e.setFault(err)

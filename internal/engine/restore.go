@@ -256,16 +256,39 @@ func (e *Engine) finishRoot(ctx context.Context, r *run, in checkpoint.RootInten
 	return "", fmt.Errorf("task %s ended %s: the original root volume is still attached", in.TaskID, state)
 }
 
-// resumeRootRestore finishes a root restore on the first start after the
-// reboot, from the intent in the instance's tags: the journal on this
-// root predates the restore, so the operation's record may not exist.
-func (e *Engine) resumeRootRestore(ctx context.Context) error {
+// rootResume is a root restore the first start after the reboot found
+// unfinished: its record is in the journal (adoptRootIntent), the rest
+// is done by the worker (resumeRootRestore).
+type rootResume struct {
+	r        *run
+	in       *checkpoint.RootIntent
+	climbing bool
+}
+
+// Prepare does, before the agent says it is ready, what a client may ask
+// about at once: the record of a root restore that the instance's intent
+// tag says is unfinished (the journal on the restored root predates it,
+// so without this `agentctl show <op>` would answer "no deployment"
+// until the worker got to it). Run calls it if the daemon did not.
+func (e *Engine) Prepare(ctx context.Context) {
+	e.prepared.Do(func() {
+		res, err := e.adoptRootIntent(ctx)
+		if err != nil {
+			e.o.Log.Error("finishing a root restore", zap.Error(err))
+		}
+		e.resume = res
+	})
+}
+
+// adoptRootIntent reads the intent and writes (or rewrites) the
+// operation's record as running again.
+func (e *Engine) adoptRootIntent(ctx context.Context) (*rootResume, error) {
 	if e.o.Checkpoints == nil {
-		return nil
+		return nil, nil
 	}
 	in, err := e.o.Checkpoints.RootIntentNow(ctx)
 	if err != nil || in == nil {
-		return err
+		return nil, err
 	}
 	d, err := e.o.Journal.Deployment(in.Operation)
 	if err != nil {
@@ -294,14 +317,24 @@ func (e *Engine) resumeRootRestore(ctx context.Context) error {
 		r.setStatus(api.StatusRollingBack)
 	case d.Status != api.StatusRunning:
 		r.setStatus(api.StatusRunning)
+	default:
+		r.save()
 	}
+	return &rootResume{r: r, in: in, climbing: climbing}, nil
+}
+
+// resumeRootRestore finishes the root restore Prepare found: the task's
+// outcome, then (on the ladder's root rung) the start and assessment of
+// what the restored root has installed.
+func (e *Engine) resumeRootRestore(ctx context.Context, res *rootResume) {
+	r, in, climbing, d := res.r, res.in, res.climbing, res.r.d
 	if in.TaskID == "" {
 		// The task may have started without its id reaching the tag.
 		id, err := e.o.Checkpoints.FindRootTask(ctx, in.Checkpoint, in.Started)
 		if err != nil {
 			d.Error = fmt.Sprintf("the agent stopped before it recorded the replacement task, and looking for the task failed: %v; check the instance's root volume replacement tasks in EC2, then clear the instance tag %s", err, checkpoint.TagRestoreIntent)
 			r.finish(api.StatusNeedsOperator, nil)
-			return nil
+			return
 		}
 		if id == "" {
 			// Nothing was replaced and the host did not reboot.
@@ -311,11 +344,11 @@ func (e *Engine) resumeRootRestore(ctx context.Context) error {
 			if climbing {
 				// Recovery climbs the root rung again (safe to repeat).
 				r.save()
-				return nil
+				return
 			}
 			d.Error = "the agent stopped before the replacement task started; nothing was replaced"
 			r.finish(api.StatusFailed, nil)
-			return nil
+			return
 		}
 		in.TaskID = id
 		if d.Root != nil {
@@ -329,14 +362,13 @@ func (e *Engine) resumeRootRestore(ctx context.Context) error {
 			status = api.StatusNeedsOperator
 		}
 		r.finish(status, nil)
-		return nil
+		return
 	}
 	if climbing {
 		r.finishRootRung(ctx)
-		return nil
+		return
 	}
 	r.finish(api.StatusSucceeded, nil)
-	return nil
 }
 
 // finishRootRung ends a deployment whose ladder reached the root rung,

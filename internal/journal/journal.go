@@ -41,6 +41,9 @@ type Journal struct {
 	// wmu serialises the witness's rewrites; trouble is what Open found.
 	wmu     sync.Mutex
 	trouble *Trouble
+	// damaged is set on the scratch journal of an agent whose own is
+	// damaged (OpenDamaged).
+	damaged *damagedFile
 }
 
 // Open opens (creating if needed) the journal in stateDir and takes its
@@ -56,10 +59,29 @@ func Open(stateDir string, lockWait time.Duration) (*Journal, error) {
 	}
 	fresh := isFresh(path)
 	var db *bolt.DB
+	// bbolt reports most damaged pages by panicking inside Open, after it
+	// took its flock on the file it opened and mapped it: the lock is
+	// released here, or it would outlive the failed Open (the mapping
+	// keeps the open file alive whatever happens to the descriptor) and
+	// keep OpenDamaged out for the life of the process. The mapping
+	// itself stays until the process ends: address space only.
+	var opened *os.File
+	openFile := func(name string, flag int, mode os.FileMode) (*os.File, error) {
+		f, err := os.OpenFile(name, flag, mode)
+		opened = f
+		return f, err
+	}
 	err := safely(path, func() (err error) {
-		db, err = bolt.Open(path, 0o600, &bolt.Options{Timeout: lockWait})
+		db, err = bolt.Open(path, 0o600, &bolt.Options{Timeout: lockWait, OpenFile: openFile})
 		return err
 	})
+	if err != nil && opened != nil && !errors.Is(err, berrors.ErrTimeout) {
+		// Harmless when bbolt closed it already (it did unless it panicked).
+		if raw, rerr := opened.SyscallConn(); rerr == nil {
+			_ = raw.Control(func(fd uintptr) { _ = syscall.Flock(int(fd), syscall.LOCK_UN) })
+		}
+		opened.Close()
+	}
 	if err != nil {
 		if errors.Is(err, berrors.ErrTimeout) {
 			holder := "another process"
@@ -143,6 +165,9 @@ func (j *Journal) Path() string { return j.path }
 // Close releases the lock.
 func (j *Journal) Close() error {
 	os.Remove(j.pidPath)
+	if j.damaged != nil {
+		defer j.damaged.close()
+	}
 	if err := j.db.Close(); err != nil {
 		return fmt.Errorf("journal: close %s: %w", j.path, err)
 	}

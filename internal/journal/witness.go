@@ -29,8 +29,9 @@ import (
 // (needs_operator) and takes no new work until an operator acknowledges,
 // while the channel floors stay in force.
 //
-// Trouble is also where a damaged journal (issue 17, item 12) is to be
-// reported: a kind of its own, the same needs_operator and the same gate.
+// A damaged journal (issue 17, item 12) is Trouble too, of its own kind
+// (damaged.go): the same needs_operator and the same gate, cleared by
+// recovery rather than by an acknowledgement.
 
 // WitnessName is the witness's file name in the state directory.
 const WitnessName = "journal.witness"
@@ -47,6 +48,10 @@ const (
 	// TroubleJournalLost: the journal is not the one the witness names
 	// (it vanished, was emptied, or was replaced by another).
 	TroubleJournalLost = aside.TroubleJournalLost
+	// TroubleJournalDamaged: the journal cannot be read (damaged pages, a
+	// failed consistency check); the agent runs on a scratch journal
+	// (OpenDamaged) until an operator recovers it.
+	TroubleJournalDamaged = aside.TroubleJournalDamaged
 )
 
 // Trouble is something wrong with the agent's record that it cannot mend
@@ -181,11 +186,12 @@ func (j *Journal) checkWitness(fresh bool) error {
 
 func lost(what string) *Trouble {
 	return &Trouble{Kind: TroubleJournalLost, What: what, Since: time.Now().UTC(),
-		Next: "the agent no longer knows what it installed, deployed or kept as the last good checkpoint (the checkpoint catalogue is rebuilt " +
-			"from AWS tags), and the next deployment meets the installed revision's files as files it did not install " +
-			"(file_exists_behavior applies); it deploys nothing until you acknowledge. Check the host (agentctl checkpoint list, " +
-			"the application), then run `agentctl acknowledge " + TroubleJournalLost + "`. The release channels' applied sequences " +
-			"are kept in " + WitnessName + ", so a replayed older channel is still refused"}
+		Next: "the agent no longer knows what it deployed (the history, the current and last good deployments, the rollback limits); " +
+			"it rebuilt what it could: the checkpoint catalogue from AWS tags, and the installed revision from the newest install " +
+			"manifest under releases/ (said above when there was one: the next deployment then stops it and replaces its files as " +
+			"usual; otherwise its files are met as files the agent did not install, and file_exists_behavior applies). It deploys " +
+			"nothing until you acknowledge. Check the host (agentctl checkpoint list, the application), then run `agentctl acknowledge " +
+			TroubleJournalLost + "`. The release channels' applied sequences are kept in " + WitnessName + ", so a replayed older channel is still refused"}
 }
 
 // Trouble returns what is wrong with the record, nil when nothing is.
@@ -207,6 +213,9 @@ func (j *Journal) Acknowledge(kind string) error {
 	defer j.wmu.Unlock()
 	if j.trouble == nil || j.trouble.Kind != kind {
 		return fmt.Errorf("nothing to acknowledge of kind %q", kind)
+	}
+	if j.damaged != nil {
+		return fmt.Errorf("%w: %s", ErrDamagedRecord, j.trouble.Next)
 	}
 	id, err := j.GetMeta(metaJournalID)
 	if err != nil {
@@ -250,6 +259,9 @@ func (j *Journal) RaiseChannelFloor(url string, f ChannelFloor) error {
 	}
 	if w == nil {
 		return fmt.Errorf("journal: %s is missing", j.witnessPath())
+	}
+	if j.damaged != nil {
+		return fmt.Errorf("journal: %w: nothing is applied", ErrDamagedRecord)
 	}
 	if w.Channels[url].Sequence >= f.Sequence {
 		return nil

@@ -293,3 +293,25 @@ func readJSON(path string, v any) error {
 	}
 	return json.Unmarshal(b, v)
 }
+
+// NewestInstall is the complete release whose install manifest was
+// committed last: what the last completed Install put on disk, and the
+// manifest saying which files are its. nil when no release has one. A
+// new journal learns from it what is installed after the old one was
+// lost (the daemon's rebuild); at is when that Install ended.
+func (s *Store) NewestInstall() (rel *Release, at time.Time, err error) {
+	all, err := s.List()
+	if err != nil {
+		return nil, time.Time{}, err
+	}
+	for _, r := range all {
+		fi, err := os.Lstat(s.ManifestPath(r.ID))
+		if err != nil || !fi.Mode().IsRegular() {
+			continue
+		}
+		if rel == nil || fi.ModTime().After(at) {
+			rel, at = r, fi.ModTime()
+		}
+	}
+	return rel, at, nil
+}

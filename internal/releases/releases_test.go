@@ -216,3 +216,40 @@ func TestRunAsUserReachesTheirRevisionOnly(t *testing.T) {
 		t.Errorf("nobody writes in their revision: %q", out)
 	}
 }
+
+// After journal loss the installed release is the one whose install
+// manifest was committed last, whatever order the releases were made in
+// (a rollback reinstalls an older one); a release never installed, or
+// one whose Install did not complete (partial manifest only), is not it.
+func TestNewestInstallIsTheLastCommittedManifest(t *testing.T) {
+	s, err := Open(stateDir(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rel, _, err := s.NewestInstall(); err != nil || rel != nil {
+		t.Fatalf("empty store: %+v %v", rel, err)
+	}
+	for _, id := range []string{"d-1", "d-2", "d-3"} {
+		unpackValidate(t, s, id, developerBundle(t, ""))
+	}
+	commit := func(id string, at time.Time) {
+		t.Helper()
+		if err := os.WriteFile(s.PartialManifestPath(id), nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		os.Chtimes(s.PartialManifestPath(id), at, at)
+		if err := s.CommitManifest(id, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	base := time.Now().Add(-time.Hour)
+	commit("d-1", base)
+	commit("d-2", base.Add(time.Minute))
+	commit("d-1", base.Add(2*time.Minute)) // rolled back to d-1
+	// d-3's Install was cut short: only its partial manifest exists.
+	os.WriteFile(s.PartialManifestPath("d-3"), nil, 0o600)
+	rel, at, err := s.NewestInstall()
+	if err != nil || rel == nil || rel.ID != "d-1" || !at.Equal(base.Add(2*time.Minute)) {
+		t.Fatalf("newest install %+v at %v (%v), want d-1 at %v", rel, at, err, base.Add(2*time.Minute))
+	}
+}

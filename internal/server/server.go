@@ -42,6 +42,7 @@ type Server struct {
 	ln      net.Listener
 	ready   atomic.Bool
 	phase   atomic.Value // string: what the agent is doing while not ready
+	limit   atomic.Pointer[limit]
 	selfUID int
 	limits  Limits
 	streams counter
@@ -86,6 +87,23 @@ func (s *Server) SetReady(ready bool, phase string) {
 	s.ready.Store(ready)
 }
 
+// limit lets only some routes through (Limit).
+type limit struct {
+	allow map[string]bool // "METHOD /path"
+	msg   string
+}
+
+// Limit lets only the routes in allow ("GET /v1/status") through and
+// answers every other request 409 with msg: an agent whose journal is
+// damaged answers status and doctor, and refuses what it cannot record.
+func (s *Server) Limit(msg string, allow ...string) {
+	l := &limit{allow: map[string]bool{}, msg: msg}
+	for _, a := range allow {
+		l.allow[a] = true
+	}
+	s.limit.Store(l)
+}
+
 // Handle registers an extra route, for parts of the daemon that own their
 // own endpoints.
 func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, h) }
@@ -113,6 +131,10 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 		}
 		if !s.ready.Load() {
 			WriteError(w, http.StatusServiceUnavailable, api.CodeStarting, fmt.Sprintf("the agent is not ready: %s", s.phase.Load()))
+			return
+		}
+		if l := s.limit.Load(); l != nil && !l.allow[r.Method+" "+r.URL.Path] {
+			WriteError(w, http.StatusConflict, api.CodeConflict, l.msg)
 			return
 		}
 		next.ServeHTTP(w, r)

@@ -144,6 +144,22 @@ func TestReadinessGateThenStatus(t *testing.T) {
 	}
 }
 
+// A limited server (a damaged journal) answers the routes it lets
+// through and refuses every other one, naming why.
+func TestLimitLetsOnlyTheNamedRoutesThrough(t *testing.T) {
+	s, sock := startServer(t)
+	s.SetReady(true, "")
+	s.Limit("the journal is damaged: recover it", "GET "+api.PathStatus)
+	if code, body := curl(t, nil, sock, "http://agent/v1/status"); code != 200 || !strings.Contains(body, `"summary": "fake"`) {
+		t.Errorf("status through the limit: %d %s", code, body)
+	}
+	for _, args := range [][]string{{"http://agent/v1/deployments"}, {"-X", "POST", "-d", `{"source":"/x"}`, "http://agent/v1/deployments"}} {
+		if code, body := curl(t, nil, sock, args...); code != http.StatusConflict || !strings.Contains(body, "the journal is damaged: recover it") {
+			t.Errorf("%v past the limit: %d %s", args, code, body)
+		}
+	}
+}
+
 func TestPeerCredentialAuthorization(t *testing.T) {
 	s, sock := startServer(t)
 	s.SetReady(true, "")

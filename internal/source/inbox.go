@@ -66,8 +66,16 @@ func (in *Inbox) Run(ctx context.Context) error {
 		return err
 	}
 	defer w.Close()
-	// processing/ appears once the inbox is watched: a dropper (or a
-	// test) that sees it knows a rename in will be seen arriving.
+	// What is here before processing/ appears was found there; what
+	// arrives later is seen arriving. processing/ appears once the inbox
+	// is watched and listed: a dropper (or a test) that sees it knows a
+	// rename in will be judged as one, never as a file found in place
+	// (listed after processing/ was made, a rename racing the listing
+	// was refused as "arrival unseen").
+	before, err := os.ReadDir(in.Dir)
+	if err != nil {
+		return fmt.Errorf("inbox: list %s: %w", in.Dir, err)
+	}
 	d, err := in.open()
 	if err != nil {
 		return err
@@ -81,7 +89,7 @@ func (in *Inbox) Run(ctx context.Context) error {
 	// waits until its bytes are the manifest's.
 	waiting := map[string]arrival{}
 	in.reconcile()
-	in.scan(waiting)
+	in.considerFound(waiting, before)
 	sweep := time.NewTicker(30 * time.Second)
 	defer sweep.Stop()
 	for {
@@ -158,6 +166,12 @@ func (in *Inbox) scan(waiting map[string]arrival) {
 		in.report(fmt.Errorf("inbox: list %s: %w", in.Dir, err))
 		return
 	}
+	in.considerFound(waiting, ents)
+}
+
+// considerFound considers the listed files not already waiting as
+// found there (their arrival unknown).
+func (in *Inbox) considerFound(waiting map[string]arrival, ents []os.DirEntry) {
 	for _, e := range ents {
 		if e.IsDir() || ignored(e.Name()) {
 			continue

@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"sync"
 	"syscall"
@@ -61,14 +62,27 @@ func startProcess(name string, path string, args []string, env []string, dir str
 	cmd.Stdout = w
 	cmd.Stderr = w
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("testbed: start %s (%s): %w", name, path, err)
-	}
 	p.cmd = cmd
+	// Pdeathsig fires when the *thread* that forked the child ends, not
+	// the process (prctl(2), PR_SET_PDEATHSIG), and Go ends a thread when
+	// a goroutine exits while locked to it (runtime.LockOSThread). Forked
+	// from any thread, a peer could be SIGKILLed mid-run by an unrelated
+	// test's locked goroutine (moto died so once, in CI). The peer is
+	// forked from a thread of its own, locked and held until it exits.
+	started := make(chan error, 1)
 	go func() {
+		runtime.LockOSThread() // never unlocked: the thread ends with the peer
+		if err := cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
 		p.err = cmd.Wait()
 		close(p.done)
 	}()
+	if err := <-started; err != nil {
+		return nil, fmt.Errorf("testbed: start %s (%s): %w", name, path, err)
+	}
 	return p, nil
 }
 

@@ -20,6 +20,10 @@ const FileName = "journal.db"
 // is not the one its witness names (journal.TroubleJournalLost).
 const TroubleJournalLost = "journal-lost"
 
+// TroubleJournalDamaged is the trouble the agent reports when its
+// journal cannot be read (journal.TroubleJournalDamaged).
+const TroubleJournalDamaged = "journal-damaged"
+
 // ErrHeld is a journal an agent still has open.
 var ErrHeld = errors.New("the journal is in use by a running agent")
 
