@@ -21,9 +21,10 @@ const (
 	kindConfig   = "config"
 	kindManifest = "manifest"
 	kindRequest  = "request"
+	kindJournal  = "journal"
 )
 
-var kinds = []string{kindBundle, kindAppspec, kindConfig, kindManifest, kindRequest}
+var kinds = []string{kindBundle, kindAppspec, kindConfig, kindManifest, kindRequest, kindJournal}
 
 // hostileCase is one case.yaml: an input, how it was made, and what the
 // product must answer. Its name is its directory under testdata/hostile.
@@ -56,7 +57,10 @@ type hostileCase struct {
 	// Version and SignChannel shape the channel document of a manifest case.
 	Version     string `yaml:"version"`
 	SignChannel *bool  `yaml:"sign_channel"`
-	Expect      expect `yaml:"expect"`
+	// Damage is what happens to a journal case's state dir while its
+	// agent is stopped (journal_test.go).
+	Damage *journalDamage `yaml:"damage"`
+	Expect expect         `yaml:"expect"`
 
 	name string // kind/dir
 	dir  string
@@ -96,6 +100,10 @@ type expect struct {
 	// in-process.
 	MaxSeconds float64 `yaml:"max_seconds"`
 	MaxMemory  string  `yaml:"max_memory"`
+	// Trouble is the needs_operator trouble a journal case's agent must
+	// report (journal-damaged, journal-lost); with Error and no Trouble,
+	// needs_operator for another reason (the engine stopped).
+	Trouble string `yaml:"trouble"`
 }
 
 // problem is one expected finding at a position, "line:col" or "line".
@@ -199,6 +207,8 @@ func defaultInput(kind string) string {
 		return "manifest.json"
 	case kindRequest:
 		return "request.http"
+	case kindJournal:
+		return "journal.db"
 	}
 	return ""
 }
@@ -229,6 +239,9 @@ func (c *hostileCase) expected() string {
 	}
 	if c.Expect.Step != "" {
 		parts = append(parts, c.Expect.Step+" fails")
+	}
+	if c.Expect.Trouble != "" {
+		parts = append(parts, "needs_operator "+c.Expect.Trouble)
 	}
 	if c.Expect.Accepted {
 		parts = append(parts, "accepted")

@@ -14,7 +14,7 @@ const minCases = 40
 // TestHostileCorpus feeds every case of testdata/hostile to the product:
 // appspecs to the parser, configs to rollback-agent --check-config,
 // manifests to the channel watcher over S3, bundles and raw requests to
-// one running daemon, in sequence (each bundle gets a fresh destination
+// one running daemon, damaged state dirs to agents of their own, in sequence (each bundle gets a fresh destination
 // and sentinel tree). It ends with a table of case, expected and got.
 func TestHostileCorpus(t *testing.T) {
 	cases := loadCorpus(t)
@@ -70,6 +70,10 @@ func TestHostileCorpus(t *testing.T) {
 	}
 	for _, c := range byKind[kindRequest] {
 		record(c.name, func(t *testing.T) result { return runRequest(t, h, c) })
+	}
+	// Journal cases run agents of their own (each damages its state dir).
+	for _, c := range byKind[kindJournal] {
+		record(c.name, func(t *testing.T) result { return runJournal(t, c) })
 	}
 	// Reloads last: one that kills the daemon must not fail the cases
 	// above; a fresh daemon on the same state serves the next reload.

@@ -92,3 +92,25 @@ func TestDamagedRecordIsNamed(t *testing.T) {
 		t.Fatalf("read of the damaged record: %v", err)
 	}
 }
+
+// A file cut short of the pages its meta page names: bbolt would map it
+// and fault (SIGBUS, which no recover catches) on the first page past
+// the end, at every start. Open refuses it first. (bbolt grows the file
+// ahead of its high-water mark: a cut that only loses pages past the
+// mark loses nothing and opens.)
+func TestCutShortJournalIsCorrupt(t *testing.T) {
+	page := int64(os.Getpagesize())
+	for _, size := range []int64{2 * page, 3 * page} {
+		t.Run(fmt.Sprint(size), func(t *testing.T) {
+			dir, path := filled(t)
+			fi, _ := os.Stat(path)
+			if err := os.Truncate(path, size); err != nil {
+				t.Fatal(err)
+			}
+			_, err := Open(dir, 0)
+			if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "cut short") {
+				t.Fatalf("open of a journal cut to %d of %d bytes: %v", size, fi.Size(), err)
+			}
+		})
+	}
+}

@@ -58,6 +58,9 @@ func Open(stateDir string, lockWait time.Duration) (*Journal, error) {
 		lockWait = 50 * time.Millisecond
 	}
 	fresh := isFresh(path)
+	if err := checkLength(path); err != nil {
+		return nil, fmt.Errorf("journal: open %s: %w", path, err)
+	}
 	var db *bolt.DB
 	// bbolt reports most damaged pages by panicking inside Open, after it
 	// took its flock on the file it opened and mapped it: the lock is

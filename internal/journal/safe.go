@@ -1,8 +1,11 @@
 package journal
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/fnv"
+	"os"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -50,4 +53,73 @@ func check(db *bolt.DB, path string) error {
 			return nil
 		})
 	})
+}
+
+// checkLength refuses a file cut shorter than its meta page says. bbolt
+// maps the file and reads pages up to the high-water mark of its newest
+// valid meta page; a page past the end of a file cut short (a file system
+// repair, a copy that stopped) is a SIGBUS, which no recover() catches,
+// and the agent would die at every start. A file whose meta pages are
+// not valid is left to bbolt, which refuses it.
+func checkLength(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil // bbolt creates it, or says why not
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil || fi.Size() == 0 {
+		return nil
+	}
+	var best *metaPage
+	pageSize := int64(os.Getpagesize())
+	if m, ok := readMeta(f, 0); ok {
+		best, pageSize = m, int64(m.pageSize)
+	}
+	if m, ok := readMeta(f, pageSize); ok && (best == nil || m.txid > best.txid) {
+		best = m
+	}
+	if best == nil {
+		return nil
+	}
+	if need := int64(best.pgid) * int64(best.pageSize); need > fi.Size() {
+		return fmt.Errorf("%w: %s is %d bytes, and its meta page (transaction %d) names %d pages of %d bytes (%d bytes): the file was cut short",
+			ErrCorrupt, path, fi.Size(), best.txid, best.pgid, best.pageSize, need)
+	}
+	return nil
+}
+
+// metaPage is what checkLength reads of a bbolt meta page: after the
+// 16-byte page header, magic, version, page size, flags, the root bucket
+// (16 bytes), the freelist page, the high-water mark, the transaction id
+// and an FNV-64a checksum of everything before it (bbolt's
+// internal/common/meta.go), in the machine's byte order.
+type metaPage struct {
+	pageSize uint32
+	pgid     uint64
+	txid     uint64
+}
+
+const (
+	boltMagic   = 0xED0CDAED
+	boltVersion = 2
+)
+
+func readMeta(f *os.File, off int64) (*metaPage, bool) {
+	var b [80]byte
+	if _, err := f.ReadAt(b[:], off); err != nil {
+		return nil, false
+	}
+	m := b[16:]
+	ne := binary.NativeEndian
+	h := fnv.New64a()
+	h.Write(m[:56])
+	if ne.Uint32(m[0:]) != boltMagic || ne.Uint32(m[4:]) != boltVersion || ne.Uint64(m[56:]) != h.Sum64() {
+		return nil, false
+	}
+	mp := &metaPage{pageSize: ne.Uint32(m[8:]), pgid: ne.Uint64(m[40:]), txid: ne.Uint64(m[48:])}
+	if mp.pageSize == 0 {
+		return nil, false
+	}
+	return mp, true
 }
