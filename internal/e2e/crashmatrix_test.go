@@ -30,6 +30,10 @@ type crashCase struct {
 	// failV2 makes v2's ValidateService fail, so the kill lands in the
 	// revision rollback.
 	failV2 bool
+	// escapes: v2's ApplicationStart first leaves a setsid sleeper (its
+	// application, out of the hook's process group and session), which
+	// the recovery's rollback must end (issue 17.17).
+	escapes bool
 	// want are the acceptable outcomes.
 	want []api.DeploymentStatus
 }
@@ -54,6 +58,7 @@ func TestCrashMatrixDeployAndRollback(t *testing.T) {
 		{name: "AfterInstall hook", step: "AfterInstall", arm: "AfterInstall-v2", want: []api.DeploymentStatus{api.StatusRolledBack}},
 		{name: "ApplicationStart hook", step: "ApplicationStart", arm: "ApplicationStart-v2", want: []api.DeploymentStatus{api.StatusRolledBack}},
 		{name: "ValidateService hook", step: "ValidateService", arm: "ValidateService-v2", want: []api.DeploymentStatus{api.StatusRolledBack}},
+		{name: "ApplicationStart hook that left a setsid sleeper", step: "ApplicationStart", arm: "ApplicationStart-v2", escapes: true, want: []api.DeploymentStatus{api.StatusRolledBack}},
 		{name: "rollback: ApplicationStop of the failed revision", step: "ApplicationStop", arm: "ApplicationStop-v2", failV2: true, want: []api.DeploymentStatus{api.StatusRolledBack}},
 		{name: "rollback: BeforeInstall of the last good", step: "BeforeInstall", arm: "BeforeInstall-v1", failV2: true, want: []api.DeploymentStatus{api.StatusRolledBack}},
 		{name: "rollback: Install of the last good", step: "Install", v2Files: 20000, failV2: true, want: []api.DeploymentStatus{api.StatusRolledBack}},
@@ -81,6 +86,11 @@ func runCrashCase(t *testing.T, c crashCase) string {
 	hooks2 := crashHooks(out)
 	if c.failV2 {
 		hooks2["ValidateService"] += "\nexit 1"
+	}
+	escaped := filepath.Join(out, "escaped.pid")
+	if c.escapes {
+		hooks2["ApplicationStart"] = fmt.Sprintf("setsid sleep 1000 < /dev/null > /dev/null 2>&1 &\necho $! > %[1]s.tmp && mv %[1]s.tmp %[1]s\n", escaped) +
+			hooks2["ApplicationStart"]
 	}
 	v1 := h.bundle("v1", revision.Revision{Dest: dest, Files: v1files, Hooks: crashHooks(out)})
 	v2 := h.bundle("v2", revision.Revision{Dest: dest, Files: v2files, Hooks: hooks2})
@@ -158,6 +168,13 @@ func runCrashCase(t *testing.T, c crashCase) string {
 	tagged := h.allSnapshotsTagged()
 	if st.Operation != nil {
 		t.Errorf("an operation is still in flight: %+v", st.Operation)
+	}
+	if c.escapes {
+		// The crash killed the hook's group (killHookGroup), not the
+		// sleeper in a session of its own: the rollback's EndProcesses did.
+		if pid := h.pidOf(escaped); livePid(pid) {
+			t.Errorf("v2's setsid sleeper %d survived the crash and the rollback", pid)
+		}
 	}
 	return fmt.Sprintf("| %s | %s | %s %s | %s | %s |", c.name, d.Status, onDisk, okIf(diff == ""), okIf(lastGood), okIf(tagged))
 }

@@ -57,15 +57,7 @@ func OpenDamaged(stateDir string, cause error) (*Journal, error) {
 	df := &damagedFile{fd: fd, scratch: scratch}
 	db, err := bolt.Open(filepath.Join(scratch, FileName), 0o600, &bolt.Options{Timeout: time.Second})
 	if err == nil {
-		err = db.Update(func(tx *bolt.Tx) error {
-			for _, b := range allBuckets() {
-				if _, err := tx.CreateBucketIfNotExists(b); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
-		if err != nil {
+		if err = initBuckets(db); err != nil {
 			db.Close()
 		}
 	}

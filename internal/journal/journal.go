@@ -104,16 +104,7 @@ func Open(stateDir string, lockWait time.Duration) (*Journal, error) {
 		db.Close()
 		return nil, fmt.Errorf("journal: %w", err)
 	}
-	err = safely(path, func() error {
-		return db.Update(func(tx *bolt.Tx) error {
-			for _, b := range allBuckets() {
-				if _, err := tx.CreateBucketIfNotExists(b); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
-	})
+	err = safely(path, func() error { return initBuckets(db) })
 	if err != nil {
 		db.Close()
 		return nil, fmt.Errorf("journal: init buckets in %s: %w", path, err)
@@ -199,6 +190,18 @@ func (j *Journal) SetMeta(key, value string) error {
 		return fmt.Errorf("journal: write meta %s: %w", key, err)
 	}
 	return nil
+}
+
+// initBuckets makes the buckets a new journal lacks.
+func initBuckets(db *bolt.DB) error {
+	return db.Update(func(tx *bolt.Tx) error {
+		for _, b := range allBuckets() {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }
 
 func allBuckets() [][]byte {
