@@ -13,8 +13,8 @@ const minCases = 40
 
 // TestHostileCorpus feeds every case of testdata/hostile to the product:
 // appspecs to the parser, configs to rollback-agent --check-config,
-// manifests to the channel watcher over S3, bundles and raw requests to
-// one running daemon, in sequence (each bundle gets a fresh destination
+// manifests to the channel watcher over S3, bundles, raw requests and
+// inbox drops to one running daemon, in sequence (each bundle gets a fresh destination
 // and sentinel tree). It ends with a table of case, expected and got.
 func TestHostileCorpus(t *testing.T) {
 	cases := loadCorpus(t)
@@ -70,6 +70,11 @@ func TestHostileCorpus(t *testing.T) {
 	}
 	for _, c := range byKind[kindRequest] {
 		record(c.name, func(t *testing.T) result { return runRequest(t, h, c) })
+	}
+	// Inbox cases after the requests, whose {{deployment}} is the newest
+	// deployment: these add deployments of their own.
+	for _, c := range byKind[kindInbox] {
+		record(c.name, func(t *testing.T) result { return runInbox(t, h, c) })
 	}
 	// Reloads last: one that kills the daemon must not fail the cases
 	// above; a fresh daemon on the same state serves the next reload.
