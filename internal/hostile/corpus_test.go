@@ -22,9 +22,10 @@ const (
 	kindManifest = "manifest"
 	kindRequest  = "request"
 	kindJournal  = "journal"
+	kindInbox    = "inbox"
 )
 
-var kinds = []string{kindBundle, kindAppspec, kindConfig, kindManifest, kindRequest, kindJournal}
+var kinds = []string{kindBundle, kindAppspec, kindConfig, kindManifest, kindRequest, kindJournal, kindInbox}
 
 // hostileCase is one case.yaml: an input, how it was made, and what the
 // product must answer. Its name is its directory under testdata/hostile.
@@ -60,7 +61,9 @@ type hostileCase struct {
 	// Damage is what happens to a journal case's state dir while its
 	// agent is stopped (journal_test.go).
 	Damage *journalDamage `yaml:"damage"`
-	Expect expect         `yaml:"expect"`
+	// Drop says how an inbox case's input arrives in the inbox.
+	Drop   *inboxDrop `yaml:"drop"`
+	Expect expect     `yaml:"expect"`
 
 	name string // kind/dir
 	dir  string
@@ -87,6 +90,10 @@ type expect struct {
 	// Accepted is a positive control: the input must be accepted. A bundle
 	// must then deploy, writing only under its dest/NAME.
 	Accepted bool `yaml:"accepted"`
+	// Stays: the dropped file must be left in the inbox, neither taken
+	// nor refused (a name the inbox ignores, a copy still short of its
+	// manifest).
+	Stays bool `yaml:"stays"`
 	// Warnings are substrings that must each appear in the warnings of an
 	// accepted bundle's deployment.
 	Warnings []string `yaml:"warnings"`
@@ -183,7 +190,7 @@ func readCase(dir string) (*hostileCase, error) {
 	if c.Why == "" {
 		return nil, errors.New("case.yaml: why is empty: say what the input attacks")
 	}
-	if c.Expect.Error == "" && !c.Expect.Accepted && c.Expect.Status == 0 && len(c.Expect.Problems) == 0 {
+	if c.Expect.Error == "" && !c.Expect.Accepted && !c.Expect.Stays && c.Expect.Status == 0 && len(c.Expect.Problems) == 0 {
 		return nil, errors.New("case.yaml: expect says nothing")
 	}
 	if c.Input == "" {
@@ -209,6 +216,8 @@ func defaultInput(kind string) string {
 		return "request.http"
 	case kindJournal:
 		return "journal.db"
+	case kindInbox:
+		return "bundle.tgz"
 	}
 	return ""
 }
@@ -245,6 +254,9 @@ func (c *hostileCase) expected() string {
 	}
 	if c.Expect.Accepted {
 		parts = append(parts, "accepted")
+	}
+	if c.Expect.Stays {
+		parts = append(parts, "left in the inbox")
 	}
 	if c.Expect.Error != "" {
 		parts = append(parts, strconv.Quote(c.Expect.Error))

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/rollback-agent/rollback-agent/internal/testbed"
+	"github.com/rollback-agent/rollback-agent/internal/testutil"
 )
 
 // host is one agent "on" one test-bed instance, as in internal/e2e (test
@@ -25,8 +26,10 @@ type host struct {
 	stateDir string
 	socket   string
 	config   string
-	env      []string
-	agent    *testbed.Agent
+	// inbox is the folder the agent watches for bundles (sources.inbox).
+	inbox string
+	env   []string
+	agent *testbed.Agent
 }
 
 // noRaceExitSleep drops the race runtime's one-second sleep at exit
@@ -39,7 +42,9 @@ const testGID = 4242
 
 // hostConfig keeps deployments small and fast: caps low enough for the
 // bombs of the corpus to hit (limits.*), no EBS checkpoint (the corpus is
-// about input, not rollback points), no health checks.
+// about input, not rollback points), no health checks. The inbox is on
+// for the inbox cases; signatures are not required, so a bundle renamed
+// in without a manifest is taken (the inbox's own rule, not trust's).
 const hostConfig = `application: demo
 state_dir: %s
 socket: %s
@@ -49,6 +54,8 @@ log_level: debug
 checkpoint: {before_deploy: [], required: false}
 limits: {max_unpacked_bytes: 2MiB, max_files: 50, max_file_bytes: 1MiB}
 boot: {assess: false}
+sources: {inbox: %s}
+trust: {require_signature: false}
 `
 
 func newHost(t *testing.T) *host {
@@ -65,8 +72,9 @@ func newHost(t *testing.T) *host {
 	dir := t.TempDir()
 	h := &host{t: t, bed: bed, bins: bins, dir: dir, stateDir: filepath.Join(dir, "state"),
 		socket: filepath.Join(dir, "run", "agent.sock"), config: filepath.Join(dir, "agent.yaml"),
-		env: append(inst.Env(), noRaceExitSleep)}
-	cfg := fmt.Sprintf(hostConfig, h.stateDir, h.socket, testGID, filepath.Join(dir, "by-id"))
+		inbox: filepath.Join(dir, "state", "inbox"),
+		env:   append(inst.Env(), noRaceExitSleep)}
+	cfg := fmt.Sprintf(hostConfig, h.stateDir, h.socket, testGID, filepath.Join(dir, "by-id"), h.inbox)
 	if err := os.WriteFile(h.config, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -92,6 +100,12 @@ func (h *host) start() {
 	if err := a.WaitReady(ctx); err != nil {
 		h.t.Fatal(err)
 	}
+	// The inbox makes processing/ once it watches and has listed what
+	// was there: from then on a file renamed in is seen arriving.
+	testutil.WaitFor(h.t, 30*time.Second, "the inbox to be watched", func() error {
+		_, err := os.Stat(filepath.Join(h.inbox, "processing"))
+		return err
+	})
 }
 
 type ctlResult struct {

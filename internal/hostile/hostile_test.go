@@ -13,8 +13,9 @@ const minCases = 40
 
 // TestHostileCorpus feeds every case of testdata/hostile to the product:
 // appspecs to the parser, configs to rollback-agent --check-config,
-// manifests to the channel watcher over S3, bundles and raw requests to
-// one running daemon, damaged state dirs to agents of their own, in sequence (each bundle gets a fresh destination
+// manifests to the channel watcher over S3, bundles, raw requests and
+// inbox drops to one running daemon, damaged state dirs to agents of
+// their own, in sequence (each bundle gets a fresh destination
 // and sentinel tree). It ends with a table of case, expected and got.
 func TestHostileCorpus(t *testing.T) {
 	cases := loadCorpus(t)
@@ -70,6 +71,11 @@ func TestHostileCorpus(t *testing.T) {
 	}
 	for _, c := range byKind[kindRequest] {
 		record(c.name, func(t *testing.T) result { return runRequest(t, h, c) })
+	}
+	// Inbox cases after the requests, whose {{deployment}} is the newest
+	// deployment: these add deployments of their own.
+	for _, c := range byKind[kindInbox] {
+		record(c.name, func(t *testing.T) result { return runInbox(t, h, c) })
 	}
 	// Journal cases run agents of their own (each damages its state dir).
 	for _, c := range byKind[kindJournal] {
