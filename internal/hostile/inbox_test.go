@@ -32,7 +32,9 @@ type inboxDrop struct {
 	// How: rename (written whole as NAME.part in the inbox, then renamed
 	// to NAME), in_place (created as NAME, written whole, closed), stalled
 	// (created as NAME, Cut bytes written, then Then), symlink (a link to
-	// the committed input, outside the inbox, renamed in as NAME).
+	// the committed input, outside the inbox, renamed in as NAME),
+	// symlink_in_place (that link made as NAME), hardlink (a second name,
+	// NAME, for a whole copy written outside the inbox).
 	How string `yaml:"how"`
 	// Cut is how many bytes a stalled writer writes before it stalls.
 	Cut int `yaml:"cut"`
@@ -77,8 +79,8 @@ func (d *inboxDrop) check() error {
 		return errors.New("drop: stalled wants cut > 0 and then: close | finish | hold")
 	case d.How != "stalled" && (d.Cut != 0 || d.Then != ""):
 		return errors.New("drop: cut and then are for how: stalled")
-	case d.How != "rename" && d.How != "in_place" && d.How != "stalled" && d.How != "symlink":
-		return fmt.Errorf("drop: unknown how %q (rename | in_place | stalled | symlink)", d.How)
+	case d.How != "rename" && d.How != "in_place" && d.How != "stalled" && d.How != "symlink" && d.How != "symlink_in_place" && d.How != "hardlink":
+		return fmt.Errorf("drop: unknown how %q (rename | in_place | stalled | symlink | symlink_in_place | hardlink)", d.How)
 	}
 	return nil
 }
@@ -187,6 +189,20 @@ func runInbox(t *testing.T, h *host, c *hostileCase) result {
 			t.Fatal(err)
 		}
 		if err := os.Rename(inbox(name+".part"), inbox(name)); err != nil {
+			t.Fatal(err)
+		}
+	case "symlink_in_place":
+		if err := os.Symlink(input, inbox(name)); err != nil {
+			t.Fatal(err)
+		}
+	case "hardlink":
+		// Same file system as the inbox (under the host's dir), so link(2)
+		// works; the other name stays, writable by whoever made it.
+		other := filepath.Join(h.dir, "outside-"+name)
+		if err := os.WriteFile(other, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Link(other, inbox(name)); err != nil {
 			t.Fatal(err)
 		}
 	case "stalled":

@@ -151,6 +151,22 @@ func (in *Inbox) report(err error) {
 	}
 }
 
+// notAPlainFile says why st is not a regular file with one name ("" when
+// it is).
+func notAPlainFile(st *unix.Stat_t) string {
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFREG:
+	case unix.S_IFLNK:
+		return "is a symbolic link, which the inbox does not follow"
+	default:
+		return "is not a regular file"
+	}
+	if st.Nlink > 1 {
+		return fmt.Sprintf("has %d hard links: another name could still change it", st.Nlink)
+	}
+	return ""
+}
+
 // ignored names are never bundles: partial copies, hidden files, our
 // own subdirectories.
 func ignored(name string) bool {
@@ -202,6 +218,15 @@ func (in *Inbox) take(name string, how arrival) (wait bool) {
 	var st unix.Stat_t
 	if err := unix.Fstatat(int(d.root.Fd()), name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		return false // gone (moved away, or taken)
+	}
+	// What is not one regular file of its own is refused at once: a link
+	// made in place raises a create and never a close, so it would wait
+	// silently forever; followed, it would point the agent (root) at any
+	// file; a hard link leaves another name through which the bytes can
+	// change.
+	if reason := notAPlainFile(&st); reason != "" {
+		in.reject(d, d.root, name, fmt.Sprintf("%s %s: copy the bundle into the inbox (under a temporary name, then rename it in)", path, reason))
+		return false
 	}
 	beside, err := checkBeside(d.root, name, in.Keys, in.App)
 	if err == nil && beside == nil {
