@@ -96,6 +96,11 @@ func (d *Daemon) summaryLocked() string {
 			return fmt.Sprintf("NEEDS OPERATOR: %s; nothing is deployed until `agentctl acknowledge %s` (see agentctl status).", t.What, t.Kind)
 		}
 	}
+	// The engine stopped (a write or a record of the journal failed):
+	// systemctl status must not say idle.
+	if fault := d.engineFault(); fault != nil {
+		return fmt.Sprintf("NEEDS OPERATOR: the agent stopped taking work: %s; %s.", fault, engine.FaultHint(fault, d.cfg.Load().StateDir))
+	}
 	id := d.ident
 	where := id.InstanceID
 	if id.AvailabilityZone != "" {

@@ -35,30 +35,38 @@ func (d *Daemon) startDamaged(ctx context.Context, awsCfg aws.Config) {
 	d.svc = &services{ctx: ctx, awsCfg: awsCfg, ec2: ec2.NewFromConfig(awsCfg)}
 	d.srv.Handle("GET "+api.PathDoctor, d.doctorHandler())
 	t := d.journal.Trouble()
-	d.srv.Limit(fmt.Sprintf("the agent needs an operator (%s): %s. %s", t.Kind, t.What, t.Next), "GET "+api.PathStatus, "GET "+api.PathDoctor)
+	d.srv.Limit(fmt.Sprintf("the agent needs an operator (%s): %s. %s", t.Kind, t.What, t.Next),
+		"GET "+api.PathStatus, "HEAD "+api.PathStatus, "GET "+api.PathDoctor, "GET "+api.PathMetrics)
 }
 
 // rebuildInstalled tells a journal that replaced a lost one what is
 // installed: the release whose install manifest was committed last. With
 // it the next deployment runs that revision's ApplicationStop and
 // replaces its files by its manifest, as if the journal had never been
-// lost; without it those files would be strangers to the agent.
+// lost; without it those files would be strangers to the agent. An
+// Install begun after it and cut short becomes the journal's install
+// intent, as after a crash: the next Install knows both manifests.
 func (d *Daemon) rebuildInstalled(rel *releases.Store) {
 	if t := d.journal.Trouble(); t == nil || t.Kind != journal.TroubleJournalLost {
 		return
 	}
-	r, at, err := rel.NewestInstall()
-	if err != nil || r == nil {
+	od, err := rel.FindOnDisk()
+	if err != nil || od.Installed == nil {
 		if err != nil {
 			d.log.Warn("rebuild the installed revision from releases/", zap.Error(err))
 		}
 		return
 	}
-	note := fmt.Sprintf("the installed revision is %s (release %s, its Install ended %s)", r.Revision, r.ID, at.UTC().Format(time.RFC3339))
-	if ok, err := d.journal.RebuildInstalled(r.ID, note); err != nil {
+	note := fmt.Sprintf("the installed revision is %s (release %s, its Install ended %s)", od.Installed.Revision, od.Installed.ID, od.At.UTC().Format(time.RFC3339))
+	var intent *journal.InstallIntent
+	if od.Interrupted != nil {
+		intent = &journal.InstallIntent{Target: od.Interrupted.ID, Previous: []string{od.Installed.ID}}
+		note += fmt.Sprintf(", and a later Install of %s (release %s) did not complete: some of its files may be on disk too", od.Interrupted.Revision, od.Interrupted.ID)
+	}
+	if ok, err := d.journal.RebuildInstalled(od.Installed.ID, intent, note); err != nil {
 		d.log.Warn("rebuild the installed revision from releases/", zap.Error(err))
 	} else if ok {
-		d.log.Warn("journal lost: "+note, zap.String("release", r.ID))
+		d.log.Warn("journal lost: "+note, zap.String("release", od.Installed.ID))
 	}
 }
 

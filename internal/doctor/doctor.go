@@ -153,8 +153,6 @@ func (r *report) roleFix(what string) string {
 	return fmt.Sprintf("grant %s to %s: packaging/iam/instance-policy.json (placeholders replaced), or the role of packaging/cloudformation/rollback-agent.yaml, has it", what, role)
 }
 
-// hookContainment says whether a hook's leftovers can be ended whatever
-// they did to their process group.
 // record: the journal must be readable and the one the agent wrote (its
 // witness agrees); otherwise the agent takes no work, and the fix is the
 // operator's.
@@ -169,6 +167,8 @@ func (r *report) record() {
 	r.ok("journal", r.in.JournalPath+" is readable and is the journal this agent wrote")
 }
 
+// hookContainment says whether a hook's leftovers can be ended whatever
+// they did to their process group.
 func (r *report) hookContainment() {
 	c := r.in.HookContainment
 	if c.Detail == "" {

@@ -125,6 +125,10 @@ func TestFailingStateDiskStopsTheEngineLoudly(t *testing.T) {
 		!strings.Contains(st.Operator.Next, "fix the state disk") {
 		t.Errorf("status: state %s, operator %+v", st.State, st.Operator)
 	}
+	// The one line systemctl status shows must not say idle either.
+	if !strings.Contains(st.Summary, "NEEDS OPERATOR: the agent stopped taking work") {
+		t.Errorf("status summary %q", st.Summary)
+	}
 	if c := h.doctorCheck("journal"); c.Result != api.DoctorFail || !strings.Contains(c.Detail, "read-only file system") || !strings.Contains(c.Fix, "fix the state disk") {
 		t.Errorf("doctor while the journal cannot be written: %+v", c)
 	}

@@ -132,9 +132,11 @@ type Engine struct {
 	// by CodeDeploy deployment id (codedeploy.go).
 	codedeploys map[string]*cdState
 
-	// prepared guards Prepare; resume is the root restore it found.
-	prepared sync.Once
-	resume   *rootResume
+	// prepared: Prepare has looked for an unfinished root restore;
+	// resume is the one it found.
+	prepareMu sync.Mutex
+	prepared  bool
+	resume    *rootResume
 
 	// jobs are rollbacks health asked for (watch window, boot); the worker
 	// runs them between queued operations.
@@ -284,7 +286,7 @@ func (e *Engine) kick() {
 // Run recovers whatever a crash interrupted, then runs queued operations
 // one at a time until ctx ends.
 func (e *Engine) Run(ctx context.Context) error {
-	e.Prepare(ctx)
+	e.prepare(ctx, 0)
 	if e.resume != nil {
 		e.resumeRootRestore(ctx, e.resume)
 	}

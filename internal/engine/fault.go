@@ -50,8 +50,9 @@ func (e *Engine) refuse() error {
 // FaultHint says what an operator does about a fault.
 func FaultHint(fault error, stateDir string) string {
 	if errors.Is(fault, journal.ErrCorrupt) {
-		return fmt.Sprintf("the journal %s/%s is damaged: stop the agent, move the file aside (keep it for inspection), and start the agent again; "+
-			"docs/design.md (\"When the journal is damaged\") says what the agent rebuilds and what it cannot", stateDir, journal.FileName)
+		return fmt.Sprintf("the journal %s/%s is damaged: stop the agent, run `agentctl recover journal --state-dir %s` (moves the file aside, kept for inspection), "+
+			"and start the agent again; docs/design.md (\"When the journal cannot be written, or is damaged\") says what the agent rebuilds and what it cannot",
+			stateDir, journal.FileName, stateDir)
 	}
 	return fmt.Sprintf("the agent could not write its journal in %s: fix the state disk (space, read-only mount, I/O errors) and restart the agent; "+
 		"recovery then finishes or rolls back the operation in flight from the journal", stateDir)

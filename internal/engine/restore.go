@@ -269,15 +269,34 @@ type rootResume struct {
 // about at once: the record of a root restore that the instance's intent
 // tag says is unfinished (the journal on the restored root predates it,
 // so without this `agentctl show <op>` would answer "no deployment"
-// until the worker got to it). Run calls it if the daemon did not.
-func (e *Engine) Prepare(ctx context.Context) {
-	e.prepared.Do(func() {
-		res, err := e.adoptRootIntent(ctx)
-		if err != nil {
-			e.o.Log.Error("finishing a root restore", zap.Error(err))
-		}
-		e.resume = res
-	})
+// until the worker got to it). It is bounded (prepareBound): EC2
+// throttled or out of reach must not hold the start past systemd's
+// TimeoutStartSec; then the worker looks again, unbounded, in Run.
+func (e *Engine) Prepare(ctx context.Context) { e.prepare(ctx, prepareBound) }
+
+// prepareBound bounds Prepare's look at the instance's tags.
+const prepareBound = 20 * time.Second
+
+func (e *Engine) prepare(ctx context.Context, bound time.Duration) {
+	e.prepareMu.Lock()
+	defer e.prepareMu.Unlock()
+	if e.prepared {
+		return
+	}
+	pctx, cancel := ctx, context.CancelFunc(func() {})
+	if bound > 0 {
+		pctx, cancel = context.WithTimeout(ctx, bound)
+	}
+	defer cancel()
+	res, err := e.adoptRootIntent(pctx)
+	if err != nil && bound > 0 && pctx.Err() != nil && ctx.Err() == nil {
+		e.o.Log.Warn("looking for an unfinished root restore took too long; the engine looks again once started", zap.Error(err))
+		return
+	}
+	if err != nil {
+		e.o.Log.Error("finishing a root restore", zap.Error(err))
+	}
+	e.prepared, e.resume = true, res
 }
 
 // adoptRootIntent reads the intent and writes (or rewrites) the

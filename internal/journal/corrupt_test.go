@@ -114,3 +114,15 @@ func TestCutShortJournalIsCorrupt(t *testing.T) {
 		})
 	}
 }
+
+// A file of a few KiB with no valid meta page (a text file put in its
+// place): bbolt would map it and read its second meta page past the end.
+func TestShortFileWithoutMetaIsCorrupt(t *testing.T) {
+	dir, path := filled(t)
+	if err := os.WriteFile(path, []byte(strings.Repeat("deployments: none\n", 170)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(dir, 0); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "too short to be a journal") {
+		t.Fatalf("open of a 3 KiB text file: %v", err)
+	}
+}

@@ -1,10 +1,13 @@
 package journal
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -15,7 +18,8 @@ import (
 // consistency check) cannot be mended by restarting, and a crash loop
 // would leave the operator no way to ask the agent what is wrong. So the
 // agent starts on a scratch journal: empty, in a private temporary
-// directory, gone when the agent stops. It reports TroubleJournalDamaged
+// directory (the unit's RuntimeDirectory), removed when the agent stops
+// and replaced at its next start if it was killed. It reports TroubleJournalDamaged
 // (needs_operator, with what to do), answers status and doctor, and
 // takes no work: the daemon starts no engine and no source, and the
 // scratch journal refuses to move the witness's channel floors or be
@@ -49,7 +53,7 @@ func OpenDamaged(stateDir string, cause error) (*Journal, error) {
 		unix.Close(fd)
 		return nil, fmt.Errorf("journal: %s is held by another process; only one agent may use state dir %s: %w", path, stateDir, ErrLocked)
 	}
-	scratch, err := os.MkdirTemp("", "rollback-agent-scratch-journal-")
+	scratch, err := scratchDir(stateDir)
 	if err != nil {
 		unix.Close(fd)
 		return nil, fmt.Errorf("journal: scratch journal for a damaged %s: %w", path, err)
@@ -81,29 +85,76 @@ func OpenDamaged(stateDir string, cause error) (*Journal, error) {
 	return j, nil
 }
 
+// scratchDir makes the scratch journal's directory: in the unit's
+// RuntimeDirectory (a tmpfs systemd empties) when there is one, else in
+// the temporary directory; named after the state dir, so that one left
+// by an agent that was killed is replaced, not piled up (this agent
+// holds the state dir's lock: no other uses it).
+func scratchDir(stateDir string) (string, error) {
+	base := os.TempDir()
+	if rd, _, _ := strings.Cut(os.Getenv("RUNTIME_DIRECTORY"), ":"); rd != "" {
+		base = rd
+	}
+	sum := sha256.Sum256([]byte(filepath.Clean(stateDir)))
+	dir := filepath.Join(base, "rollback-agent-scratch-journal-"+hex.EncodeToString(sum[:6]))
+	if err := os.RemoveAll(dir); err != nil {
+		return "", err
+	}
+	return dir, os.Mkdir(dir, 0o700)
+}
+
 // Damaged reports whether this is the scratch journal of an agent whose
 // own journal is damaged.
 func (j *Journal) Damaged() bool { return j.damaged != nil }
 
+// metaRebuilt keeps what RebuildInstalled rebuilt, for the trouble's
+// description after a restart before the acknowledgement.
+const metaRebuilt = "rebuilt_from_releases"
+
 // RebuildInstalled records on a new journal, one that replaced a lost
 // one (TroubleJournalLost), the installed release the daemon found on
-// disk, and adds what it rebuilt to the trouble's description. It does
-// nothing when the journal already knows what is installed.
-func (j *Journal) RebuildInstalled(id, note string) (bool, error) {
+// disk and, when a later Install of another release did not complete,
+// that Install's intent (so that the next Install knows both manifests'
+// files, as after a crash), and adds note to the trouble's description.
+// It does nothing when the journal already knows what is installed
+// (but says again what it rebuilt before).
+func (j *Journal) RebuildInstalled(id string, interrupted *InstallIntent, note string) (bool, error) {
 	t := j.Trouble()
 	if t == nil || t.Kind != TroubleJournalLost {
 		return false, nil
 	}
-	if cur, err := j.Pointer(PointerInstalled); err != nil || cur != "" {
+	cur, err := j.Pointer(PointerInstalled)
+	if err != nil {
 		return false, err
 	}
-	if err := j.Update(func(tx *Tx) error { return tx.SetPointer(PointerInstalled, id) }); err != nil {
+	if cur != "" {
+		if old, err := j.GetMeta(metaRebuilt); err == nil && old != "" {
+			j.noteRebuilt(old)
+		}
+		return false, nil
+	}
+	err = j.Update(func(tx *Tx) error {
+		if err := tx.SetPointer(PointerInstalled, id); err != nil {
+			return err
+		}
+		if interrupted != nil {
+			if err := tx.SetInstallIntent(interrupted); err != nil {
+				return err
+			}
+		}
+		return tx.tx.Bucket(bucketMeta).Put([]byte(metaRebuilt), []byte(note))
+	})
+	if err != nil {
 		return false, err
 	}
+	j.noteRebuilt(note)
+	return true, nil
+}
+
+func (j *Journal) noteRebuilt(note string) {
 	j.wmu.Lock()
 	defer j.wmu.Unlock()
-	if j.trouble != nil {
+	if j.trouble != nil && !strings.Contains(j.trouble.What, note) {
 		j.trouble.What += "; rebuilt from releases/: " + note
 	}
-	return true, nil
 }

@@ -103,27 +103,41 @@ func damagedRunsOnScratch(t *testing.T, all bool) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer j2.Close()
 	if tr := j2.Trouble(); tr == nil || tr.Kind != TroubleJournalLost {
 		t.Fatalf("after recovery: trouble %+v", tr)
 	}
 	if fl, _ := j2.ChannelFloor("s3://b/app/prod.json"); fl.Sequence != 7 {
 		t.Errorf("the channel floor after recovery: %+v", fl)
 	}
-	// What the daemon rebuilds from releases/: once, on the lost journal only.
-	if ok, err := j2.RebuildInstalled("d-2", "the installed revision is v2"); !ok || err != nil {
+	// What the daemon rebuilds from releases/: once, on the lost journal
+	// only, with an interrupted later Install as its intent; said again
+	// after a restart.
+	intent := &InstallIntent{Target: "d-3", Previous: []string{"d-2"}}
+	if ok, err := j2.RebuildInstalled("d-2", intent, "the installed revision is v2"); !ok || err != nil {
 		t.Fatalf("rebuild: %v %v", ok, err)
 	}
 	if id, _ := j2.Pointer(PointerInstalled); id != "d-2" || !strings.Contains(j2.Trouble().What, "rebuilt from releases/: the installed revision is v2") {
 		t.Errorf("installed %q, trouble %q", id, j2.Trouble().What)
 	}
-	if ok, _ := j2.RebuildInstalled("d-1", "older"); ok {
+	if in, _ := j2.InstallIntent(); in == nil || in.Target != "d-3" {
+		t.Errorf("install intent %+v, want d-3's", in)
+	}
+	if ok, _ := j2.RebuildInstalled("d-1", nil, "older"); ok {
 		t.Error("a second rebuild replaced what the journal knows")
+	}
+	j2.Close()
+	j2, err = Open(dir, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j2.Close()
+	if ok, _ := j2.RebuildInstalled("d-1", nil, "older"); ok || !strings.Contains(j2.Trouble().What, "the installed revision is v2") || strings.Contains(j2.Trouble().What, "older") {
+		t.Errorf("after a restart: rebuilt %v, trouble %q", ok, j2.Trouble().What)
 	}
 	if err := j2.Acknowledge(TroubleJournalLost); err != nil {
 		t.Fatal(err)
 	}
-	if ok, _ := j2.RebuildInstalled("d-1", "x"); ok {
+	if ok, _ := j2.RebuildInstalled("d-1", nil, "x"); ok {
 		t.Error("rebuilt on a journal with no trouble")
 	}
 	if _, err := os.Stat(filepath.Join(dir, WitnessName)); err != nil {

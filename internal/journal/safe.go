@@ -6,13 +6,14 @@ import (
 	"fmt"
 	"hash/fnv"
 	"os"
+	"runtime/debug"
 
 	bolt "go.etcd.io/bbolt"
 )
 
 // ErrCorrupt means the journal file is damaged: a page is not what bbolt
 // expects, or a record does not decode. The agent then stops taking work
-// and says so (docs/design.md, "When the journal is damaged"); it never
+// and says so (docs/design.md, "When the journal cannot be written, or is damaged"); it never
 // guesses what a damaged record said.
 var ErrCorrupt = errors.New("the journal is damaged")
 
@@ -27,6 +28,9 @@ func (j *Journal) update(fn func(*bolt.Tx) error) error {
 }
 
 func safely(path string, fn func() error) (err error) {
+	// A damaged page id can point bbolt past the end of its mapping: a
+	// memory fault, fatal unless this goroutine asks for it as a panic.
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
 		if p := recover(); p != nil {
 			err = fmt.Errorf("%w: %s: %v", ErrCorrupt, path, p)
@@ -40,11 +44,13 @@ func safely(path string, fn func() error) (err error) {
 func check(db *bolt.DB, path string) error {
 	return safely(path, func() error {
 		return db.View(func(tx *bolt.Tx) error {
+			// Check walks in a goroutine of its own: the channel is drained
+			// to its end, or the walk would go on reading pages after the
+			// file is closed and unmapped (a fault no recover catches).
 			var errs []error
 			for err := range tx.Check() {
-				errs = append(errs, err)
-				if len(errs) == 5 {
-					break
+				if len(errs) < 5 {
+					errs = append(errs, err)
 				}
 			}
 			if len(errs) > 0 {
@@ -80,6 +86,12 @@ func checkLength(path string) error {
 		best = m
 	}
 	if best == nil {
+		// No valid meta page: bbolt refuses the file, unless it is short
+		// enough that bbolt maps it and reads its second meta page past
+		// the end (a text file of a few KiB).
+		if fi.Size() < 2*int64(os.Getpagesize()) {
+			return fmt.Errorf("%w: %s is %d bytes with no valid meta page: too short to be a journal", ErrCorrupt, path, fi.Size())
+		}
 		return nil
 	}
 	if need := int64(best.pgid) * int64(best.pageSize); need > fi.Size() {

@@ -294,24 +294,36 @@ func readJSON(path string, v any) error {
 	return json.Unmarshal(b, v)
 }
 
-// NewestInstall is the complete release whose install manifest was
-// committed last: what the last completed Install put on disk, and the
-// manifest saying which files are its. nil when no release has one. A
-// new journal learns from it what is installed after the old one was
-// lost (the daemon's rebuild); at is when that Install ended.
-func (s *Store) NewestInstall() (rel *Release, at time.Time, err error) {
+// OnDisk is what releases/ says is installed, for a new journal that
+// replaced a lost one: the complete release whose install manifest was
+// committed last (what the last completed Install put on disk, and the
+// manifest saying which files are its) and when that Install ended; and
+// a release whose Install began after it and did not complete (its
+// partial manifest is newer), whose files may be on disk too.
+type OnDisk struct {
+	Installed   *Release
+	At          time.Time
+	Interrupted *Release
+}
+
+// FindOnDisk reads OnDisk from the releases' manifests.
+func (s *Store) FindOnDisk() (OnDisk, error) {
 	all, err := s.List()
 	if err != nil {
-		return nil, time.Time{}, err
+		return OnDisk{}, err
 	}
+	var od OnDisk
+	var partialAt time.Time
 	for _, r := range all {
-		fi, err := os.Lstat(s.ManifestPath(r.ID))
-		if err != nil || !fi.Mode().IsRegular() {
-			continue
+		if fi, err := os.Lstat(s.ManifestPath(r.ID)); err == nil && fi.Mode().IsRegular() && (od.Installed == nil || fi.ModTime().After(od.At)) {
+			od.Installed, od.At = r, fi.ModTime()
 		}
-		if rel == nil || fi.ModTime().After(at) {
-			rel, at = r, fi.ModTime()
+		if fi, err := os.Lstat(s.PartialManifestPath(r.ID)); err == nil && fi.Mode().IsRegular() && fi.ModTime().After(partialAt) {
+			od.Interrupted, partialAt = r, fi.ModTime()
 		}
 	}
-	return rel, at, nil
+	if od.Interrupted != nil && od.Installed != nil && !partialAt.After(od.At) {
+		od.Interrupted = nil // a stale partial, older than the last completed Install
+	}
+	return od, nil
 }

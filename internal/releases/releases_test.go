@@ -219,25 +219,30 @@ func TestRunAsUserReachesTheirRevisionOnly(t *testing.T) {
 
 // After journal loss the installed release is the one whose install
 // manifest was committed last, whatever order the releases were made in
-// (a rollback reinstalls an older one); a release never installed, or
-// one whose Install did not complete (partial manifest only), is not it.
-func TestNewestInstallIsTheLastCommittedManifest(t *testing.T) {
+// (a rollback reinstalls an older one); a release never installed is
+// not it, and one whose Install began later and did not complete
+// (partial manifest only, newer) is named as interrupted.
+func TestFindOnDiskIsTheLastCommittedManifest(t *testing.T) {
 	s, err := Open(stateDir(t))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rel, _, err := s.NewestInstall(); err != nil || rel != nil {
-		t.Fatalf("empty store: %+v %v", rel, err)
+	if od, err := s.FindOnDisk(); err != nil || od.Installed != nil || od.Interrupted != nil {
+		t.Fatalf("empty store: %+v %v", od, err)
 	}
-	for _, id := range []string{"d-1", "d-2", "d-3"} {
+	for _, id := range []string{"d-1", "d-2", "d-3", "d-4"} {
 		unpackValidate(t, s, id, developerBundle(t, ""))
 	}
-	commit := func(id string, at time.Time) {
+	partial := func(id string, at time.Time) {
 		t.Helper()
 		if err := os.WriteFile(s.PartialManifestPath(id), nil, 0o600); err != nil {
 			t.Fatal(err)
 		}
 		os.Chtimes(s.PartialManifestPath(id), at, at)
+	}
+	commit := func(id string, at time.Time) {
+		t.Helper()
+		partial(id, at)
 		if err := s.CommitManifest(id, nil); err != nil {
 			t.Fatal(err)
 		}
@@ -246,10 +251,14 @@ func TestNewestInstallIsTheLastCommittedManifest(t *testing.T) {
 	commit("d-1", base)
 	commit("d-2", base.Add(time.Minute))
 	commit("d-1", base.Add(2*time.Minute)) // rolled back to d-1
-	// d-3's Install was cut short: only its partial manifest exists.
-	os.WriteFile(s.PartialManifestPath("d-3"), nil, 0o600)
-	rel, at, err := s.NewestInstall()
-	if err != nil || rel == nil || rel.ID != "d-1" || !at.Equal(base.Add(2*time.Minute)) {
-		t.Fatalf("newest install %+v at %v (%v), want d-1 at %v", rel, at, err, base.Add(2*time.Minute))
+	partial("d-4", base.Add(-time.Minute)) // a stale partial, older than every Install
+	od, err := s.FindOnDisk()
+	if err != nil || od.Installed == nil || od.Installed.ID != "d-1" || !od.At.Equal(base.Add(2*time.Minute)) || od.Interrupted != nil {
+		t.Fatalf("on disk %+v (%v), want d-1 at %v, nothing interrupted", od, err, base.Add(2*time.Minute))
+	}
+	// d-3's Install was cut short after that: only its partial manifest.
+	partial("d-3", base.Add(3*time.Minute))
+	if od, err = s.FindOnDisk(); err != nil || od.Installed.ID != "d-1" || od.Interrupted == nil || od.Interrupted.ID != "d-3" {
+		t.Fatalf("on disk %+v (%v), want d-1 installed, d-3 interrupted", od, err)
 	}
 }

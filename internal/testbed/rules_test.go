@@ -303,15 +303,19 @@ func TestRuleRootReplacementRefusals(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	snap, err := c.CreateSnapshot(ctx, &ec2.CreateSnapshotInput{VolumeId: aws.String(inst.RootVolumeID)})
+	// The token rule on an instance of its own: the task it starts
+	// replaces that instance's root while the refusals below are asked
+	// (a task under way made them "no EBS root volume" instead).
+	tokInst := newInstance(t, InstanceOptions{RootGiB: 8})
+	snap, err := c.CreateSnapshot(ctx, &ec2.CreateSnapshotInput{VolumeId: aws.String(tokInst.RootVolumeID)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	tok := "rr-" + inst.Doc.InstanceID
-	if _, err := c.CreateReplaceRootVolumeTask(ctx, &ec2.CreateReplaceRootVolumeTaskInput{InstanceId: aws.String(inst.Doc.InstanceID), SnapshotId: snap.SnapshotId, ClientToken: aws.String(tok)}); err != nil {
+	tok := "rr-" + tokInst.Doc.InstanceID
+	if _, err := c.CreateReplaceRootVolumeTask(ctx, &ec2.CreateReplaceRootVolumeTaskInput{InstanceId: aws.String(tokInst.Doc.InstanceID), SnapshotId: snap.SnapshotId, ClientToken: aws.String(tok)}); err != nil {
 		t.Fatal(err)
 	}
-	_, err = c.CreateReplaceRootVolumeTask(ctx, &ec2.CreateReplaceRootVolumeTaskInput{InstanceId: aws.String(inst.Doc.InstanceID), ImageId: img.ImageId, ClientToken: aws.String(tok)})
+	_, err = c.CreateReplaceRootVolumeTask(ctx, &ec2.CreateReplaceRootVolumeTaskInput{InstanceId: aws.String(tokInst.Doc.InstanceID), ImageId: img.ImageId, ClientToken: aws.String(tok)})
 	if errCode(err) != "IdempotentParameterMismatch" {
 		t.Errorf("the same token with an image: %v, want IdempotentParameterMismatch", err)
 	}
